@@ -1,0 +1,77 @@
+"""The ``dynavatar`` command line: a thin layer over the library (no algorithms here)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(exc: Exception) -> None:
+    """Print a project error as one clear line and exit non-zero, without a traceback."""
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dynavatar")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Animatable, text-editable 3D Gaussian head avatars from ordinary videos."""
+    _setup_logging(verbose)
+
+
+@main.command()
+def info() -> None:
+    """Versions, head model in use, CUDA/gsplat, and which optional weights are cached."""
+    from .info import collect_info, format_info
+
+    click.echo(format_info(collect_info()))
+
+
+@main.group()
+def flame() -> None:
+    """FLAME-format head model files."""
+
+
+@flame.command("convert")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+def flame_convert(src: Path, dst: Path) -> None:
+    """Convert a FLAME .pkl (chumpy or not) into a clean, pickle-free .npz with sha256s."""
+    from .errors import DynavatarError
+    from .flame import read_flame_file, write_flame_npz
+
+    try:
+        data = read_flame_file(src)
+        out = write_flame_npz(data, dst, source=src)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(f"wrote {out} ({data.n_vertices} vertices, {data.n_shape_total} shape + "
+               f"{data.n_expr_total} expression components)")
+
+
+@flame.command("show")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+def flame_show(path: Path | None) -> None:
+    """Describe a head model file (default: the one that resolves)."""
+    from .errors import DynavatarError
+    from .flame import FlameModel
+
+    try:
+        model = FlameModel.load(path)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(f"{model.source}\n{model.extra_repr()}\nregions: {model.region_names}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

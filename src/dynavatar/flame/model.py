@@ -1,0 +1,122 @@
+"""``FlameModel``: a stateless FLAME-format head model (buffers only, our own skinning)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import FlameFileError, InvalidParametersError
+from .file_format import FlameData, read_flame_file
+from .lbs import barycentric_points, blend_shapes, linear_blend_skinning
+from .params import FlameOutput, FlameParams
+from .resolve import resolve_head_path
+
+__all__ = ["FlameModel"]
+
+logger = logging.getLogger("dynavatar.flame")
+
+
+class FlameModel(nn.Module):
+    """A FLAME-format head model as an ``nn.Module`` that holds buffers only (nothing to train).
+
+    ``model(params) -> FlameOutput(vertices [B,V,3], joints [B,5,3], landmarks [B,L,3] | None)``.
+    Landmarks are mediapipe's 478 face-mesh points when the model has that embedding (the embedded
+    default head does); ask for another set with ``landmark_set="ibug68"``.
+    """
+
+    def __init__(self, data: FlameData, n_shape: int | None = None, n_expr: int | None = None) -> None:
+        super().__init__()
+        s_total, e_total = data.n_shape_total, data.n_expr_total
+        n_shape = s_total if n_shape is None else int(n_shape)
+        n_expr = e_total if n_expr is None else int(n_expr)
+        if not 0 <= n_shape <= s_total:
+            raise FlameFileError(f"n_shape={n_shape} but the model has {s_total} identity components")
+        if not 0 <= n_expr <= e_total:
+            raise FlameFileError(f"n_expr={n_expr} but the model has {e_total} expression components")
+        self.n_shape, self.n_expr = n_shape, n_expr
+        self.parents: list[int] = [int(p) for p in data.parents]
+        self.meta = dict(data.meta)
+        f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
+        v = data.n_vertices
+        self.register_buffer("v_template", f32(data.v_template))  # [V, 3]
+        self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.long))  # [F, 3]
+        dirs = np.concatenate([data.shapedirs[..., :n_shape], data.shapedirs[..., s_total:s_total + n_expr]], -1)
+        self.register_buffer("shapedirs", f32(dirs))  # [V, 3, n_shape + n_expr]
+        # [V, 3, 36] -> [36, V*3] so that offsets = pose_feature @ posedirs.
+        self.register_buffer("posedirs", f32(data.posedirs.reshape(v * 3, -1).T))
+        self.register_buffer("J_regressor", f32(data.J_regressor))  # [5, V]
+        self.register_buffer("lbs_weights", f32(data.weights))  # [V, 5]
+        self.landmark_sets: tuple[str, ...] = tuple(sorted(data.landmarks))
+        for name, (lf, lb) in data.landmarks.items():
+            self.register_buffer(f"lmk_{name}_faces", torch.as_tensor(lf, dtype=torch.long))
+            self.register_buffer(f"lmk_{name}_bary", f32(lb))
+        self.region_names: list[str] | None = data.region_names
+        if data.vertex_region is not None:
+            self.register_buffer("vertex_region", torch.as_tensor(data.vertex_region, dtype=torch.long))
+        else:
+            self.vertex_region = None
+        self.expr_names: list[str] | None = data.expr_names[:n_expr] if data.expr_names else None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, n_shape: int | None = None,
+             n_expr: int | None = None) -> "FlameModel":
+        """Load a FLAME-format file; ``path=None`` resolves ``$DYNAVATAR_FLAME``, then
+        ``assets/flame/``, then the embedded default head (and logs which one was used)."""
+        resolved = resolve_head_path(path)
+        data = read_flame_file(resolved.path)
+        model = cls(data, n_shape=n_shape, n_expr=n_expr)
+        model.source = f"{resolved.path} ({resolved.source})"
+        logger.info("head model: %s from %s [%d vertices, %d shape, %d expr]",
+                    resolved.path.name, resolved.source, data.n_vertices, model.n_shape, model.n_expr)
+        return model
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_vertices(self) -> int:
+        return int(self.v_template.shape[0])
+
+    @property
+    def default_landmark_set(self) -> str | None:
+        if "mediapipe" in self.landmark_sets:
+            return "mediapipe"
+        return self.landmark_sets[0] if self.landmark_sets else None
+
+    def zero_params(self, batch: int = 1) -> FlameParams:
+        return FlameParams.zeros(batch, self.n_shape, self.n_expr, device=self.v_template.device,
+                                 dtype=self.v_template.dtype)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, params: FlameParams, landmark_set: str | None = "default",
+                check_finite: bool = True) -> FlameOutput:
+        """Pose the head. ``check_finite=False`` skips the NaN check (a GPU sync) in hot loops."""
+        params.validate(self.n_shape, self.n_expr, check_finite=check_finite)
+        coeffs = torch.cat([params.shape, params.expr], dim=-1).to(self.shapedirs.dtype)
+        v_shaped = self.v_template + blend_shapes(coeffs, self.shapedirs)
+        verts, joints = linear_blend_skinning(params.pose().to(v_shaped.dtype), v_shaped, self.J_regressor,
+                                              self.posedirs, self.lbs_weights, self.parents)
+        t = params.translation[:, None].to(verts.dtype)
+        verts, joints = verts + t, joints + t
+        return FlameOutput(vertices=verts, joints=joints, landmarks=self.landmarks(verts, landmark_set))
+
+    def landmarks(self, vertices: Tensor, landmark_set: str | None = "default") -> Tensor | None:
+        """Landmarks on the posed surface.  vertices [B,V,3] -> [B,L,3] (None if unavailable)."""
+        if landmark_set == "default":
+            landmark_set = self.default_landmark_set
+        if landmark_set is None:
+            return None
+        if landmark_set not in self.landmark_sets:
+            raise InvalidParametersError(
+                f"landmark set '{landmark_set}' is not embedded in this head model "
+                f"(available: {list(self.landmark_sets) or 'none'})"
+            )
+        return barycentric_points(vertices, self.faces, getattr(self, f"lmk_{landmark_set}_faces"),
+                                  getattr(self, f"lmk_{landmark_set}_bary"))
+
+    def extra_repr(self) -> str:
+        return (f"vertices={self.n_vertices}, faces={self.faces.shape[0]}, n_shape={self.n_shape}, "
+                f"n_expr={self.n_expr}, landmarks={list(self.landmark_sets)}")

@@ -1,0 +1,61 @@
+"""Where optional model weights live in the ecosystem's own caches, and whether they are there.
+
+Nothing here downloads anything: it only looks, so ``dynavatar info`` can say which real backends
+can run offline on this machine and which weights to fetch for the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+__all__ = ["KnownWeights", "KNOWN_WEIGHTS", "hf_hub_cache", "torch_hub_checkpoints", "find_weights"]
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownWeights:
+    name: str  # what a person would call it
+    used_for: str
+    hub_repo: str | None = None  # Hugging Face repo id (looked up in the hub cache)
+    torch_hub_files: tuple[str, ...] = ()  # file name prefixes in $TORCH_HOME/hub/checkpoints
+
+
+KNOWN_WEIGHTS = (
+    KnownWeights("InstructPix2Pix", "image editing (ip2p editor)", hub_repo="timbrooks/instruct-pix2pix"),
+    KnownWeights("Stable Diffusion 1.5", "SDS / inpainting base", hub_repo="stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    KnownWeights("SD 1.5 inpainting", "image editing (inpaint editor)", hub_repo="stable-diffusion-v1-5/stable-diffusion-inpainting"),
+    KnownWeights("CLIP ViT-L/14", "edit metrics (CLIP direction similarity)", hub_repo="openai/clip-vit-large-patch14"),
+    KnownWeights("Qwen2.5 1.5B Instruct", "prompt refinement (local LLM)", hub_repo="Qwen/Qwen2.5-1.5B-Instruct"),
+    KnownWeights("face-alignment FAN", "68-point landmarks (fa backend)", torch_hub_files=("2DFAN4", "s3fd")),
+    KnownWeights("facer FaRL parser", "face parsing (facer backend)", torch_hub_files=("face_parsing.farl", "mobilenet0.25_Final")),
+    KnownWeights("LPIPS (VGG/Alex)", "LPIPS metric", torch_hub_files=("vgg16-", "alexnet-")),
+)
+
+
+def hf_hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    return home / "hub"
+
+
+def torch_hub_checkpoints() -> Path:
+    home = Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "torch"))
+    return home / "hub" / "checkpoints"
+
+
+def find_weights(w: KnownWeights) -> Path | None:
+    """The local path of ``w`` if a usable copy is cached, else None."""
+    if w.hub_repo:
+        snapshots = hf_hub_cache() / ("models--" + w.hub_repo.replace("/", "--")) / "snapshots"
+        if snapshots.is_dir():
+            for snap in sorted(snapshots.iterdir()):
+                if any(snap.iterdir()):
+                    return snap
+    ckpt = torch_hub_checkpoints()
+    if w.torch_hub_files and ckpt.is_dir():
+        for f in sorted(ckpt.iterdir()):
+            if f.name.startswith(w.torch_hub_files):
+                return f
+    return None

@@ -1,0 +1,37 @@
+"""Shared test fixtures: markers, output folder, paths to the real shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Real head videos/photos shared beside the checkout (never committed); tests skip without them.
+REAL_DATA = Path(os.environ.get("DYNAVATAR_REAL_DATA", ROOT.parent / "shared" / "data" / "real"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA; run `pytest -m gpu` on a GPU machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def test_output_dir() -> Path:
+    """Folder for pictures a person may want to look at after a test run."""
+    out = ROOT / "test-output"
+    out.mkdir(exist_ok=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real shared data not found at {REAL_DATA}")
+    return REAL_DATA
