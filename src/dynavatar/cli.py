@@ -73,5 +73,28 @@ def flame_show(path: Path | None) -> None:
     click.echo(f"{model.source}\n{model.extra_repr()}\nregions: {model.region_names}")
 
 
+@main.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Dataset folder.")
+@click.option("--resolution", default=512, show_default=True, help="Side of the square head crop.")
+@click.option("--max-frames", type=int, default=None, help="Keep at most this many frames.")
+@click.option("--stride", default=1, show_default=True, help="Keep every n-th frame.")
+@click.option("--fps", type=float, default=None, help="Subsample to about this frame rate instead.")
+@click.option("--overwrite", is_flag=True, help="Recompute even if a matching cache exists.")
+def preprocess(video: Path, out_dir: Path, resolution: int, max_frames: int | None, stride: int,
+               fps: float | None, overwrite: bool) -> None:
+    """Video (or image folder) -> head crops, mattes and landmarks, cached in OUT."""
+    from .errors import DynavatarError
+    from .perceive import PreprocessConfig
+    from .perceive import preprocess as run
+
+    cfg = PreprocessConfig(resolution=resolution, max_frames=max_frames, stride=stride, fps=fps)
+    try:
+        ds = run(video, out_dir, config=cfg, overwrite=overwrite)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(f"{len(ds)} frames -> {out_dir}" + (f"; no face in frames {ds.missing_frames}" if ds.missing_frames else ""))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

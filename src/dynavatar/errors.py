@@ -22,3 +22,11 @@ class MissingDependencyError(DynavatarError, ImportError):
 
 class InvalidParametersError(DynavatarError, ValueError):
     """Parameters have the wrong shape, or contain NaN/inf."""
+
+
+class VideoError(DynavatarError):
+    """A video (or image folder) is missing, unreadable, empty or unusable."""
+
+
+class NoFaceError(DynavatarError):
+    """No usable face was found where one is required."""

@@ -1,0 +1,154 @@
+"""Video -> cached dataset of head crops, mattes and dense landmarks (see ``dataset.py``).
+
+Two streaming passes keep memory flat for long or large videos: the first finds and follows the
+face (landmarks only), the crops are then planned for the whole clip (one side length, smoothed
+centres), and the second pass cuts, mattes and writes the crops. Results are cached: calling
+again with the same video and settings loads the folder instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import NoFaceError
+from .crop import crop_image, interpolate_missing, plan_crops, to_crop
+from .dataset import DATASET_FORMAT, FrameDataset
+from .landmarks import LandmarkDetector, MediapipeFaceMesh, follow_face
+from .matting import Matter, MediapipeSelfieMatte
+from .video import iter_frames, probe_video
+
+__all__ = ["PreprocessConfig", "preprocess"]
+
+logger = logging.getLogger("dynavatar.perceive")
+
+MIN_FACE_PX = 40  # below this mediapipe's landmarks are too noisy to track
+
+
+@dataclasses.dataclass
+class PreprocessConfig:
+    resolution: int = 512  # side of the square head crop, pixels
+    max_frames: int | None = None  # keep at most this many frames (after subsampling)
+    stride: int = 1  # keep every n-th frame
+    fps: float | None = None  # or: subsample to about this rate (overrides stride)
+    crop_scale: float = 1.9  # crop side = this x the clip's 90th-percentile face size
+    smooth_seconds: float = 0.15  # Gaussian smoothing of the crop centre over time
+    jpeg_quality: int = 95
+
+
+def _fingerprint(path: Path) -> dict:
+    st = path.stat()
+    if path.is_dir():
+        return {"path": str(path.resolve()), "mtime": st.st_mtime, "entries": len(list(path.iterdir()))}
+    h = hashlib.sha256()
+    with open(path, "rb") as f:  # first and last MiB + size: cheap, catches replaced files
+        h.update(f.read(1 << 20))
+        f.seek(max(st.st_size - (1 << 20), 0))
+        h.update(f.read(1 << 20))
+    return {"path": str(path.resolve()), "size": st.st_size, "sha256_ends": h.hexdigest()}
+
+
+def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_frames: int | None = None,
+               config: PreprocessConfig | None = None, detector: LandmarkDetector | None = None,
+               matter: Matter | None = None, overwrite: bool = False, progress: bool = True) -> FrameDataset:
+    """Preprocess ``video`` (a file ffmpeg reads, or a folder of images) into ``out_dir``.
+
+    By default every frame is kept and dataset index i is the video's frame i. Frames without a
+    face get interpolated landmarks and are listed in ``meta.json`` (``missing_frames``).
+    Raises VideoError for unreadable input and NoFaceError when no usable face is found.
+    """
+    cfg = dataclasses.replace(config or PreprocessConfig(), **({"max_frames": max_frames} if max_frames else {}))
+    video, out = Path(video).expanduser(), Path(out_dir).expanduser()
+    info = probe_video(video)
+    settings = dataclasses.asdict(cfg)
+    source = _fingerprint(video)
+    meta_path = out / "meta.json"
+    if meta_path.is_file() and not overwrite:
+        try:
+            old = json.loads(meta_path.read_text())
+            if old.get("format") == DATASET_FORMAT and old.get("settings") == settings and old.get("source") == source:
+                logger.info("preprocess: using cached %s", out)
+                return FrameDataset.load(out)
+        except (json.JSONDecodeError, OSError):
+            pass
+    detector = detector or MediapipeFaceMesh()
+    matter = matter or MediapipeSelfieMatte()
+
+    # Pass 1: follow the face through the clip.
+    idx, points, n_faces, sizes = [], [], [], []
+    prev = None
+    total = min(info.n_frames or 0, cfg.max_frames or 10**9) or None
+    frames = iter_frames(video, stride=cfg.stride, fps=cfg.fps, max_frames=cfg.max_frames, info=info)
+    for i, frame in tqdm(frames, total=total, desc="landmarks", disable=not progress, unit="frame"):
+        face, n = follow_face(detector, frame, prev)
+        if face is not None and face.size < MIN_FACE_PX:
+            face = None
+        idx.append(i)
+        n_faces.append(n)
+        points.append(None if face is None else face.points)
+        sizes.append(0.0 if face is None else face.size)
+        prev = face if face is not None else prev
+    valid = np.array([p is not None for p in points])
+    if not valid.any():
+        seen = max(sizes) if sizes else 0
+        raise NoFaceError(
+            f"no usable face in any of the {len(idx)} frames of {video}"
+            + (f" (faces found were under {MIN_FACE_PX} px)" if seen else "")
+            + ". Use a clip where the face is visible, frontal-ish and at least ~100 px tall.")
+    n_points = next(p for p in points if p is not None).shape[0]
+    lmk = np.stack([p if p is not None else np.zeros((n_points, 3)) for p in points])
+    lmk = interpolate_missing(lmk, valid)  # decoded-frame pixels
+    boxes = np.concatenate([lmk[..., :2].min(1), lmk[..., :2].max(1)], 1)
+    windows = plan_crops(boxes, valid, info.fps, scale=cfg.crop_scale, smooth_seconds=cfg.smooth_seconds)
+    if float(np.median(np.array(sizes)[valid])) < MIN_FACE_PX * 1.5:
+        logger.warning("the face is small (median %.0f px); landmarks will be noisy", np.median(np.array(sizes)[valid]))
+
+    # Pass 2: cut, matte, write.
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "frames").mkdir(parents=True)
+    (tmp / "mattes").mkdir()
+    import imageio.v3 as iio
+
+    res = cfg.resolution
+    frames = iter_frames(video, stride=cfg.stride, fps=cfg.fps, max_frames=cfg.max_frames, info=info)
+    for k, (i, frame) in enumerate(tqdm(frames, total=len(idx), desc="crops+mattes", disable=not progress, unit="frame")):
+        crop = crop_image(frame, windows[k], res)
+        alpha = matter.matte(crop)
+        # Outside the original frame there is no person.
+        inside = crop_image(np.full(frame.shape[:2], 255, np.uint8), windows[k], res) > 127
+        alpha = np.where(inside, alpha, 0.0)
+        iio.imwrite(tmp / "frames" / f"{k:06d}.jpg", crop, quality=cfg.jpeg_quality)
+        iio.imwrite(tmp / "mattes" / f"{k:06d}.png", (alpha * 255).round().astype(np.uint8))
+
+    s = info.scale  # decoded = original * s
+    lmk_crop = np.concatenate([np.stack([to_crop(lmk[k, :, :2], windows[k], res) for k in range(len(idx))]),
+                               lmk[..., 2:] * (res / windows[:, 2])[:, None, None]], -1)
+    np.savez_compressed(tmp / "landmarks.npz", frame_index=np.array(idx, dtype=np.int64), detected=valid,
+                        n_faces=np.array(n_faces, dtype=np.int64), lmk_crop=lmk_crop.astype(np.float32),
+                        lmk_orig=(lmk[..., :2] / s).astype(np.float32), crop=(windows / s).astype(np.float64))
+    meta = {
+        "format": DATASET_FORMAT, "source": source, "settings": settings, "resolution": res, "fps": info.fps,
+        "n_frames": len(idx), "original_size": [info.width, info.height], "decode_scale": s,
+        "rotation_metadata": info.rotate, "landmarks": getattr(detector, "name", type(detector).__name__),
+        "n_landmarks": int(n_points), "matte": getattr(matter, "name", type(matter).__name__),
+        "missing_frames": [int(f) for f, ok in zip(idx, valid) if not ok],
+        "multiple_faces_frames": int(sum(n > 1 for n in n_faces)),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    if meta["missing_frames"]:
+        logger.warning("no face in %d of %d frames (interpolated): %s", len(meta["missing_frames"]), len(idx),
+                       meta["missing_frames"][:20])
+    return FrameDataset.load(out)

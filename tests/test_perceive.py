@@ -1,0 +1,177 @@
+"""Preprocessing: video reading, bad input, face following, crops, cache."""
+
+from __future__ import annotations
+
+import json
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from dynavatar.errors import NoFaceError, VideoError
+from dynavatar.perceive import FrameDataset, preprocess, probe_video
+from dynavatar.perceive.crop import crop_image, plan_crops, smooth_series, to_crop, to_original
+from dynavatar.perceive.video import iter_frames
+
+
+def _write_video(path, frames, fps=25, pix_fmt_in="rgb24"):
+    h, w = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, pix_fmt_in=pix_fmt_in, macro_block_size=1,
+                                         output_params=["-crf", "12"])
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(f))
+    writer.close()
+    return path
+
+
+def _noise(n, h=96, w=128, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_missing_empty_and_corrupt_videos(tmp_path):
+    with pytest.raises(VideoError, match="not found"):
+        probe_video(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        probe_video(tmp_path / "empty.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"this is not a video" * 100)
+    with pytest.raises(VideoError, match="cannot read"):
+        probe_video(tmp_path / "junk.mp4")
+    good = _write_video(tmp_path / "good.mp4", _noise(10))
+    (tmp_path / "cut.mp4").write_bytes(good.read_bytes()[:300])
+    with pytest.raises(VideoError):
+        list(iter_frames(tmp_path / "cut.mp4"))
+    (tmp_path / "no_images").mkdir()
+    with pytest.raises(VideoError, match="without images"):
+        probe_video(tmp_path / "no_images")
+
+
+def test_frames_indices_stride_fps(tmp_path):
+    frames = [np.full((64, 80, 3), i * 10, np.uint8) for i in range(20)]
+    v = _write_video(tmp_path / "v.mp4", frames, fps=20)
+    info = probe_video(v)
+    assert (info.width, info.height, info.fps, info.n_frames) == (80, 64, 20.0, 20)
+    got = list(iter_frames(v))
+    assert [i for i, _ in got] == list(range(20))
+    assert abs(int(got[7][1].mean()) - 70) <= 3  # frame i really is the i-th frame
+    assert [i for i, _ in iter_frames(v, stride=3)] == list(range(0, 20, 3))
+    assert [i for i, _ in iter_frames(v, fps=5)] == [0, 4, 8, 12, 16]
+    assert len(list(iter_frames(v, max_frames=4))) == 4
+
+
+def test_grayscale_video_and_image_folder(tmp_path):
+    gray = [np.full((48, 64), 100 + i, np.uint8) for i in range(5)]
+    v = _write_video(tmp_path / "g.mp4", gray, pix_fmt_in="gray")
+    _, f = next(iter_frames(v))
+    assert f.shape == (48, 64, 3) and f.dtype == np.uint8
+    import imageio.v3 as iio
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        iio.imwrite(folder / f"{i:03d}.png", np.full((32, 40), 50 * i, np.uint8))
+    out = list(iter_frames(folder))
+    assert [i for i, _ in out] == [0, 1, 2] and out[2][1].shape == (32, 40, 3)
+
+
+def test_rotation_metadata_is_honoured(tmp_path):
+    import subprocess
+
+    frames = [np.zeros((40, 80, 3), np.uint8) for _ in range(3)]
+    for f in frames:
+        f[:, :40] = 255  # left half white
+    src = _write_video(tmp_path / "src.mp4", frames)
+    rotated = tmp_path / "rot.mp4"
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    r = subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-display_rotation", "90", "-i", str(src), "-c", "copy",
+                        str(rotated)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"this ffmpeg cannot write rotation metadata: {r.stderr[-200:]!r}")
+    info = probe_video(rotated)
+    assert (info.width, info.height) == (40, 80)
+    _, f = next(iter_frames(rotated))
+    assert f.shape == (80, 40, 3)
+
+
+def test_no_face_anywhere(tmp_path):
+    v = _write_video(tmp_path / "noise.mp4", _noise(6, 128, 128))
+    with pytest.raises(NoFaceError, match="no usable face in any of the 6 frames"):
+        preprocess(v, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_crop_maths_round_trip_and_smoothing():
+    rng = np.random.default_rng(0)
+    window = np.array([12.5, -7.0, 210.0])
+    pts = rng.uniform(0, 300, (50, 2))
+    np.testing.assert_allclose(to_original(to_crop(pts, window, 256), window, 256), pts)
+    # A checkerboard-free test of crop_image: a single bright pixel lands where to_crop says.
+    img = np.zeros((300, 300, 3), np.uint8)
+    img[100, 150] = 255
+    c = crop_image(img, np.array([50.0, 40.0, 150.0]), 150)  # scale 1: pure shift
+    assert np.unravel_index(c[..., 0].argmax(), c.shape[:2]) == (60, 100)
+    noisy = np.cumsum(rng.normal(size=(200, 2)), 0) + rng.normal(scale=5, size=(200, 2))
+    smooth = smooth_series(noisy, sigma=4)
+    assert np.abs(np.diff(smooth, axis=0)).mean() < 0.5 * np.abs(np.diff(noisy, axis=0)).mean()
+    boxes = np.tile([100.0, 100.0, 200.0, 220.0], (10, 1))
+    valid = np.ones(10, bool)
+    valid[3:6] = False
+    boxes[3:6] = 0  # garbage where no face: must be interpolated, not used
+    w = plan_crops(boxes, valid, fps=25)
+    assert np.allclose(w[:, 2], w[0, 2]) and np.allclose(w[:, :2], w[0, :2])
+
+
+@pytest.fixture(scope="module")
+def real_clip(tmp_path_factory):
+    from conftest import REAL_DATA
+
+    path = REAL_DATA / "wojtek_512.mp4"
+    if not path.is_file():
+        pytest.skip("real shared data not available")
+    frames = [f for _, f in iter_frames(path, max_frames=12)]
+    return tmp_path_factory.mktemp("clip"), frames
+
+
+def test_real_clip_with_faceless_frames_and_cache(real_clip):
+    tmp, frames = real_clip
+    frames = [f.copy() for f in frames]
+    frames[4][:] = 30  # no face in frames 4 and 5
+    frames[5][:] = 30
+    v = _write_video(tmp / "gap.mp4", frames)
+    ds = preprocess(v, tmp / "out", progress=False)
+    assert len(ds) == 12 and ds.missing_frames == [4, 5]
+    assert ds.detected.sum() == 10 and ds.lmk_crop.shape == (12, 478, 3)
+    # Landmarks map back to the original frame: the nose tip (index 1) lies inside the face.
+    nose = ds.lmk_orig[0, 1]
+    assert 150 < nose[0] < 350 and 150 < nose[1] < 400
+    np.testing.assert_allclose(ds.to_original(0, ds.lmk_crop[0, :, :2]), ds.lmk_orig[0], atol=1e-3)
+    assert ds.image(0).shape == (512, 512, 3) and 0.2 < ds.matte(0).mean() < 0.9
+    meta = json.loads((tmp / "out" / "meta.json").read_text())
+    assert meta["missing_frames"] == [4, 5]
+    # Cached: a second call loads without recomputing (a detector that would fail is never used).
+    class Boom:
+        name = "boom"
+
+        def detect(self, image):
+            raise AssertionError("recomputed instead of using the cache")
+
+    again = preprocess(v, tmp / "out", detector=Boom(), progress=False)
+    assert len(again) == 12
+
+
+def test_several_faces_follow_the_largest(real_clip):
+    import cv2
+
+    tmp, frames = real_clip
+    pair = []
+    for f in frames[:6]:
+        canvas = np.full((512, 900, 3), 200, np.uint8)
+        canvas[:, :512] = f
+        canvas[156:356, 650:850] = cv2.resize(f, (200, 200))  # a second, smaller person
+        pair.append(canvas)
+    v = _write_video(tmp / "two.mp4", pair)
+    ds = preprocess(v, tmp / "two", progress=False)
+    assert ds.n_faces.max() >= 1
+    assert (ds.lmk_orig[:, 1, 0] < 512).all(), "followed the wrong (smaller) face"
