@@ -66,3 +66,48 @@ def write_chumpy_pickle(path: Path, arrays: dict, chumpy_keys=("v_template", "sh
             else:
                 sys.modules[k] = mod
     return path
+
+
+def ellipsoid_head(n_lat: int = 24, n_lon: int = 32, n_shape: int = 20, n_expr: int = 20, n_lmk: int = 478,
+                   seed: int = 0):
+    """A small head-like FLAME-format model (FlameData) with a 'mediapipe' landmark embedding on its
+    front, smooth blendshapes and a jaw: enough geometry for tracking tests without the default head."""
+    from dynavatar.flame.file_format import FlameData
+
+    rng = np.random.default_rng(seed)
+    lat = np.linspace(0.15, np.pi - 0.15, n_lat)
+    lon = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    v = np.stack([0.075 * np.sin(la) * np.sin(lo), 0.11 * np.cos(la), 0.09 * np.sin(la) * np.cos(lo)], -1).reshape(-1, 3)
+    faces = []
+    for i in range(n_lat - 1):
+        for j in range(n_lon):
+            a, b = i * n_lon + j, i * n_lon + (j + 1) % n_lon
+            c, d = a + n_lon, b + n_lon
+            faces += [[a, c, b], [b, c, d]]
+    faces = np.array(faces, dtype=np.int64)
+    n_v = len(v)
+    # Smooth blendshapes: low-order polynomials of position, localised by random Gaussian bumps.
+    def smooth_dirs(k, scale):
+        d = np.zeros((n_v, 3, k))
+        for i in range(k):
+            centre = v[rng.integers(n_v)]
+            bump = np.exp(-((v - centre) ** 2).sum(1) / (2 * 0.04**2))
+            d[:, :, i] = bump[:, None] * rng.normal(size=3) * scale
+        return d
+    shapedirs = np.concatenate([smooth_dirs(n_shape, 0.004), smooth_dirs(n_expr, 0.003)], -1)
+    jaw = (v[:, 1] < -0.03) & (v[:, 2] > 0)
+    weights = np.zeros((n_v, 5))
+    weights[:, 1] = 1.0
+    weights[jaw, 1], weights[jaw, 2] = 0.3, 0.7
+    weights[v[:, 1] < -0.09, :] = [1, 0, 0, 0, 0]
+    jreg = np.zeros((5, n_v))
+    for j, target in enumerate([(0, -0.12, 0), (0, -0.08, -0.01), (0, -0.02, 0.02), (0.03, 0.02, 0.06), (-0.03, 0.02, 0.06)]):
+        near = np.argsort(((v - np.array(target)) ** 2).sum(1))[:4]
+        jreg[j, near] = 0.25
+    front = np.flatnonzero(np.mean(v[faces][:, :, 2], 1) > 0.03)
+    lmk_faces = rng.choice(front, n_lmk, replace=True)
+    bary = rng.dirichlet(np.ones(3), n_lmk)
+    return FlameData(v_template=v, faces=faces, shapedirs=shapedirs, posedirs=np.zeros((n_v, 3, 36)),
+                     J_regressor=jreg, weights=weights, parents=np.array([-1, 0, 1, 1, 1]), n_shape_total=n_shape,
+                     n_expr_total=n_expr, landmarks={"mediapipe": (lmk_faces, bary)}, meta={"name": "ellipsoid-test"})

@@ -47,14 +47,17 @@ def rigid_transforms(rot_mats: Tensor, joints: Tensor, parents: list[int]) -> tu
 def linear_blend_skinning(
     pose: Tensor,  # [B, J, 3] axis-angle per joint
     v_shaped: Tensor,  # [B, V, 3]
-    j_regressor: Tensor,  # [J, V]
+    joints: Tensor,  # [B, J, 3] rest joints, regressed from the full shaped mesh
     posedirs: Tensor,  # [(J-1)*9, V*3]
     weights: Tensor,  # [V, J]
     parents: list[int],
 ) -> tuple[Tensor, Tensor]:
-    """Pose the shaped mesh. Returns vertices [B, V, 3] and posed joints [B, J, 3]."""
+    """Pose the shaped mesh. Returns vertices [B, V, 3] and posed joints [B, J, 3].
+
+    Joints are an input so that a caller posing only some vertices (landmark fitting) can still
+    give the joints of the whole mesh.
+    """
     b, v = v_shaped.shape[:2]
-    joints = torch.einsum("jv,bvc->bjc", j_regressor, v_shaped)
     rot = axis_angle_to_matrix(pose)  # [B, J, 3, 3]
     eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
     pose_feature = (rot[:, 1:] - eye).reshape(b, -1)  # [B, (J-1)*9]

@@ -97,7 +97,8 @@ class FlameModel(nn.Module):
         params.validate(self.n_shape, self.n_expr, check_finite=check_finite)
         coeffs = torch.cat([params.shape, params.expr], dim=-1).to(self.shapedirs.dtype)
         v_shaped = self.v_template + blend_shapes(coeffs, self.shapedirs)
-        verts, joints = linear_blend_skinning(params.pose().to(v_shaped.dtype), v_shaped, self.J_regressor,
+        rest_joints = torch.einsum("jv,bvc->bjc", self.J_regressor, v_shaped)
+        verts, joints = linear_blend_skinning(params.pose().to(v_shaped.dtype), v_shaped, rest_joints,
                                               self.posedirs, self.lbs_weights, self.parents)
         t = params.translation[:, None].to(verts.dtype)
         verts, joints = verts + t, joints + t
