@@ -96,5 +96,77 @@ def preprocess(video: Path, out_dir: Path, resolution: int, max_frames: int | No
     click.echo(f"{len(ds)} frames -> {out_dir}" + (f"; no face in frames {ds.missing_frames}" if ds.missing_frames else ""))
 
 
+@main.command("track")
+@click.argument("dataset_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Result folder (default: DATASET_DIR/tracking).")
+@click.option("--head", type=click.Path(path_type=Path), default=None, help="FLAME-format file (default: resolved).")
+@click.option("--preset", default="default", show_default=True, type=click.Choice(["tiny", "fast", "default", "quality"]))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--no-video", is_flag=True, help="Skip the overlay video.")
+def track_cmd(dataset_dir: Path, out_dir: Path | None, head: Path | None, preset: str, device: str, no_video: bool) -> None:
+    """Track FLAME through a preprocessed clip; writes the result and an overlay video."""
+    from .errors import DynavatarError
+    from .flame import FlameModel
+    from .io.video import write_video
+    from .perceive import FrameDataset
+    from .track import TrackerConfig, track
+    from .track.overlay import overlay_frames
+
+    out_dir = out_dir or dataset_dir / "tracking"
+    try:
+        ds = FrameDataset.load(dataset_dir)
+        cfg = TrackerConfig.preset(preset)
+        cfg.device = device
+        model = FlameModel.load(head, n_shape=None, n_expr=None)
+        result = track(ds, head=model, config=cfg)
+        result.save(out_dir)
+        if not no_video:
+            model = FlameModel.load(head, n_shape=result.head["n_shape"], n_expr=result.head["n_expr"])
+            write_video(out_dir / "overlay.mp4", overlay_frames(ds, result, model), fps=ds.fps or 25.0)
+    except DynavatarError as exc:
+        _fail(exc)
+    s = result.summary()
+    click.echo(f"tracked {s['frames']} frames: landmark error mean {100 * s['lmk_error_mean']:.2f}% / worst "
+               f"{100 * s['lmk_error_max']:.2f}% of the inter-ocular distance -> {out_dir}")
+
+
+@main.command()
+@click.option("-o", "--out", "out_dir", default="dynavatar-demo", show_default=True, type=click.Path(path_type=Path))
+@click.option("--head", type=click.Path(path_type=Path), default=None, help="FLAME-format file (default: resolved).")
+@click.option("--frames", default=48, show_default=True)
+@click.option("--resolution", default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def demo(out_dir: Path, head: Path | None, frames: int, resolution: int, device: str) -> None:
+    """Run what exists of the pipeline on the embedded default head (offline, CPU is fine)."""
+    from .demo import run_demo
+    from .errors import DynavatarError
+
+    try:
+        r = run_demo(out_dir, head=head, n_frames=frames, resolution=resolution, device=device)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo("dynavatar demo ran:\n" + "\n".join(f"  - {line}" for line in r.ran))
+    click.echo(f"wrote {r.video} and {r.contact_sheet} in {r.seconds:.1f}s")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print a table (not tests)."""
+
+
+@bench.command("track")
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("--head", type=click.Path(path_type=Path), default=None)
+@click.option("--preset", default="default", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--max-frames", type=int, default=None)
+def bench_track(video: Path, head: Path | None, preset: str, device: str, max_frames: int | None) -> None:
+    """Preprocess + track VIDEO; print time per stage and landmark error."""
+    from .bench.track import format_track_table, run_track_bench
+
+    click.echo(format_track_table(run_track_bench(video, head, preset, device, max_frames)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
