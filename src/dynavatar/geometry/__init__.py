@@ -10,6 +10,14 @@ from .rotations import (
     quaternion_to_matrix,
     skew,
 )
+from .triangles import TriangleFrames, gather_triangles, safe_norm, safe_normalize, triangle_frames
+from .cameras import (
+    camera_centers,
+    intrinsics_from_fov,
+    look_at_viewmat,
+    orbit_eyes,
+    project_points,
+)
 
 __all__ = [
     "axis_angle_to_matrix",
@@ -20,4 +28,14 @@ __all__ = [
     "quaternion_multiply",
     "quaternion_to_matrix",
     "skew",
+    "TriangleFrames",
+    "gather_triangles",
+    "safe_norm",
+    "safe_normalize",
+    "triangle_frames",
+    "camera_centers",
+    "intrinsics_from_fov",
+    "look_at_viewmat",
+    "orbit_eyes",
+    "project_points",
 ]

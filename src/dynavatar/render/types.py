@@ -1,0 +1,42 @@
+"""Renderer protocol and its output dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol, runtime_checkable
+
+from torch import Tensor
+
+from ..gaussians.binding import WorldGaussians
+from .cameras import Cameras
+
+__all__ = ["RenderOutput", "Renderer"]
+
+
+@dataclass
+class RenderOutput:
+    """What every renderer returns, one image per camera.
+
+    ``means2d`` is the projected splat centres in pixels; it is a non-leaf tensor on the graph
+    of the image, so ``out.means2d.retain_grad()`` before ``backward()`` gives the screen-space
+    gradients that densification accumulates. ``radii`` is the larger of the two screen-space
+    half-extents in pixels (0 = culled / not visible).
+    """
+
+    rgb: Tensor  # [C, H, W, 3]
+    alpha: Tensor  # [C, H, W, 1]
+    means2d: Tensor  # [C, N, 2]
+    radii: Tensor  # [C, N] int32
+    depth: Optional[Tensor] = None  # [C, H, W, 1] expected depth, sum(w z) / alpha
+    features: Optional[Tensor] = None  # [C, H, W, D] extra per-splat channels, no background
+
+
+@runtime_checkable
+class Renderer(Protocol):
+    def render(
+        self,
+        gaussians: WorldGaussians,
+        cameras: Cameras,
+        background: Optional[Tensor] = None,  # [3] or [C, 3]
+        features: Optional[Tensor] = None,  # [N, D] or [B, N, D]
+    ) -> RenderOutput: ...
