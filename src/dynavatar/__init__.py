@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (loaded on first attribute access)
 _LAZY = {
+    "Avatar": "dynavatar.api",
     "FlameModel": "dynavatar.flame",
     "FlameParams": "dynavatar.flame",
     "FlameOutput": "dynavatar.flame",

@@ -155,6 +155,81 @@ def bench() -> None:
     """Benchmarks that print a table (not tests)."""
 
 
+@bench.command("render")
+@click.option("--splats", default="10000,50000,100000,300000", show_default=True, help="Comma-separated counts.")
+@click.option("--batches", default="1,16", show_default=True)
+@click.option("--resolution", default=512, show_default=True)
+def bench_render(splats: str, batches: str, resolution: int) -> None:
+    """Animated frame time (FLAME + bind + gsplat) vs raw gsplat rasterization (needs CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        _fail(RuntimeError("bench render needs a CUDA GPU and gsplat (it compares against raw gsplat)"))
+    from .bench.render import format_table, run_render_bench
+
+    rows = run_render_bench(tuple(int(s) for s in splats.split(",")), tuple(int(b) for b in batches.split(",")),
+                            resolution)
+    click.echo(format_table(rows))
+
+
+@main.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--preset", default="fast", show_default=True, type=click.Choice(["tiny", "fast", "quality"]))
+@click.option("--head", type=click.Path(path_type=Path), default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--max-frames", type=int, default=None)
+def fit(video: Path, out_dir: Path, preset: str, head: Path | None, device: str, max_frames: int | None) -> None:
+    """Fit an avatar to VIDEO (preprocess + track + optimise; resumes from OUT's checkpoint)."""
+    from .api import Avatar
+    from .errors import DynavatarError
+
+    try:
+        avatar = Avatar.from_video(video, head=head, out_dir=out_dir, preset=preset, device=device,
+                                   max_frames=max_frames, resolution=512)
+        avatar.save(out_dir / "avatar")
+        metrics = avatar.evaluate()
+        avatar.render_video(out_dir / "before_after.mp4")
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(f"held-out: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}; avatar in {out_dir / 'avatar'}")
+
+
+@main.command()
+@click.argument("avatar_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path))
+@click.option("--device", default="auto", show_default=True)
+def render(avatar_dir: Path, out_path: Path, device: str) -> None:
+    """Render a saved avatar over its clip's frames to a video."""
+    from .api import Avatar
+    from .errors import DynavatarError
+
+    try:
+        Avatar.load(avatar_dir, device=device).render_video(out_path, side_by_side=False)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(f"wrote {out_path}")
+
+
+@main.command()
+@click.argument("avatar_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path))
+@click.option("--frame", default=0, show_default=True, help="Which frame's pose to export.")
+def export(avatar_dir: Path, out_path: Path, frame: int) -> None:
+    """Export one posed frame of a saved avatar as a standard 3DGS .ply."""
+    from .api import Avatar
+    from .errors import DynavatarError
+    from .io.ply import export_ply
+
+    try:
+        a = Avatar.load(avatar_dir, device="cpu")
+        verts = a.model(a.params[frame], landmark_set=None).vertices[0]
+        export_ply(a.gaussians, out_path, vertices=verts, faces=a.model.faces)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(f"wrote {out_path}")
+
+
 @bench.command("track")
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("--head", type=click.Path(path_type=Path), default=None)

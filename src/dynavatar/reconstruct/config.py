@@ -1,0 +1,73 @@
+"""Reconstruction settings as a nested dataclass with named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..gaussians.densify import BindingStrategy
+
+__all__ = ["ReconstructConfig", "LearningRates", "PRESETS"]
+
+
+@dataclasses.dataclass
+class LearningRates:
+    means_local: float = 5e-3  # triangle-local units (k ~ triangle size)
+    log_scales_local: float = 1e-2
+    quats_local: float = 2e-3
+    opacity_logits: float = 5e-2
+    sh: float = 5e-3  # DC colour (higher orders get /20)
+    expr: float = 1e-3  # per-frame refinement of tracked FLAME parameters (small on purpose)
+    pose: float = 1e-4  # rotation, jaw, eyes (radians)
+    translation: float = 1e-5  # metres
+
+
+@dataclasses.dataclass
+class ReconstructConfig:
+    resolution: int = 512  # training image side (crops are resized to it)
+    steps: int = 15_000  # optimisation steps
+    batch_size: int = 1  # frames per step
+    splats_per_face: int = 1  # initial splats on every triangle
+    sh_degree: int = 0  # 0 for monocular input (view-dependence is not observable)
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # matted images are composited on it
+    w_l1: float = 0.8
+    w_dssim: float = 0.2
+    w_position: float = 0.01  # keep splats within ~1 triangle size of their triangle
+    position_margin: float = 1.0
+    w_scale: float = 1.0  # keep splats small (local scale beyond the margin is penalised)
+    scale_margin: float = 0.6
+    eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
+    refine_params: bool = True  # jointly refine per-frame expression/pose/translation
+    checkpoint_every: int = 2000  # steps between checkpoints (0 = none)
+    log_every: int = 50
+    lr: LearningRates = dataclasses.field(default_factory=LearningRates)
+    densify: BindingStrategy = dataclasses.field(default_factory=BindingStrategy)
+    seed: int = 0
+
+
+def _tiny() -> ReconstructConfig:
+    return ReconstructConfig(
+        resolution=128, steps=300, batch_size=2, checkpoint_every=0, log_every=25,
+        lr=LearningRates(means_local=1e-2, log_scales_local=2e-2, opacity_logits=5e-2, sh=2e-2),
+        densify=BindingStrategy(refine_start=100, refine_stop=250, refine_every=50, reset_every=0,
+                                grad_threshold=4e-4))
+
+
+def _fast() -> ReconstructConfig:
+    return ReconstructConfig(
+        resolution=512, steps=6000, batch_size=4, checkpoint_every=2000,
+        densify=BindingStrategy(refine_start=500, refine_stop=4500, refine_every=100, reset_every=2000))
+
+
+def _quality() -> ReconstructConfig:
+    return ReconstructConfig(
+        resolution=512, steps=30_000, batch_size=4, splats_per_face=2, checkpoint_every=5000,
+        densify=BindingStrategy(refine_start=500, refine_stop=20_000, refine_every=100, reset_every=3000))
+
+
+PRESETS = {"tiny": _tiny, "fast": _fast, "quality": _quality}
+
+
+def preset(name: str) -> ReconstructConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]()

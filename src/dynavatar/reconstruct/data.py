@@ -1,0 +1,68 @@
+"""Training frames in memory: crops + mattes (uint8), cameras and tracked FLAME parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..flame import FlameParams
+from ..perceive.dataset import FrameDataset
+from ..render.cameras import Cameras
+from ..track.result import TrackingResult
+
+__all__ = ["TrainData", "load_train_data", "split_train_eval"]
+
+
+@dataclasses.dataclass
+class TrainData:
+    images: Tensor  # [N, R, R, 3] uint8
+    mattes: Tensor  # [N, R, R] uint8
+    cameras: Cameras  # [N] at resolution R
+    params: FlameParams  # [N] tracked
+    frame_index: np.ndarray  # [N] source video frames
+    train_idx: Tensor  # [T] long
+    eval_idx: Tensor  # [E] long (the last frames; never trained on)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.images.shape[1])
+
+    def targets(self, idx: Tensor, background: Tensor) -> tuple[Tensor, Tensor]:
+        """Matted images composited on ``background`` [3] and mattes: [B,R,R,3], [B,R,R,1] float."""
+        img = self.images[idx].float() / 255.0
+        m = self.mattes[idx].float()[..., None] / 255.0
+        return img * m + background * (1 - m), m
+
+
+def split_train_eval(n: int, eval_fraction: float) -> tuple[Tensor, Tensor]:
+    """Last ``eval_fraction`` of the frames (at least 1 when n > 1) are held out."""
+    n_eval = 0 if n < 2 or eval_fraction <= 0 else max(1, int(round(n * eval_fraction)))
+    return torch.arange(0, n - n_eval), torch.arange(n - n_eval, n)
+
+
+def load_train_data(dataset: FrameDataset, tracking: TrackingResult, resolution: int, eval_fraction: float = 0.1,
+                    device: torch.device | str = "cpu") -> TrainData:
+    import cv2
+
+    n = len(dataset)
+    if len(tracking) != n:
+        raise ValueError(f"dataset has {n} frames but the tracking has {len(tracking)}")
+    imgs = np.empty((n, resolution, resolution, 3), np.uint8)
+    mattes = np.empty((n, resolution, resolution), np.uint8)
+    interp = cv2.INTER_AREA if resolution < dataset.resolution else cv2.INTER_LINEAR
+    for i in range(n):
+        img, m = dataset.image(i), (dataset.matte(i) * 255).round().astype(np.uint8)
+        if img.shape[0] != resolution:
+            img = cv2.resize(img, (resolution, resolution), interpolation=interp)
+            m = cv2.resize(m, (resolution, resolution), interpolation=interp)
+        imgs[i], mattes[i] = img, m
+    s = resolution / tracking.cameras.width
+    Ks = tracking.cameras.Ks.clone()
+    Ks[:, :2] *= s  # pixel-edge convention: scaling the principal point scales the image exactly
+    cams = Cameras(tracking.cameras.viewmats.clone(), Ks, resolution, resolution).to(device)
+    train_idx, eval_idx = split_train_eval(n, eval_fraction)
+    return TrainData(torch.from_numpy(imgs).to(device), torch.from_numpy(mattes).to(device), cams,
+                     tracking.params.to(device), dataset.frame_index.copy(), train_idx.to(device), eval_idx.to(device))

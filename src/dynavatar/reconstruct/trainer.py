@@ -1,0 +1,201 @@
+"""The optimisation that turns tracked frames into a FLAME-bound Gaussian avatar.
+
+Per step: pick frames, pose FLAME with the tracked (and jointly refined) parameters, bind the
+splats to the posed triangles, render, compare with the matted frame (L1 + D-SSIM), add the
+binding regularisers of GaussianAvatars (splats stay near and small relative to their triangle),
+step Adam, densify with the binding-aware strategy. Checkpoints are written every N steps and a
+run resumes from the last one; a NaN/inf stops the run after saving the last good state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import DynavatarError
+from ..flame import FlameModel, FlameParams
+from ..gaussians.avatar import GaussianAvatar, rgb_to_sh
+from ..gaussians.binding import bind
+from ..gaussians.densify import DensifyState, densify_step
+from .checkpoint import load_state, save_state
+from .config import ReconstructConfig
+from .data import TrainData
+from .metrics import psnr, ssim
+
+__all__ = ["FitResult", "fit_avatar", "evaluate", "TrainingDivergedError"]
+
+logger = logging.getLogger("dynavatar.reconstruct")
+
+_REFINED = ("expr", "rotation", "jaw", "eyes", "translation")
+
+
+class TrainingDivergedError(DynavatarError):
+    """Loss or parameters became NaN/inf; the last good checkpoint was saved."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    avatar: GaussianAvatar
+    params: FlameParams  # [N] tracked + refined (eval frames: tracked only)
+    history: list[dict]
+    seconds: float
+
+
+def _param_groups(avatar: GaussianAvatar, cfg: ReconstructConfig) -> list[dict]:
+    lr = cfg.lr
+    return [{"params": [p], "lr": getattr(lr, name) if hasattr(lr, name) else 1e-3, "name": name}
+            for name, p in avatar.parameters_dict().items()]
+
+
+def _init_colours(avatar: GaussianAvatar, data: TrainData, model: FlameModel, background: Tensor) -> None:
+    """Colour each splat from the first training frame where its triangle projects (fast start)."""
+    with torch.no_grad():
+        i = int(data.train_idx[0])
+        verts = model(data.params[i], landmark_set=None, check_finite=False).vertices[0]
+        centre = verts[model.faces].mean(1)[avatar.binding]  # [N, 3]
+        cam = data.cameras[i]
+        pc = (cam.viewmats[0, :3, :3] @ centre.T).T + cam.viewmats[0, :3, 3]
+        uv = (cam.Ks[0] @ pc.T).T
+        uv = uv[:, :2] / uv[:, 2:].clamp_min(1e-6)
+        r = data.resolution
+        x, y = uv[:, 0].long().clamp(0, r - 1), uv[:, 1].long().clamp(0, r - 1)
+        target, _ = data.targets(torch.tensor([i], device=verts.device), background)
+        avatar.sh[:, 0] = rgb_to_sh(target[0, y, x])
+
+
+def _regularisers(avatar: GaussianAvatar, cfg: ReconstructConfig) -> Tensor:
+    pos = torch.relu(avatar.means_local.norm(dim=-1) - cfg.position_margin).mean()
+    scale = torch.relu(avatar.log_scales_local.exp() - cfg.scale_margin).mean()
+    return cfg.w_position * pos + cfg.w_scale * scale
+
+
+def _frame_params(base: FlameParams, deltas: dict[str, Tensor] | None, idx: Tensor) -> FlameParams:
+    p = base[idx]
+    if deltas is None:
+        return p
+    return p.replace(**{k: getattr(p, k) + deltas[k][idx] for k in _REFINED})
+
+
+def fit_avatar(data: TrainData, model: FlameModel, renderer, config: ReconstructConfig | None = None,
+               out_dir: str | Path | None = None, progress: bool = True, resume: bool = True) -> FitResult:
+    cfg = config or ReconstructConfig()
+    dev = data.images.device
+    model = model.to(dev)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    bg = torch.tensor(cfg.background, device=dev)
+    ckpt_dir = Path(out_dir) / "checkpoint" if out_dir else None
+    start, history = 0, []
+
+    avatar = GaussianAvatar.init_on_mesh(model.faces.shape[0], cfg.splats_per_face, cfg.sh_degree, init_scale=0.5,
+                                         init_opacity=0.5, jitter=0.2 if cfg.splats_per_face > 1 else 0.0,
+                                         generator=gen, device=dev)
+    deltas = {k: torch.zeros_like(getattr(data.params, k)) for k in _REFINED} if cfg.refine_params else None
+    if resume and ckpt_dir is not None and (ckpt_dir / "avatar.json").is_file():
+        avatar, _, meta, extra = load_state(ckpt_dir, device=dev)
+        start, history = int(meta["step"]), list(meta.get("history", []))
+        if deltas is not None:
+            deltas = {k: extra.get(f"delta.{k}", deltas[k]).to(dev) for k in deltas}
+        logger.info("resuming from %s at step %d", ckpt_dir, start)
+    else:
+        _init_colours(avatar, data, model, bg)
+    avatar.requires_grad_(True)
+    opt = torch.optim.Adam(_param_groups(avatar, cfg), eps=1e-15)
+    opt_params = None
+    if deltas is not None:
+        for v in deltas.values():
+            v.requires_grad_(True)
+        lr = cfg.lr
+        opt_params = torch.optim.Adam([{"params": [deltas["expr"]], "lr": lr.expr},
+                                       {"params": [deltas["rotation"], deltas["jaw"], deltas["eyes"]], "lr": lr.pose},
+                                       {"params": [deltas["translation"]], "lr": lr.translation}])
+    state = DensifyState.zeros(avatar.num_splats, device=dev)
+
+    def checkpoint(step: int) -> None:
+        if ckpt_dir is None:
+            return
+        extra = {f"delta.{k}": v for k, v in deltas.items()} if deltas is not None else None
+        save_state(ckpt_dir, avatar, None, {"step": step, "history": history[-200:], "config": dataclasses.asdict(cfg)},
+                   extra)
+
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), desc="fit avatar", disable=not progress, unit="step", initial=start,
+               total=cfg.steps)
+    train = data.train_idx
+    for step in bar:
+        idx = train[torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=gen).to(train.device)]
+        p = _frame_params(data.params, deltas, idx)
+        verts = model(p, landmark_set=None, check_finite=False).vertices
+        g = bind(avatar, verts, model.faces)
+        out = renderer.render(g, data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])], background=bg)
+        if out.means2d.requires_grad:
+            out.means2d.retain_grad()
+        target, _ = data.targets(idx, bg)
+        pred = out.rgb
+        l1 = (pred - target).abs().mean()
+        dssim = 1 - ssim(pred, target).mean()
+        loss = cfg.w_l1 * l1 + cfg.w_dssim * dssim + _regularisers(avatar, cfg)
+        if not torch.isfinite(loss):
+            checkpoint(step)
+            bad = [n for n, t in avatar.parameters_dict().items() if not torch.isfinite(t).all()]
+            raise TrainingDivergedError(
+                f"loss became {loss.item()} at step {step}" + (f"; non-finite parameters: {bad}" if bad else "") +
+                ". The last good state was saved" + (f" to {ckpt_dir}" if ckpt_dir else "") +
+                "; lower the learning rates (config.lr) or check the input frames/tracking.")
+        opt.zero_grad(set_to_none=True)
+        if opt_params is not None:
+            opt_params.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if opt_params is not None:
+            opt_params.step()
+        avatar, state, info = densify_step(cfg.densify, state, avatar, opt, out, step, data.resolution,
+                                           data.resolution, generator=gen)
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            with torch.no_grad():
+                ps = psnr(pred.detach(), target).mean().item()
+            history.append({"step": step, "loss": loss.item(), "l1": l1.item(), "psnr": ps,
+                            "splats": avatar.num_splats, "time_s": time.perf_counter() - t0})
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{ps:.2f}", splats=avatar.num_splats)
+        if cfg.checkpoint_every and step > start and step % cfg.checkpoint_every == 0:
+            checkpoint(step)
+    checkpoint(cfg.steps)
+    refined = data.params
+    if deltas is not None:
+        refined = data.params.replace(**{k: getattr(data.params, k) + deltas[k].detach() for k in _REFINED})
+        ev = data.eval_idx
+        if len(ev):  # held-out frames keep their tracked parameters: they were never trained on
+            refined = refined.replace(**{k: torch.where(_mask(ev, len(data.frame_index), dev)[:, None],
+                                                        getattr(data.params, k), getattr(refined, k)) for k in _REFINED})
+    return FitResult(avatar.detach(), refined.detach(), history, time.perf_counter() - t0)
+
+
+def _mask(idx: Tensor, n: int, dev) -> Tensor:
+    m = torch.zeros(n, dtype=torch.bool, device=dev)
+    m[idx] = True
+    return m
+
+
+@torch.no_grad()
+def evaluate(avatar: GaussianAvatar, params: FlameParams, data: TrainData, model: FlameModel, renderer,
+             background=(1.0, 1.0, 1.0), lpips_fn=None) -> dict:
+    """PSNR/SSIM (and LPIPS if a function is given) on the held-out frames."""
+    bg = torch.tensor(background, device=data.images.device)
+    ps, ss, lp = [], [], []
+    for i in data.eval_idx.tolist():
+        verts = model(params[i], landmark_set=None, check_finite=False).vertices
+        pred = renderer.render(bind(avatar, verts, model.faces), data.cameras[i], background=bg).rgb.clamp(0, 1)
+        target, _ = data.targets(torch.tensor([i], device=bg.device), bg)
+        ps.append(psnr(pred, target).item())
+        ss.append(ssim(pred, target).item())
+        if lpips_fn is not None:
+            lp.append(float(lpips_fn(pred, target)))
+    mean = lambda x: float(sum(x) / len(x)) if x else math.nan  # noqa: E731
+    return {"psnr": mean(ps), "ssim": mean(ss), "lpips": mean(lp) if lp else None, "frames": len(ps)}
