@@ -10,16 +10,19 @@ ROOT = Path(__file__).parent
 
 
 class BuildWithHead(build_py):
-    """Ship the embedded default head (assets/flame/default_head.npz) inside the package, so
-    non-editable installs run out of the box; editable installs read assets/flame directly."""
+    """Ship the embedded default head (assets/flame/default_head.npz) and the CUDA sources inside
+    the package, so non-editable installs run out of the box; editable installs read the
+    checkout's assets/flame and cuda/ directly."""
 
     def run(self):
         super().run()
-        src = ROOT / "assets" / "flame" / "default_head.npz"
-        if src.is_file():
-            dst = Path(self.build_lib) / "dynavatar" / "_data" / src.name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+        pkg = Path(self.build_lib) / "dynavatar"
+        # the embedded default head, and the CUDA sources that are compiled on first use
+        for src, dst in ((ROOT / "assets" / "flame" / "default_head.npz", pkg / "_data" / "default_head.npz"),
+                         (ROOT / "cuda" / "binding.cu", pkg / "gaussians" / "cuda" / "binding.cu")):
+            if src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
 
 
 # What the default, offline pipeline needs. Pins that matter (see DESIGN.md §7):

@@ -92,3 +92,23 @@ def test_means2d_grad_from_gsplat():
     out.means2d.retain_grad()
     out.rgb.sum().backward()
     assert out.means2d.grad is not None and out.means2d.grad.reshape(1, 500, 2).abs().sum() > 0
+
+
+@pytest.mark.gpu
+def test_graphed_poser_matches_eager():
+    from dynavatar.flame import FlameModel
+    from dynavatar.gaussians.avatar import GaussianAvatar
+    from dynavatar.render.animate import GraphedPoser
+
+    model = FlameModel.load().cuda()
+    av = GaussianAvatar.init_on_mesh(model.faces.shape[0], 2, jitter=0.2, device="cuda")
+    poser = GraphedPoser(model, av, batch=3)
+    eager = GraphedPoser(model, av, batch=3, use_graph=False)
+    for seed in range(3):
+        p = model.zero_params(3)
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        p.expr = torch.randn(3, model.n_expr, generator=g).cuda()
+        p.jaw = torch.rand(3, 3, generator=g).cuda() * 0.2
+        p.rotation = torch.randn(3, 3, generator=g).cuda() * 0.3
+        a, b = poser(p), eager(p)
+        assert torch.allclose(a.means, b.means, atol=1e-6) and torch.allclose(a.quats, b.quats, atol=1e-6)

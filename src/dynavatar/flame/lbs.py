@@ -29,9 +29,11 @@ def rigid_transforms(rot_mats: Tensor, joints: Tensor, parents: list[int]) -> tu
     points to posed points (the rest joint position is removed from each).
     """
     b, j = joints.shape[:2]
-    rel = torch.cat([joints[:, :1], joints[:, 1:] - joints[:, parents[1:]]], dim=1)  # [B, J, 3]
+    # Python-int indexing only: no host->device copies, so the pass can be captured in a CUDA graph.
+    rel = torch.stack([joints[:, 0]] + [joints[:, i] - joints[:, parents[i]] for i in range(1, j)], dim=1)  # [B, J, 3]
     local = torch.cat([rot_mats, rel[..., None]], dim=-1)  # [B, J, 3, 4]
-    bottom = joints.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(b, j, 1, 4)
+    bottom = torch.zeros_like(local[..., :1, :])
+    bottom[..., 3] = 1.0
     local = torch.cat([local, bottom], dim=-2)  # [B, J, 4, 4]
     chain = [local[:, 0]]
     for i in range(1, j):

@@ -94,8 +94,8 @@ class FlameParams:
             raise InvalidParametersError(f"FlameParams.shape has {self.shape.shape[1]} coefficients; the model uses {n_shape}")
         if n_expr is not None and self.expr.shape[1] != n_expr:
             raise InvalidParametersError(f"FlameParams.expr has {self.expr.shape[1]} coefficients; the model uses {n_expr}")
-        if check_finite:
-            for name, t in self.fields():
+        if check_finite and not bool(torch.isfinite(torch.cat([t.reshape(-1) for _, t in self.fields()])).all()):
+            for name, t in self.fields():  # one device sync above; name the culprit only on failure
                 if not bool(torch.isfinite(t).all()):
                     raise InvalidParametersError(
                         f"FlameParams.{name} contains NaN or inf; this usually means a diverged "
