@@ -137,13 +137,14 @@ def track_cmd(dataset_dir: Path, out_dir: Path | None, head: Path | None, preset
 @click.option("--frames", default=48, show_default=True)
 @click.option("--resolution", default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def demo(out_dir: Path, head: Path | None, frames: int, resolution: int, device: str) -> None:
-    """Run what exists of the pipeline on the embedded default head (offline, CPU is fine)."""
+@click.option("--fit/--no-fit", default=False, show_default=True, help="Also fit an avatar to the synthetic clip.")
+def demo(out_dir: Path, head: Path | None, frames: int, resolution: int, device: str, fit: bool) -> None:
+    """Run the pipeline on the embedded default head (offline, CPU is fine)."""
     from .demo import run_demo
     from .errors import DynavatarError
 
     try:
-        r = run_demo(out_dir, head=head, n_frames=frames, resolution=resolution, device=device)
+        r = run_demo(out_dir, head=head, n_frames=frames, resolution=resolution, device=device, fit=fit)
     except DynavatarError as exc:
         _fail(exc)
     click.echo("dynavatar demo ran:\n" + "\n".join(f"  - {line}" for line in r.ran))
