@@ -55,3 +55,22 @@ def test_cli_flame_convert(tmp_path):
 def test_main_module_runs():
     out = subprocess.run([sys.executable, "-m", "dynavatar", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "dynavatar" in out.stdout
+
+
+def test_atomic_writes_leave_nothing_on_failure_and_use_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    import pytest
+
+    from dynavatar.io.atomic import atomic_path
+
+    with atomic_path(tmp_path / "ok.bin") as tmp:
+        open(tmp, "wb").write(b"x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "ok.bin").st_mode)
+    assert mode & 0o044, oct(mode)  # readable by others (umask permitting), not mkstemp's 0600
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "bad.bin") as tmp:
+            open(tmp, "wb").write(b"partial")
+            raise RuntimeError("killed mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.bin"]

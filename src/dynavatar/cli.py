@@ -231,6 +231,18 @@ def export(avatar_dir: Path, out_path: Path, frame: int) -> None:
     click.echo(f"wrote {out_path}")
 
 
+@bench.command("torch-render")
+@click.option("--splats", default=20000, show_default=True)
+@click.option("--resolution", default=128, show_default=True)
+def bench_torch_render(splats: int, resolution: int) -> None:
+    """Forward + backward time of the pure-PyTorch renderer (the CPU reference)."""
+    from .bench.torch_render import run_torch_render_bench
+
+    r = run_torch_render_bench(splats, resolution)
+    w = max(len(k) for k in r)
+    click.echo("\n".join(f"{k:<{w}}  {v:.3f}" if isinstance(v, float) else f"{k:<{w}}  {v}" for k, v in r.items()))
+
+
 @bench.command("track")
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("--head", type=click.Path(path_type=Path), default=None)

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -272,13 +271,8 @@ def write_flame_npz(data: FlameData, out: str | os.PathLike, source: str | os.Pa
         meta["source_sha256"] = _sha256_file(Path(source))
     meta["arrays_sha256"] = arrays_sha256(arrays)
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".npz")
-    os.close(fd)
-    try:
+    from ..io.atomic import atomic_path
+
+    with atomic_path(out, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out

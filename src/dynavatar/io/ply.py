@@ -10,13 +10,14 @@ a crash never leaves a half-written file where a viewer or a resume expects a go
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .atomic import atomic_path
 
 __all__ = ["PlySplats", "export_ply", "write_ply", "read_ply"]
 
@@ -56,17 +57,9 @@ def write_ply(splats: PlySplats, path: str | os.PathLike) -> Path:
     assert data.shape[1] == len(names)
     header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {n}\n" + "".join(
         f"property float {p}\n" for p in names) + "end_header\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header.encode("ascii"))
-            fh.write(data.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(header.encode("ascii"))
+        fh.write(data.tobytes())
     return path
 
 

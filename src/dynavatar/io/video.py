@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from .atomic import atomic_path
 
 __all__ = ["write_video"]
 
@@ -17,27 +18,20 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     import imageio_ffmpeg
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".mp4")
-    os.close(fd)
     writer = None
-    try:
-        for frame in frames:
-            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    with atomic_path(path, suffix=path.suffix or ".mp4") as tmp:
+        try:
+            for frame in frames:
+                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                if writer is None:
+                    h, w = frame.shape[:2]
+                    writer = imageio_ffmpeg.write_frames(tmp, (w, h), fps=fps, macro_block_size=2, quality=None,
+                                                         output_params=["-crf", str(crf)])
+                    writer.send(None)
+                writer.send(frame)
             if writer is None:
-                h, w = frame.shape[:2]
-                writer = imageio_ffmpeg.write_frames(tmp, (w, h), fps=fps, macro_block_size=2, quality=None,
-                                                     output_params=["-crf", str(crf)])
-                writer.send(None)
-            writer.send(frame)
-        if writer is None:
-            raise ValueError("write_video got no frames")
-        writer.close()
-        writer = None
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.close()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+                raise ValueError("write_video got no frames")
+        finally:
+            if writer is not None:
+                writer.close()
     return path

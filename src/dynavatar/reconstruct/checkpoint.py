@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -14,6 +13,7 @@ from torch import Tensor
 from ..errors import DynavatarError
 from ..flame import FlameParams
 from ..gaussians.avatar import GaussianAvatar
+from ..io.atomic import atomic_path
 
 __all__ = ["save_state", "load_state", "CHECKPOINT_FORMAT"]
 
@@ -21,14 +21,8 @@ CHECKPOINT_FORMAT = "dynavatar-avatar/1"
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_state(folder: str | os.PathLike, avatar: GaussianAvatar, params: FlameParams | None, meta: dict,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 
 from ..errors import DynavatarError
 from ..flame import FlameParams
+from ..io.atomic import atomic_path
 from ..render.cameras import Cameras
 
 __all__ = ["TrackingResult", "TRACKING_FORMAT"]
@@ -72,14 +72,8 @@ class TrackingResult:
                 "head": self.head, "timings": self.timings, "summary": self.summary()}
         for name, write in (("tracking.safetensors", lambda p: save_file(tensors, str(p))),
                             ("tracking.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))):
-            fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
-            os.close(fd)
-            try:
+            with atomic_path(path / name) as tmp:
                 write(tmp)
-                os.replace(tmp, path / name)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
         return path
 
     @classmethod
