@@ -208,3 +208,16 @@ def test_assets_folder_then_default(tmp_path, plain_pkl, monkeypatch):
     (assets / "flame2023.pkl").write_bytes(plain_pkl.read_bytes())
     r = resolve.resolve_head_path()
     assert (r.path.name, r.source) == ("flame2023.pkl", "assets")
+
+
+def test_with_components_equals_loading_fewer(plain_pkl):
+    full = FlameModel.load(plain_pkl)
+    few = FlameModel.load(plain_pkl, n_shape=30, n_expr=12)
+    cut = full.with_components(30, 12)
+    assert full.with_components(full.n_shape, full.n_expr) is full
+    assert torch.equal(cut.shapedirs, few.shapedirs) and full.shapedirs.shape[-1] == 400
+    p = FlameParams.zeros(2, 30, 12)
+    p.expr.normal_()
+    assert torch.allclose(cut(p).vertices, few(p).vertices)
+    with pytest.raises(FlameFileError, match="cannot use 301"):
+        full.with_components(301, 10)

@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .device import resolve_device as _device
 from .errors import DynavatarError
 from .flame import FlameModel, FlameParams
 from .gaussians.avatar import GaussianAvatar
@@ -28,12 +29,6 @@ from .render.cameras import Cameras
 __all__ = ["Avatar"]
 
 logger = logging.getLogger("dynavatar")
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _renderer_for(device: torch.device):

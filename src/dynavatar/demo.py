@@ -36,14 +36,15 @@ def run_demo(out_dir: str | Path = "dynavatar-demo", head: str | None = None, n_
              resolution: int = 256, device: str = "auto", fit: bool = False, progress: bool = True) -> DemoResult:
     import imageio.v3 as iio
 
-    from .api import Avatar, _device, _renderer_for
+    from .api import Avatar, _renderer_for
+    from .device import resolve_device
     from .flame import FlameModel
     from .io.video import write_video
     from .reconstruct import evaluate, fit_avatar, preset
     from .reconstruct.synthetic import render_head_frames, scripted_performance, synthetic_clip
 
     t0 = time.perf_counter()
-    dev = _device(device)
+    dev = resolve_device(device)
     out = Path(out_dir)
     model = FlameModel.load(head).to(dev)
     renderer = _renderer_for(dev)

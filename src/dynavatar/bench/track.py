@@ -15,6 +15,7 @@ def run_track_bench(video: str | Path, head: str | None = None, preset: str = "d
                     max_frames: int | None = None, work_dir: str | Path | None = None) -> dict:
     import torch
 
+    from ..device import resolve_device
     from ..perceive import PreprocessConfig, preprocess
     from ..track import TrackerConfig, track
 
@@ -38,7 +39,7 @@ def run_track_bench(video: str | Path, head: str | None = None, preset: str = "d
         torch.cuda.synchronize()
     t_track = time.perf_counter() - t1
     err = result.lmk_error[np.isfinite(result.lmk_error)]
-    dev = "cuda" if (device == "auto" and torch.cuda.is_available()) or device == "cuda" else "cpu"
+    dev = resolve_device(device).type
     return {"video": str(video), "frames": len(ds), "resolution": ds.resolution, "device": dev,
             "preprocess_s": t_pre, "track_s": t_track, "total_s": (t_pre if t_pre == t_pre else 0.0) + t_track,
             "lmk_err_mean_pct": 100 * float(err.mean()), "lmk_err_p95_pct": 100 * float(np.percentile(err, 95)),

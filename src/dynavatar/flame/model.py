@@ -86,6 +86,24 @@ class FlameModel(nn.Module):
             return "mediapipe"
         return self.landmark_sets[0] if self.landmark_sets else None
 
+    def with_components(self, n_shape: int, n_expr: int) -> "FlameModel":
+        """This model using only its first ``n_shape`` identity and ``n_expr`` expression components
+        (buffers are shared, except the sliced blendshapes); ``self`` when nothing changes."""
+        if (n_shape, n_expr) == (self.n_shape, self.n_expr):
+            return self
+        if not (0 <= n_shape <= self.n_shape and 0 <= n_expr <= self.n_expr):
+            raise FlameFileError(f"cannot use {n_shape} shape / {n_expr} expression components of a model "
+                                 f"that has {self.n_shape} / {self.n_expr}")
+        import copy
+
+        m = copy.copy(self)
+        m._buffers = dict(self._buffers)
+        dirs = self.shapedirs
+        m._buffers["shapedirs"] = torch.cat([dirs[..., :n_shape], dirs[..., self.n_shape:self.n_shape + n_expr]], -1)
+        m.n_shape, m.n_expr = n_shape, n_expr
+        m.expr_names = self.expr_names[:n_expr] if self.expr_names else None
+        return m
+
     def zero_params(self, batch: int = 1) -> FlameParams:
         return FlameParams.zeros(batch, self.n_shape, self.n_expr, device=self.v_template.device,
                                  dtype=self.v_template.dtype)

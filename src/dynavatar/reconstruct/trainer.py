@@ -24,6 +24,7 @@ from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar, rgb_to_sh
 from ..gaussians.binding import bind
 from ..gaussians.densify import DensifyState, densify_step
+from ..geometry.cameras import project_points
 from .checkpoint import load_state, save_state
 from .config import ReconstructConfig
 from .data import TrainData
@@ -61,9 +62,8 @@ def _init_colours(avatar: GaussianAvatar, data: TrainData, model: FlameModel, ba
         verts = model(data.params[i], landmark_set=None, check_finite=False).vertices[0]
         centre = verts[model.faces].mean(1)[avatar.binding]  # [N, 3]
         cam = data.cameras[i]
-        pc = (cam.viewmats[0, :3, :3] @ centre.T).T + cam.viewmats[0, :3, 3]
-        uv = (cam.Ks[0] @ pc.T).T
-        uv = uv[:, :2] / uv[:, 2:].clamp_min(1e-6)
+        uv, _ = project_points(centre, cam.viewmats[0], cam.Ks[0])  # [N, 2]
+        uv = torch.nan_to_num(uv, nan=0.0, posinf=0.0, neginf=0.0)
         r = data.resolution
         x, y = uv[:, 0].long().clamp(0, r - 1), uv[:, 1].long().clamp(0, r - 1)
         target, _ = data.targets(torch.tensor([i], device=verts.device), background)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..device import resolve_device
 from ..errors import InvalidParametersError
 from ..flame import FlameModel, FlameParams
 from ..perceive.dataset import FrameDataset
@@ -93,12 +94,6 @@ def interocular(lmk_2d: np.ndarray) -> np.ndarray:
     return np.linalg.norm(lmk_2d[:, a, :2] - lmk_2d[:, b, :2], axis=-1)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _initial_translation(target: Tensor, valid: Tensor, rest_lmk: Tensor, focal: float, res: int) -> Tensor:
     """Per-frame translation that puts the neutral face where the detections are, at the depth
     that matches its size.  target [N, L, 2] pixels -> [N, 3] metres."""
@@ -124,12 +119,11 @@ def track(dataset: FrameDataset, head: FlameModel | str | None = None, config: T
           progress: bool = True) -> TrackingResult:
     """Track FLAME through every frame of a preprocessed clip."""
     cfg = config or TrackerConfig()
-    dev = _device(cfg.device)
+    dev = resolve_device(cfg.device)
     t_start = time.perf_counter()
     model = head if isinstance(head, FlameModel) else FlameModel.load(head)
     n_shape, n_expr = min(cfg.n_shape, model.n_shape), min(cfg.n_expr, model.n_expr)
-    if (n_shape, n_expr) != (model.n_shape, model.n_expr):
-        model = _truncated(model, n_shape, n_expr)
+    model = model.with_components(n_shape, n_expr)
     model = model.to(dev)
     lmk_model = LandmarkFlame(model, "mediapipe").to(dev)
     n, res = len(dataset), dataset.resolution
@@ -219,16 +213,3 @@ def track(dataset: FrameDataset, head: FlameModel | str | None = None, config: T
                 n, timings["total_s"], 100 * (s["lmk_error_mean"] or 0), 100 * (s["lmk_error_max"] or 0))
     return result
 
-
-def _truncated(model: FlameModel, n_shape: int, n_expr: int) -> FlameModel:
-    """A copy of ``model`` that uses only the first n_shape / n_expr components."""
-    import copy
-
-    m = copy.copy(model)
-    m._buffers = dict(model._buffers)
-    dirs = model.shapedirs
-    m._buffers["shapedirs"] = torch.cat([dirs[..., :n_shape], dirs[..., model.n_shape:model.n_shape + n_expr]], -1)
-    m.n_shape, m.n_expr = n_shape, n_expr
-    if model.expr_names:
-        m.expr_names = model.expr_names[:n_expr]
-    return m
