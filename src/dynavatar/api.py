@@ -97,6 +97,10 @@ class Avatar:
         meta = {"source": str(dataset_dir), "preset": preset, "head": tracking.head, "fit_seconds": fit.seconds,
                 "history": fit.history[-50:], "frame_index": [int(i) for i in data.frame_index]}
         avatar = cls(fit.avatar, model, fit.params, data.cameras, meta, data, tuple(cfg.background))
+        try:
+            avatar.label_splats(progress=progress)
+        except DynavatarError as exc:  # a head without regions and no parsing: usable, just unlabelled
+            logger.warning("splats left unlabelled: %s", exc)
         avatar._save_training_plot(out)
         return avatar
 
@@ -109,16 +113,17 @@ class Avatar:
     def device(self) -> torch.device:
         return self.gaussians.means_local.device
 
-    def _render(self, params: FlameParams, camera: Cameras) -> torch.Tensor:
+    def _world(self, params: FlameParams):
         verts = self.model.to(self.device)(params.to(self.device), landmark_set=None).vertices
-        bg = torch.tensor(self.background, device=self.device)
-        g = bind(self.gaussians, verts, self.model.faces)
-        return _renderer_for(self.device).render(g, camera.to(self.device), background=bg).rgb[0].clamp(0, 1)
+        return bind(self.gaussians, verts, self.model.faces)
 
-    @torch.no_grad()
-    def render(self, frame: int | None = None, params: FlameParams | None = None,
-               camera: Cameras | None = None) -> np.ndarray:
-        """Render one image, uint8 [H, W, 3]: a training frame by index, or any FLAME parameters."""
+    def _render(self, params: FlameParams, camera: Cameras) -> torch.Tensor:
+        bg = torch.tensor(self.background, device=self.device)
+        return _renderer_for(self.device).render(self._world(params), camera.to(self.device),
+                                                 background=bg).rgb[0].clamp(0, 1)
+
+    def _pose(self, frame: int | None, params: FlameParams | None, camera: Cameras | None):
+        """Resolve ``frame=`` / ``params=`` (+ optional camera) into (params [1], camera [1])."""
         if (frame is None) == (params is None):
             raise DynavatarError("give exactly one of frame= or params=")
         if frame is not None:
@@ -126,8 +131,97 @@ class Avatar:
                 raise DynavatarError(f"frame {frame} out of range (the clip has {self.params.batch_size})")
             params = self.params[frame]
             camera = camera or self.cameras[frame]
-        camera = camera or self.cameras[0]
+        return params, (camera or self.cameras[0]).to(self.device)
+
+    @torch.no_grad()
+    def render(self, frame: int | None = None, params: FlameParams | None = None,
+               camera: Cameras | None = None) -> np.ndarray:
+        """Render one image, uint8 [H, W, 3]: a training frame by index, or any FLAME parameters."""
+        params, camera = self._pose(frame, params, camera)
         return (self._render(params, camera) * 255).round().byte().cpu().numpy()
+
+    # ------------------------------------------------------------------ semantics (dual tracking)
+    @property
+    def label_names(self) -> list[str]:
+        from .perceive.labels import LABEL_NAMES
+
+        return list(LABEL_NAMES)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.gaussians.labels.shape[1] > 0
+
+    def label_splats(self, progress: bool = True, **kw) -> "Avatar":
+        """Give every splat a soft label from the parsed training frames, fused with the head
+        model's regions (see ``dynavatar.semantics.labelling``). Without parsed frames the labels
+        come from the head model's regions alone. In place; returns self."""
+        from .semantics import label_splats, region_prior
+
+        if self.data is not None and self.data.parsing is not None:
+            res = label_splats(self.gaussians, self.model, self.params,
+                               self.data.cameras, self.data.parsing, _renderer_for(self.device),
+                               frames=self.data.train_idx.tolist(), progress=progress, **kw)
+            self.gaussians.labels = res.labels
+            self.meta["labels"] = {"source": "parsing", "frames": int(len(self.data.train_idx)),
+                                   "visible_splats": int((res.visibility > 1).sum())}
+        else:
+            prior = region_prior(self.gaussians.binding, self.model)
+            if prior.sum() == 0:
+                raise DynavatarError("no parsed frames and the head model has no vertex regions: nothing to label "
+                                     "from; preprocess with parsing (the default) or use a head with regions")
+            logger.warning("labelling splats from the head model's regions only (the frames were not parsed)")
+            self.gaussians.labels = prior
+            self.meta["labels"] = {"source": "head regions"}
+        return self
+
+    def _labels(self) -> torch.Tensor:
+        if not self.has_labels:
+            raise DynavatarError("this avatar has no semantic labels yet; call avatar.label_splats() "
+                                 "(needs parsed frames or a head model with regions)")
+        return self.gaussians.labels
+
+    def select(self, name: str | list[str], threshold: float = 0.5) -> torch.Tensor:
+        """Splats whose label probability for ``name`` (or the sum over a list of names) exceeds
+        ``threshold``.  -> bool [N]"""
+        from .perceive.labels import label_index
+
+        names = [name] if isinstance(name, str) else list(name)
+        idx = [label_index(n) for n in names]
+        return self._labels()[:, idx].sum(1) > threshold
+
+    @torch.no_grad()
+    def render_masks(self, frame: int | None = None, params: FlameParams | None = None,
+                     camera: Cameras | None = None) -> np.ndarray:
+        """Label probability images at any frame or pose, float32 [K, H, W] summing to 1 per pixel
+        (index with ``avatar.label_names``)."""
+        from .semantics import render_label_masks
+
+        params, camera = self._pose(frame, params, camera)
+        return render_label_masks(self._world(params), camera, self._labels(), _renderer_for(self.device)).cpu().numpy()
+
+    @torch.no_grad()
+    def splats_under_mask(self, mask: np.ndarray, frame: int | None = None, params: FlameParams | None = None,
+                          camera: Cameras | None = None, threshold: float = 0.5) -> torch.Tensor:
+        """Exact mask route, first half: the splats a user mask ([H, W], drawn on this frame's
+        render) covers.  -> bool [N]"""
+        from .semantics import selection_from_mask
+
+        params, camera = self._pose(frame, params, camera)
+        m = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=self.device)
+        if m.shape != (camera.height, camera.width):
+            raise DynavatarError(f"mask is {tuple(m.shape)} but the frame renders at {camera.height}x{camera.width}")
+        return selection_from_mask(self._world(params), camera, m, _renderer_for(self.device), threshold)
+
+    @torch.no_grad()
+    def render_selection(self, selected: torch.Tensor, frame: int | None = None, params: FlameParams | None = None,
+                         camera: Cameras | None = None) -> np.ndarray:
+        """Exact mask route, second half: the coverage of ``selected`` splats at any time and
+        pose, float32 [H, W] in [0, 1]."""
+        from .semantics import render_selection
+
+        params, camera = self._pose(frame, params, camera)
+        return render_selection(self._world(params), camera, selected.to(self.device),
+                                _renderer_for(self.device)).cpu().numpy()
 
     def eval_frames(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(frame_index, target_rgb, target_mask, rendered_rgb)`` for every held-out frame."""

@@ -25,6 +25,7 @@ class TrainData:
     frame_index: np.ndarray  # [N] source video frames
     train_idx: Tensor  # [T] long
     eval_idx: Tensor  # [E] long (the last frames; never trained on)
+    parsing: Tensor | None = None  # [N, R, R] uint8 label indices (LABEL_NAMES), when the dataset has them
 
     @property
     def resolution(self) -> int:
@@ -52,6 +53,8 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult, resolution:
         raise ValueError(f"dataset has {n} frames but the tracking has {len(tracking)}")
     imgs = np.empty((n, resolution, resolution, 3), np.uint8)
     mattes = np.empty((n, resolution, resolution), np.uint8)
+    has_parsing = (dataset.root / "parsing").is_dir()
+    parsing = np.empty((n, resolution, resolution), np.uint8) if has_parsing else None
     interp = cv2.INTER_AREA if resolution < dataset.resolution else cv2.INTER_LINEAR
     for i in range(n):
         img, m = dataset.image(i), (dataset.matte(i) * 255).round().astype(np.uint8)
@@ -59,10 +62,18 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult, resolution:
             img = cv2.resize(img, (resolution, resolution), interpolation=interp)
             m = cv2.resize(m, (resolution, resolution), interpolation=interp)
         imgs[i], mattes[i] = img, m
+        if parsing is not None:
+            lab = dataset.parsing(i)
+            if lab is None:  # an incomplete parsing folder: use none rather than a partial one
+                parsing = None
+            else:
+                parsing[i] = lab if lab.shape[0] == resolution else cv2.resize(
+                    lab, (resolution, resolution), interpolation=cv2.INTER_NEAREST)
     s = resolution / tracking.cameras.width
     Ks = tracking.cameras.Ks.clone()
     Ks[:, :2] *= s  # pixel-edge convention: scaling the principal point scales the image exactly
     cams = Cameras(tracking.cameras.viewmats.clone(), Ks, resolution, resolution).to(device)
     train_idx, eval_idx = split_train_eval(n, eval_fraction)
     return TrainData(torch.from_numpy(imgs).to(device), torch.from_numpy(mattes).to(device), cams,
-                     tracking.params.to(device), dataset.frame_index.copy(), train_idx.to(device), eval_idx.to(device))
+                     tracking.params.to(device), dataset.frame_index.copy(), train_idx.to(device), eval_idx.to(device),
+                     None if parsing is None else torch.from_numpy(parsing).to(device))

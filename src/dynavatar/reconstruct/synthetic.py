@@ -102,7 +102,7 @@ def render_head_frames(model: FlameModel, params: FlameParams, renderer, resolut
 
 def synthetic_clip(model: FlameModel, renderer, n_frames: int = 48, resolution: int = 128,
                    eval_fraction: float = 0.1) -> TrainData:
-    """Ground-truth frames/mattes/cameras/params of the scripted performance, as TrainData."""
+    """Ground-truth frames/mattes/parsing/cameras/params of the scripted performance, as TrainData."""
     dev = model.v_template.device
     params = scripted_performance(model, n_frames)
     imgs, alphas = render_head_frames(model, params, renderer, resolution)
@@ -113,5 +113,36 @@ def synthetic_clip(model: FlameModel, renderer, n_frames: int = 48, resolution: 
     cams = Cameras(cams.viewmats.expand(n_frames, 4, 4).clone(), cams.Ks.expand(n_frames, 3, 3).clone(),
                    resolution, resolution)
     train_idx, eval_idx = split_train_eval(n_frames, eval_fraction)
+    parsing = torch.from_numpy(render_label_maps(model, params, renderer, resolution)).to(dev)
     return TrainData(torch.from_numpy((fg * 255).round().astype(np.uint8)).to(dev), torch.from_numpy(alphas).to(dev),
-                     cams, params.to(dev), np.arange(n_frames), train_idx.to(dev), eval_idx.to(dev))
+                     cams, params.to(dev), np.arange(n_frames), train_idx.to(dev), eval_idx.to(dev), parsing)
+
+
+def face_labels(model: FlameModel) -> torch.Tensor:
+    """Label index (LABEL_NAMES) per triangle from its vertices' majority region.  -> [F] long"""
+    from ..perceive.labels import REGION_TO_LABEL, label_index
+
+    if model.vertex_region is None or model.region_names is None:
+        return torch.full((model.faces.shape[0],), label_index("skin"), dtype=torch.long)
+    to_label = torch.tensor([label_index(REGION_TO_LABEL.get(r, "skin")) for r in model.region_names])
+    return to_label[torch.mode(model.vertex_region.cpu()[model.faces.cpu()], dim=1).values]
+
+
+@torch.no_grad()
+def render_label_maps(model: FlameModel, params: FlameParams, renderer, resolution: int) -> np.ndarray:
+    """Ground-truth parsing of the synthetic frames: the label of the triangle that covers each
+    pixel (most blending weight), background where the head leaves it uncovered.  -> uint8 [N, R, R]"""
+    from ..perceive.labels import NUM_LABELS, label_index
+
+    dev = model.v_template.device
+    avatar = GaussianAvatar.init_on_mesh(model.faces.shape[0], 1, init_scale=0.55, init_opacity=0.97, device=dev)
+    onehot = torch.nn.functional.one_hot(face_labels(model).to(dev), NUM_LABELS).float()
+    cams = crop_camera(resolution, device=dev)
+    maps = []
+    for i in range(params.batch_size):
+        verts = model(params[i].to(dev), landmark_set=None).vertices
+        out = renderer.render(bind(avatar, verts, model.faces), cams, features=onehot)
+        lab = out.features[0].argmax(-1)
+        lab[out.alpha[0, ..., 0] < 0.5] = label_index("background")
+        maps.append(lab.byte().cpu().numpy())
+    return np.stack(maps)

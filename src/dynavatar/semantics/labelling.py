@@ -1,0 +1,139 @@
+"""Semantic labels on splats ("dual tracking"): each splat carries a soft label vector.
+
+Why a gradient: a rendered feature channel is ``F(p) = sum_i w_ip f_i`` (``w_ip`` = splat i's
+alpha-blending weight at pixel p). So for any per-pixel weight image ``M(p)``,
+``d/df_i sum_p M(p) F(p) = sum_p w_ip M(p)``: one backward pass through the renderer gives every
+splat's blending-weighted overlap with every label mask at once, exactly, with any renderer
+(gsplat or the PyTorch one) and without per-pixel splat lists.
+
+Accumulated over the training frames these votes are fused with the head model's vertex regions
+as a prior, so splats that no frame shows (the back of the head, the inside of the mouth) still get
+a sensible label: ``labels = (votes + lambda * prior) / (sum votes + lambda)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..gaussians.avatar import GaussianAvatar
+from ..gaussians.binding import WorldGaussians, bind
+from ..perceive.labels import LABEL_NAMES, NUM_LABELS, REGION_TO_LABEL, label_index
+from ..render.cameras import Cameras
+
+__all__ = ["splat_pixel_votes", "region_prior", "label_splats", "LabelResult", "render_label_masks",
+           "selection_from_mask", "render_selection"]
+
+BACKGROUND = label_index("background")
+
+
+def splat_pixel_votes(g: WorldGaussians, camera: Cameras, pixel_weights: Tensor, renderer) -> Tensor:
+    """Blending-weighted overlap of every splat with every weight image.
+
+    g: one frame of world gaussians; camera: one camera; pixel_weights: [H, W, D] -> votes [N, D]
+    with ``votes[i, d] = sum_p w_ip * pixel_weights[p, d]``.
+    """
+    g = dataclasses.replace(g, **{f.name: getattr(g, f.name).detach() for f in dataclasses.fields(g)
+                                  if isinstance(getattr(g, f.name), Tensor)})
+    d = pixel_weights.shape[-1]
+    with torch.enable_grad():
+        feats = torch.zeros(g.num_splats, d, device=g.means.device, dtype=g.means.dtype, requires_grad=True)
+        out = renderer.render(g, camera, features=feats)
+        objective = (out.features[0] * pixel_weights.to(out.features)).sum()
+        (votes,) = torch.autograd.grad(objective, feats, allow_unused=True)
+    return torch.zeros_like(feats) if votes is None else votes.detach()
+
+
+def region_prior(binding: Tensor, model) -> Tensor:
+    """One-hot label prior per splat from its triangle's majority vertex region.  -> [N, K]
+
+    Zero rows when the head model has no regions (a FLAME file without our embedding)."""
+    n = binding.shape[0]
+    prior = torch.zeros(n, NUM_LABELS, device=binding.device)
+    if getattr(model, "vertex_region", None) is None or not model.region_names:
+        return prior
+    to_label = torch.tensor([label_index(REGION_TO_LABEL.get(r, "skin")) for r in model.region_names],
+                            device=binding.device)
+    face_region = torch.mode(model.vertex_region.to(binding.device)[model.faces.to(binding.device)], dim=1).values
+    prior[torch.arange(n, device=binding.device), to_label[face_region[binding]]] = 1.0
+    return prior
+
+
+@dataclasses.dataclass
+class LabelResult:
+    labels: Tensor  # [N, K] soft labels, rows sum to 1
+    votes: Tensor  # [N, K] accumulated blending-weighted votes from the frames
+    visibility: Tensor  # [N] total blending weight the splat had over all frames (pixels)
+
+
+@torch.no_grad()
+def label_splats(avatar: GaussianAvatar, model, params, cameras: Cameras, label_maps: Tensor,
+                 renderer, frames: Iterable[int] | None = None, prior_weight: float = 1.0,
+                 background_weight: float = 0.2, progress: bool = False) -> LabelResult:
+    """Soft labels for every splat from parsed frames.
+
+    params: FlameParams [F]; cameras: Cameras [F] at the label maps' resolution;
+    label_maps: [F, H, W] long/uint8 label indices (LABEL_NAMES); frames: which of the F to use
+    (default all). ``prior_weight`` is in the votes' units (pixels of full blending weight).
+    ``background_weight`` scales the votes of background pixels: a splat on the silhouette spreads
+    its footprint over the background next to it, and matte edges bleed, so background is weak
+    evidence against a head label (0 ignores it).
+    """
+    dev = avatar.means_local.device
+    frames = list(range(params.batch_size) if frames is None else frames)
+    votes = torch.zeros(avatar.num_splats, NUM_LABELS, device=dev)
+    vis = torch.zeros(avatar.num_splats, device=dev)
+    model = model.to(dev)
+    for f in tqdm(frames, desc="labelling splats", disable=not progress, leave=False):
+        verts = model(params[f].to(dev), landmark_set=None).vertices
+        g = bind(avatar, verts, model.faces)
+        onehot = torch.nn.functional.one_hot(label_maps[f].long().to(dev), NUM_LABELS).float()  # [H, W, K]
+        onehot[..., BACKGROUND] *= background_weight
+        w = torch.cat([onehot, torch.ones_like(onehot[..., :1])], -1)  # last channel: visibility
+        v = splat_pixel_votes(g, cameras[f].to(dev), w, renderer)
+        votes += v[:, :NUM_LABELS]
+        vis += v[:, NUM_LABELS]
+    prior = region_prior(avatar.binding, model)
+    labels = votes + prior_weight * prior
+    total = labels.sum(1, keepdim=True)
+    uniform = torch.full_like(labels, 1.0 / NUM_LABELS)
+    labels = torch.where(total > 0, labels / total.clamp_min(1e-12), uniform)
+    return LabelResult(labels, votes, vis)
+
+
+def render_label_masks(g: WorldGaussians, camera: Cameras, labels: Tensor, renderer) -> Tensor:
+    """Per-label probability images: labels rendered as feature channels, background where the
+    splats leave the pixel uncovered.  labels: [N, K] -> [K, H, W], sums to 1 per pixel."""
+    out = renderer.render(g, camera, features=labels.to(g.means))
+    masks = out.features[0]  # [H, W, K]
+    masks = masks.clone()
+    masks[..., BACKGROUND] = masks[..., BACKGROUND] + (1 - out.alpha[0, ..., 0])
+    return masks.permute(2, 0, 1).clamp(0, 1)
+
+
+def selection_from_mask(g: WorldGaussians, camera: Cameras, mask: Tensor, renderer, threshold: float = 0.5,
+                        min_weight: float = 1e-3) -> Tensor:
+    """The exact route's first half: splats that a user mask covers, as seen in one frame.
+
+    mask: [H, W] in [0, 1] drawn on the frame rendered by ``camera`` -> bool [N]: splats whose
+    blending weight falls mostly (> ``threshold``) inside the mask. Splats the frame does not show
+    (total weight < ``min_weight`` pixels) are not selected: nothing in the mask speaks for them.
+    """
+    w = torch.stack([mask.float(), torch.ones_like(mask, dtype=torch.float)], -1)
+    v = splat_pixel_votes(g, camera, w, renderer)
+    inside, total = v[:, 0], v[:, 1]
+    return (total > min_weight) & (inside > threshold * total)
+
+
+def render_selection(g: WorldGaussians, camera: Cameras, selected: Tensor, renderer) -> Tensor:
+    """The exact route's second half: the selected splats' coverage at any pose.  -> [H, W] in [0, 1]"""
+    out = renderer.render(g, camera, features=selected.float()[:, None].to(g.means))
+    return out.features[0, ..., 0].clamp(0, 1)
+
+
+def label_names() -> tuple[str, ...]:
+    return LABEL_NAMES
