@@ -278,6 +278,78 @@ class Avatar:
             return list(gen())
         return write_video(path, gen(), fps=fps)
 
+    # ------------------------------------------------------------------ text editing
+    def plan(self, prompt: str, refiner="auto"):
+        """The structured plan an edit would follow (regions, instruction, colour, strengths), so it
+        can be checked before any GPU time is spent. ``refiner``: "auto" | "rule" | "transformers" |
+        "openai" or a PromptRefiner."""
+        from .edit.refine import get_refiner
+
+        r = get_refiner(refiner) if isinstance(refiner, str) else refiner
+        return r.refine(prompt)
+
+    def _train_idx(self) -> torch.Tensor:
+        if self.data is not None:
+            return self.data.train_idx
+        from .reconstruct.data import split_train_eval
+
+        return split_train_eval(self.params.batch_size, float(self.meta.get("eval_fraction", 0.1)))[0]
+
+    def edit(self, prompt, editor="auto", method: str = "idu", refiner="auto", config=None, guidance=None,
+             progress: bool = True, **editor_kwargs) -> "Avatar":
+        """A new avatar with the edit applied in every frame; this one is untouched.
+
+        prompt: words ("red hair") or an EditPlan. editor: "auto" | "palette" | "ip2p" | "inpaint" or
+        an ImageEditor. method: "idu" (edit keyframes, re-optimise the region's splats, re-edit) or
+        "sds" (score distillation with a diffusion model; ``guidance`` injects an SDSGuidance).
+        Expression plans ("make her smile") change the FLAME expressions instead of the splats.
+        """
+        import copy
+        import time
+
+        from .edit import EditPlan
+        from .edit.expression import apply_expression
+
+        t0 = time.perf_counter()
+        plan = prompt if isinstance(prompt, EditPlan) else self.plan(prompt, refiner)
+        plan.validate()
+        record = {"prompt": plan.prompt, "plan": plan.to_dict(), "method": method}
+        gaussians, params = self.gaussians, self.params
+        if plan.kind == "expression":
+            params = apply_expression(self.params, self.model, plan.expression or {}, plan.strength)
+            record.update(editor="flame-expression")
+        else:
+            bg = torch.tensor(self.background, device=self.device)
+            renderer = _renderer_for(self.device)
+            if method == "idu":
+                from .edit.loop import EditConfig, edit_splats
+
+                ed = editor
+                if isinstance(editor, str):
+                    from .edit.editors import get_editor
+
+                    ed = get_editor(editor, plan=plan, **editor_kwargs)
+                cfg = config or EditConfig()
+                res = edit_splats(self.gaussians, self.model, self.params, self.cameras, self._train_idx(), plan, ed,
+                                  renderer, bg, cfg, progress=progress)
+                record.update(editor=type(ed).__name__, config=dataclasses.asdict(cfg),
+                              keyframes=sorted({v.frame for v in res.views}), splats_edited=int(res.selected.sum()))
+            elif method == "sds":
+                from .edit.sds_loop import SDSEditConfig, edit_splats_sds
+
+                cfg = config or SDSEditConfig()
+                res = edit_splats_sds(self.gaussians, self.model, self.params, self.cameras, self._train_idx(), plan,
+                                      guidance, renderer, bg, cfg, progress=progress)
+                record.update(editor="sds", config=dataclasses.asdict(cfg), splats_edited=int(res.selected.sum()))
+            else:
+                raise DynavatarError(f"unknown edit method {method!r}; use 'idu' or 'sds'")
+            gaussians = res.gaussians
+        record["seconds"] = round(time.perf_counter() - t0, 2)
+        meta = copy.deepcopy(self.meta)
+        meta["edits"] = list(meta.get("edits", [])) + [record]
+        logger.info("edit %r done in %.1f s (%s)", plan.prompt, record["seconds"], plan.summary())
+        return Avatar(gaussians, self.model, params, self.cameras, meta, self.data, self.background)
+
     # ------------------------------------------------------------------ I/O
     def save(self, folder: str | os.PathLike) -> Path:
         from .reconstruct.checkpoint import save_state

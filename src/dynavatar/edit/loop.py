@@ -1,0 +1,188 @@
+"""Applying an edit to the avatar: iterative dataset update over keyframes and novel views.
+
+Instruct-NeRF2NeRF's loop, restricted to a region (DynamicAvatars) and driven by FLAME (AvatarStudio):
+
+1. choose keyframes covering the clip's expressions and poses, plus novel head rotations;
+2. render each view, and its region mask from the splat labels (dual tracking);
+3. edit the renders inside the masks (any ``ImageEditor``);
+4. optimise only the region's splats towards the edited views (L1 + D-SSIM + a patch
+   discriminator's adversarial loss); every other splat is restored after each step, so nothing
+   outside the region can change;
+5. every ``reedit_every`` steps, re-render and re-edit (the "dataset update"), so the targets
+   converge to a 3D-consistent edit instead of averaging inconsistent 2D edits.
+
+Because the splats are bound to FLAME triangles, the edited region follows every expression and
+pose of the clip and any new animation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import DynavatarError
+from ..flame import FlameModel, FlameParams
+from ..gaussians.avatar import GaussianAvatar
+from ..gaussians.binding import bind
+from ..perceive.labels import label_index
+from ..reconstruct.metrics import ssim
+from ..render.cameras import Cameras
+from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
+from .keyframes import View, farthest_point_keyframes, keyframe_views, rotate_head
+from .plan import EditPlan
+
+__all__ = ["EditConfig", "EditResult", "region_selection", "render_views", "edit_splats"]
+
+logger = logging.getLogger("dynavatar.edit")
+
+
+@dataclasses.dataclass
+class EditConfig:
+    keyframes: int = 8  # frames chosen by farthest-point sampling in FLAME parameter space
+    novel_yaws: tuple[float, ...] = (-0.5, 0.5)  # extra head turns (radians) shown on every other keyframe
+    steps: int = 300  # optimisation steps
+    views_per_step: int = 2
+    reedit_every: int = 100  # iterative dataset update period (0: edit once)
+    region_threshold: float = 0.5  # label probability above which a splat belongs to the region
+    lr_colour: float = 2e-2  # SH coefficients
+    lr_opacity: float = 5e-2
+    lr_geometry: float = 2e-3  # local positions/scales/rotations; used by accessory/appearance/remove edits
+    w_l1: float = 0.8
+    w_dssim: float = 0.2
+    w_adv: float = 0.02  # patch discriminator's generator loss (0 disables the discriminator)
+    adv_start: int = 50  # steps before the adversarial loss joins (the discriminator warms up first)
+    disc_lr: float = 2e-4
+    clone_for_accessory: bool = True  # double the region's splats for additive edits (room for new geometry)
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class EditResult:
+    gaussians: GaussianAvatar
+    views: list[View]
+    selected: Tensor  # bool [N'] splats that were optimised
+    history: list[dict]
+    seconds: float
+
+
+def region_selection(labels: Tensor, plan: EditPlan, threshold: float) -> Tensor:
+    """Splats the plan may change: region probability > threshold, minus preserved labels."""
+    if labels.shape[1] == 0:
+        raise DynavatarError("the avatar has no semantic labels; call avatar.label_splats() before editing")
+    p_region = labels[:, [label_index(n) for n in plan.regions]].sum(1)
+    sel = p_region > threshold
+    if plan.preserve:
+        sel &= labels[:, [label_index(n) for n in plan.preserve]].sum(1) <= threshold
+    return sel
+
+
+def _region_masks(g, cameras: Cameras, labels: Tensor, plan: EditPlan, renderer, dilation_px: int) -> Tensor:
+    """Region probability rendered from the labels, thresholded and dilated.  -> [B, H, W] float"""
+    idx = [label_index(n) for n in plan.regions]
+    feats = labels[:, idx].sum(1, keepdim=True)
+    out = renderer.render(g, cameras, features=feats)
+    m = (out.features[..., 0] > 0.5).float()
+    if dilation_px > 0:
+        m = torch.nn.functional.max_pool2d(m[:, None], 2 * dilation_px + 1, stride=1, padding=dilation_px)[:, 0]
+    return m
+
+
+def _pose_views(params: FlameParams, views: list[View]) -> FlameParams:
+    return FlameParams.cat([rotate_head(params[v.frame], v.yaw, v.pitch) for v in views])
+
+
+def render_views(gaussians: GaussianAvatar, model: FlameModel, params: FlameParams, cameras: Cameras,
+                 views: list[View], renderer, background: Tensor) -> tuple[Tensor, object, Cameras]:
+    """Renders [V, H, W, 3] of the views, their world gaussians and cameras."""
+    p = _pose_views(params, views)
+    verts = model(p, landmark_set=None).vertices
+    g = bind(gaussians, verts, model.faces)
+    cams = cameras[torch.tensor([v.frame for v in views])]
+    return renderer.render(g, cams, background=background).rgb.clamp(0, 1), g, cams
+
+
+def _clone_region(g: GaussianAvatar, sel: Tensor, gen: torch.Generator) -> tuple[GaussianAvatar, Tensor]:
+    """Duplicate the selected splats, jittered slightly in their triangles, at half opacity each."""
+    kids = {}
+    for f in dataclasses.fields(g):
+        v = getattr(g, f.name)
+        if isinstance(v, Tensor):
+            kids[f.name] = torch.cat([v, v[sel]], 0)
+    n_new = int(sel.sum())
+    jitter = 0.1 * torch.randn(n_new, 3, generator=gen).to(g.means_local)
+    kids["means_local"][-n_new:] += jitter
+    out = dataclasses.replace(g, **kids)
+    return out, torch.cat([sel, torch.ones(n_new, dtype=torch.bool, device=sel.device)])
+
+
+def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParams, cameras: Cameras,
+                train_idx: Tensor, plan: EditPlan, editor, renderer, background: Tensor,
+                config: EditConfig | None = None, progress: bool = True) -> EditResult:
+    """Re-optimise the plan's region so renders match the edited keyframes. Returns new splats;
+    ``gaussians`` is not modified."""
+    cfg = config or EditConfig()
+    t0 = time.perf_counter()
+    dev = gaussians.means_local.device
+    model = model.to(dev)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    g = gaussians.detach()
+    g = dataclasses.replace(g, **{k: v.clone() for k, v in g.parameters_dict().items()})
+    sel = region_selection(g.labels, plan, cfg.region_threshold)
+    if not sel.any():
+        raise DynavatarError(f"no splat is labelled {plan.regions} (above {cfg.region_threshold}); "
+                             "nothing to edit. Check avatar.render_masks() on a frame.")
+    additive = plan.kind in ("accessory", "appearance", "remove")
+    if plan.kind == "accessory" and cfg.clone_for_accessory:
+        g, sel = _clone_region(g, sel, gen)
+    keyframes = farthest_point_keyframes(params, cfg.keyframes, train_idx.cpu())
+    views = keyframe_views(keyframes, cfg.novel_yaws)
+    def make_targets() -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            imgs, wg, cams = render_views(g, model, params, cameras, views, renderer, background)
+            masks = _region_masks(wg, cams, g.labels, plan, renderer, 0)  # editors dilate/feather themselves
+            edited = editor.edit(imgs, masks, plan, seed=cfg.seed)
+        return edited.to(dev).clamp(0, 1), masks
+
+    targets, masks = make_targets()
+    frozen = {k: v.detach().clone() for k, v in g.parameters_dict().items()}
+    g.requires_grad_(True)
+    groups = [{"params": [g.sh], "lr": cfg.lr_colour}, {"params": [g.opacity_logits], "lr": cfg.lr_opacity}]
+    if additive:
+        groups.append({"params": [g.means_local, g.log_scales_local, g.quats_local], "lr": cfg.lr_geometry})
+    opt = torch.optim.Adam(groups, eps=1e-15)
+    disc = PatchDiscriminator().to(dev) if cfg.w_adv > 0 else None
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99)) if disc is not None else None
+    history = []
+    bar = tqdm(range(cfg.steps), desc=f"edit '{plan.prompt}'", disable=not progress, unit="step")
+    for step in bar:
+        if cfg.reedit_every and step > 0 and step % cfg.reedit_every == 0:
+            targets, masks = make_targets()  # iterative dataset update
+        pick = torch.randperm(len(views), generator=gen)[: cfg.views_per_step]
+        vs = [views[int(i)] for i in pick]
+        pred, _, _ = render_views(g, model, params, cameras, vs, renderer, background)
+        tgt, m = targets[pick.to(dev)], masks[pick.to(dev)]
+        loss = cfg.w_l1 * (pred - tgt).abs().mean() + cfg.w_dssim * (1 - ssim(pred, tgt).mean())
+        if disc is not None and step >= cfg.adv_start // 2:
+            opt_d.zero_grad(set_to_none=True)
+            discriminator_loss(disc, tgt, pred, m).backward()
+            opt_d.step()
+            if step >= cfg.adv_start:
+                loss = loss + cfg.w_adv * generator_loss(disc, pred, m)
+        if not torch.isfinite(loss):
+            raise DynavatarError(f"edit loss became {loss.item()} at step {step}; lower the learning rates")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():  # only the region may change: restore everything else exactly
+            for k, v in g.parameters_dict().items():
+                v[~sel] = frozen[k][~sel]
+        if step % 20 == 0 or step == cfg.steps - 1:
+            history.append({"step": step, "loss": loss.item()})
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return EditResult(g.detach(), views, sel, history, time.perf_counter() - t0)
