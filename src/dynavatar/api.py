@@ -69,8 +69,9 @@ class Avatar:
 
     @classmethod
     def from_dataset(cls, dataset_dir: str | os.PathLike, *, head=None, out_dir=None, preset: str = "fast",
-                     device: str = "auto", progress: bool = True, config=None) -> "Avatar":
-        """Fit to a preprocessed (or imported, e.g. VHAP) dataset; tracks it first if needed."""
+                     device: str = "auto", progress: bool = True, config=None, tracking=None) -> "Avatar":
+        """Fit to a preprocessed (or imported, e.g. VHAP) dataset; tracks it first if needed
+        (``tracking`` passes a TrackingResult in instead)."""
         from .perceive import FrameDataset
         from .reconstruct import fit_avatar, load_train_data
         from .reconstruct import preset as get_preset
@@ -81,7 +82,9 @@ class Avatar:
         dev = _device(device)
         ds = FrameDataset.load(dataset_dir)
         tracking_dir = dataset_dir / "tracking"
-        if (tracking_dir / "tracking.json").is_file():
+        if tracking is not None:
+            pass
+        elif (tracking_dir / "tracking.json").is_file():
             tracking = TrackingResult.load(tracking_dir)
         else:
             tcfg = TrackerConfig.preset("tiny" if preset == "tiny" else "default")
@@ -283,10 +286,13 @@ class Avatar:
         """The structured plan an edit would follow (regions, instruction, colour, strengths), so it
         can be checked before any GPU time is spent. ``refiner``: "auto" | "rule" | "transformers" |
         "openai" or a PromptRefiner."""
+        return self._refiner(refiner).refine(prompt)
+
+    @staticmethod
+    def _refiner(refiner):
         from .edit.refine import get_refiner
 
-        r = get_refiner(refiner) if isinstance(refiner, str) else refiner
-        return r.refine(prompt)
+        return get_refiner(refiner) if isinstance(refiner, str) else refiner
 
     def _train_idx(self) -> torch.Tensor:
         if self.data is not None:
@@ -310,9 +316,16 @@ class Avatar:
         from .edit import EditPlan
         from .edit.expression import apply_expression
 
+        if not isinstance(prompt, EditPlan):  # "red hair and blue eyes": one plan per clause, chained
+            r = self._refiner(refiner)
+            plans = r.refine_all(prompt) if hasattr(r, "refine_all") else [r.refine(prompt)]
+            out = self
+            for p in plans:
+                out = out.edit(p, editor=editor, method=method, config=config, guidance=guidance, progress=progress,
+                               **editor_kwargs)
+            return out
         t0 = time.perf_counter()
-        plan = prompt if isinstance(prompt, EditPlan) else self.plan(prompt, refiner)
-        plan.validate()
+        plan = prompt.validate()
         record = {"prompt": plan.prompt, "plan": plan.to_dict(), "method": method}
         gaussians, params = self.gaussians, self.params
         if plan.kind == "expression":

@@ -36,7 +36,8 @@ from .discriminator import PatchDiscriminator, discriminator_loss, generator_los
 from .keyframes import View, farthest_point_keyframes, keyframe_views, rotate_head
 from .plan import EditPlan
 
-__all__ = ["EditConfig", "EditResult", "region_selection", "render_views", "edit_splats"]
+__all__ = ["EditConfig", "EditResult", "region_selection", "region_masks", "render_views", "prepare_region",
+           "region_optimizer", "restore_outside", "edit_splats"]
 
 logger = logging.getLogger("dynavatar.edit")
 
@@ -81,7 +82,7 @@ def region_selection(labels: Tensor, plan: EditPlan, threshold: float) -> Tensor
     return sel
 
 
-def _region_masks(g, cameras: Cameras, labels: Tensor, plan: EditPlan, renderer, dilation_px: int) -> Tensor:
+def region_masks(g, cameras: Cameras, labels: Tensor, plan: EditPlan, renderer, dilation_px: int) -> Tensor:
     """Region probability rendered from the labels, thresholded and dilated.  -> [B, H, W] float"""
     idx = [label_index(n) for n in plan.regions]
     feats = labels[:, idx].sum(1, keepdim=True)
@@ -120,6 +121,38 @@ def _clone_region(g: GaussianAvatar, sel: Tensor, gen: torch.Generator) -> tuple
     return out, torch.cat([sel, torch.ones(n_new, dtype=torch.bool, device=sel.device)])
 
 
+def prepare_region(gaussians: GaussianAvatar, plan: EditPlan, threshold: float, clone_for_accessory: bool,
+                   gen: torch.Generator) -> tuple[GaussianAvatar, Tensor]:
+    """A private copy of the splats and the bool [N'] mask of those the edit may change."""
+    g = gaussians.detach()
+    g = dataclasses.replace(g, **{k: v.clone() for k, v in g.parameters_dict().items()})
+    sel = region_selection(g.labels, plan, threshold)
+    if not sel.any():
+        raise DynavatarError(f"no splat is labelled {plan.regions} (above {threshold}); "
+                             "nothing to edit. Check avatar.render_masks() on a frame.")
+    if plan.kind == "accessory" and clone_for_accessory:
+        g, sel = _clone_region(g, sel, gen)
+    return g, sel
+
+
+def region_optimizer(g: GaussianAvatar, plan: EditPlan, lr_colour: float, lr_opacity: float,
+                     lr_geometry: float) -> torch.optim.Optimizer:
+    """Adam over colour and opacity, plus geometry for edits that change shape (accessories,
+    removals, free-form appearance)."""
+    g.requires_grad_(True)
+    groups = [{"params": [g.sh], "lr": lr_colour}, {"params": [g.opacity_logits], "lr": lr_opacity}]
+    if plan.kind in ("accessory", "appearance", "remove"):
+        groups.append({"params": [g.means_local, g.log_scales_local, g.quats_local], "lr": lr_geometry})
+    return torch.optim.Adam(groups, eps=1e-15)
+
+
+@torch.no_grad()
+def restore_outside(g: GaussianAvatar, frozen: dict[str, Tensor], sel: Tensor) -> None:
+    """Put every splat outside the region back exactly (so nothing else can change)."""
+    for k, v in g.parameters_dict().items():
+        v[~sel] = frozen[k][~sel]
+
+
 def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParams, cameras: Cameras,
                 train_idx: Tensor, plan: EditPlan, editor, renderer, background: Tensor,
                 config: EditConfig | None = None, progress: bool = True) -> EditResult:
@@ -131,31 +164,19 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
     model = model.to(dev)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    g = gaussians.detach()
-    g = dataclasses.replace(g, **{k: v.clone() for k, v in g.parameters_dict().items()})
-    sel = region_selection(g.labels, plan, cfg.region_threshold)
-    if not sel.any():
-        raise DynavatarError(f"no splat is labelled {plan.regions} (above {cfg.region_threshold}); "
-                             "nothing to edit. Check avatar.render_masks() on a frame.")
-    additive = plan.kind in ("accessory", "appearance", "remove")
-    if plan.kind == "accessory" and cfg.clone_for_accessory:
-        g, sel = _clone_region(g, sel, gen)
+    g, sel = prepare_region(gaussians, plan, cfg.region_threshold, cfg.clone_for_accessory, gen)
     keyframes = farthest_point_keyframes(params, cfg.keyframes, train_idx.cpu())
     views = keyframe_views(keyframes, cfg.novel_yaws)
     def make_targets() -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             imgs, wg, cams = render_views(g, model, params, cameras, views, renderer, background)
-            masks = _region_masks(wg, cams, g.labels, plan, renderer, 0)  # editors dilate/feather themselves
+            masks = region_masks(wg, cams, g.labels, plan, renderer, 0)  # editors dilate/feather themselves
             edited = editor.edit(imgs, masks, plan, seed=cfg.seed)
         return edited.to(dev).clamp(0, 1), masks
 
     targets, masks = make_targets()
     frozen = {k: v.detach().clone() for k, v in g.parameters_dict().items()}
-    g.requires_grad_(True)
-    groups = [{"params": [g.sh], "lr": cfg.lr_colour}, {"params": [g.opacity_logits], "lr": cfg.lr_opacity}]
-    if additive:
-        groups.append({"params": [g.means_local, g.log_scales_local, g.quats_local], "lr": cfg.lr_geometry})
-    opt = torch.optim.Adam(groups, eps=1e-15)
+    opt = region_optimizer(g, plan, cfg.lr_colour, cfg.lr_opacity, cfg.lr_geometry)
     disc = PatchDiscriminator().to(dev) if cfg.w_adv > 0 else None
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99)) if disc is not None else None
     history = []
@@ -179,9 +200,7 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():  # only the region may change: restore everything else exactly
-            for k, v in g.parameters_dict().items():
-                v[~sel] = frozen[k][~sel]
+        restore_outside(g, frozen, sel)
         if step % 20 == 0 or step == cfg.steps - 1:
             history.append({"step": step, "loss": loss.item()})
             bar.set_postfix(loss=f"{loss.item():.4f}")
