@@ -64,11 +64,19 @@ class FlameModel(nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, n_shape: int | None = None,
-             n_expr: int | None = None) -> "FlameModel":
+             n_expr: int | None = None, embed: bool = True) -> "FlameModel":
         """Load a FLAME-format file; ``path=None`` resolves ``$DYNAVATAR_FLAME``, then
-        ``assets/flame/``, then the embedded default head (and logs which one was used)."""
+        ``assets/flame/``, then the embedded default head (and logs which one was used).
+
+        ``embed``: a model without our mediapipe landmark embedding or vertex regions (an official
+        FLAME file) gets those of the default head, registered onto its template and cached beside
+        the file (:func:`dynavatar.flame.transfer.ensure_embedding`; seconds the first time)."""
         resolved = resolve_head_path(path)
         data = read_flame_file(resolved.path)
+        if embed and ("mediapipe" not in data.landmarks or data.vertex_region is None):
+            from .transfer import ensure_embedding
+
+            data = ensure_embedding(data, path=resolved.path)
         model = cls(data, n_shape=n_shape, n_expr=n_expr)
         model.source = f"{resolved.path} ({resolved.source})"
         logger.info("head model: %s from %s [%d vertices, %d shape, %d expr]",
