@@ -1,7 +1,11 @@
-"""Perception: video I/O, face landmarks, mattes, head crops, cached preprocessing."""
+"""Perception: video I/O, face landmarks, mattes, face parsing, head crops, cached preprocessing."""
 
 from .dataset import FrameDataset
+from .parsing import (FaceParser, FacerParser, LandmarkParser, LandmarkParserConfig, colourise, overlay,
+                      parse_dataset, parse_to_labels)
 from .preprocess import PreprocessConfig, preprocess
 from .video import VideoInfo, iter_frames, probe_video
 
-__all__ = ["FrameDataset", "PreprocessConfig", "VideoInfo", "iter_frames", "preprocess", "probe_video"]
+__all__ = ["FaceParser", "FacerParser", "FrameDataset", "LandmarkParser", "LandmarkParserConfig", "PreprocessConfig",
+           "VideoInfo", "colourise", "iter_frames", "overlay", "parse_dataset", "parse_to_labels", "preprocess",
+           "probe_video"]

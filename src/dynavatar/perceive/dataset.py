@@ -3,9 +3,13 @@
 Folder layout (written by :func:`dynavatar.perceive.preprocess`; carry it to a GPU machine as is)::
 
     meta.json          format version, source video + fingerprint, fps, sizes, settings, backends,
-                       frames without a face
+                       frames without a face; with parsing also "parser" (its name) and
+                       "label_names" (the label set, index order)
     frames/%06d.jpg    square head crops, RGB, resolution x resolution (JPEG quality 95)
     mattes/%06d.png    foreground alpha of each crop, 8-bit
+    parsing/%06d.png   face parsing of each crop: uint8 label index per pixel into
+                       meta["label_names"] (``perceive.labels.LABEL_NAMES``), lossless PNG.
+                       Optional: older folders have none (``perceive.parse_dataset`` adds it)
     landmarks.npz      frame_index [N]  index of each kept frame in the source video
                        detected    [N]  bool, False where the landmarks were interpolated
                        n_faces     [N]  faces seen in the frame
@@ -77,6 +81,22 @@ class FrameDataset:
         import imageio.v3 as iio
 
         return np.asarray(iio.imread(self.root / "mattes" / f"{i:06d}.png"), dtype=np.float32) / 255.0
+
+    @property
+    def has_parsing(self) -> bool:
+        """True when every frame has a parsing map."""
+        folder = self.root / "parsing"
+        return folder.is_dir() and all((folder / f"{i:06d}.png").is_file() for i in range(len(self)))
+
+    def parsing(self, i: int) -> np.ndarray | None:
+        """Label indices of crop i, uint8 [R, R] (into ``meta["label_names"]``), or None when the
+        dataset has no parsing for it (folders written before parsing existed)."""
+        path = self.root / "parsing" / f"{i:06d}.png"
+        if not path.is_file():
+            return None
+        import imageio.v3 as iio
+
+        return np.asarray(iio.imread(path), dtype=np.uint8)
 
     def to_original(self, i: int, points_crop: np.ndarray) -> np.ndarray:
         """Crop pixels [..., 2] of frame i -> original-frame pixels [..., 2]."""

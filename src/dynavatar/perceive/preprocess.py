@@ -2,8 +2,9 @@
 
 Two streaming passes keep memory flat for long or large videos: the first finds and follows the
 face (landmarks only), the crops are then planned for the whole clip (one side length, smoothed
-centres), and the second pass cuts, mattes and writes the crops. Results are cached: calling
-again with the same video and settings loads the folder instead of recomputing.
+centres), and the second pass cuts, mattes, parses (face labels) and writes the crops. Results are
+cached: calling again with the same video and settings loads the folder instead of recomputing
+(a cached folder from before parsing existed is only parsed, not recomputed).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from tqdm.auto import tqdm
 from ..errors import NoFaceError
 from .crop import crop_image, interpolate_missing, plan_crops, to_crop
 from .dataset import DATASET_FORMAT, FrameDataset
+from .labels import LABEL_NAMES
 from .landmarks import LandmarkDetector, MediapipeFaceMesh, follow_face
 from .matting import Matter, MediapipeSelfieMatte
+from .parsing import FaceParser, LandmarkParser, parse_dataset, parse_frame, write_labels
 from .video import iter_frames, probe_video
 
 __all__ = ["PreprocessConfig", "preprocess"]
@@ -42,6 +45,7 @@ class PreprocessConfig:
     crop_scale: float = 1.9  # crop side = this x the clip's 90th-percentile face size
     smooth_seconds: float = 0.15  # Gaussian smoothing of the crop centre over time
     jpeg_quality: int = 95
+    parse: bool = True  # face-parse every crop into parsing/%06d.png (label indices, see labels.py)
 
 
 def _fingerprint(path: Path) -> dict:
@@ -56,14 +60,23 @@ def _fingerprint(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": st.st_size, "sha256_ends": h.hexdigest()}
 
 
+def _same_settings(old: dict | None, new: dict) -> bool:
+    """Cached settings match, ignoring ``parse`` (parsing is added to a cache, not recomputed)."""
+    return old is not None and {k: v for k, v in old.items() if k != "parse"} == \
+        {k: v for k, v in new.items() if k != "parse"}
+
+
 def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_frames: int | None = None,
                config: PreprocessConfig | None = None, detector: LandmarkDetector | None = None,
-               matter: Matter | None = None, overwrite: bool = False, progress: bool = True) -> FrameDataset:
+               matter: Matter | None = None, overwrite: bool = False, progress: bool = True,
+               parser: FaceParser | None = None) -> FrameDataset:
     """Preprocess ``video`` (a file ffmpeg reads, or a folder of images) into ``out_dir``.
 
     By default every frame is kept and dataset index i is the video's frame i. Frames without a
     face get interpolated landmarks and are listed in ``meta.json`` (``missing_frames``).
     Raises VideoError for unreadable input and NoFaceError when no usable face is found.
+    ``parser`` labels each crop (default: the offline :class:`LandmarkParser`, given the crop's
+    landmarks and matte) unless ``config.parse`` is False.
     """
     cfg = dataclasses.replace(config or PreprocessConfig(), **({"max_frames": max_frames} if max_frames else {}))
     video, out = Path(video).expanduser(), Path(out_dir).expanduser()
@@ -74,13 +87,19 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
     if meta_path.is_file() and not overwrite:
         try:
             old = json.loads(meta_path.read_text())
-            if old.get("format") == DATASET_FORMAT and old.get("settings") == settings and old.get("source") == source:
+            if old.get("format") == DATASET_FORMAT and _same_settings(old.get("settings"), settings) \
+                    and old.get("source") == source:
                 logger.info("preprocess: using cached %s", out)
-                return FrameDataset.load(out)
+                ds = FrameDataset.load(out)
+                if cfg.parse and not ds.has_parsing:  # cached before parsing existed: add it only
+                    ds = parse_dataset(ds, parser, progress=progress)
+                return ds
         except (json.JSONDecodeError, OSError):
             pass
     detector = detector or MediapipeFaceMesh()
     matter = matter or MediapipeSelfieMatte()
+    if cfg.parse:
+        parser = parser or LandmarkParser()
 
     # Pass 1: follow the face through the clip.
     idx, points, n_faces, sizes = [], [], [], []
@@ -117,6 +136,8 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
         shutil.rmtree(tmp)
     (tmp / "frames").mkdir(parents=True)
     (tmp / "mattes").mkdir()
+    if cfg.parse:
+        (tmp / "parsing").mkdir()
     import imageio.v3 as iio
 
     res = cfg.resolution
@@ -129,6 +150,9 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
         alpha = np.where(inside, alpha, 0.0)
         iio.imwrite(tmp / "frames" / f"{k:06d}.jpg", crop, quality=cfg.jpeg_quality)
         iio.imwrite(tmp / "mattes" / f"{k:06d}.png", (alpha * 255).round().astype(np.uint8))
+        if cfg.parse:
+            pts = np.concatenate([to_crop(lmk[k, :, :2], windows[k], res), lmk[k, :, 2:] * (res / windows[k, 2])], -1)
+            write_labels(tmp / "parsing" / f"{k:06d}.png", parse_frame(parser, crop, pts, alpha))
 
     s = info.scale  # decoded = original * s
     lmk_crop = np.concatenate([np.stack([to_crop(lmk[k, :, :2], windows[k], res) for k in range(len(idx))]),
@@ -144,6 +168,8 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
         "missing_frames": [int(f) for f, ok in zip(idx, valid) if not ok],
         "multiple_faces_frames": int(sum(n > 1 for n in n_faces)),
     }
+    if cfg.parse:
+        meta.update(parser=getattr(parser, "name", type(parser).__name__), label_names=list(LABEL_NAMES))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     if out.exists():
         shutil.rmtree(out)
