@@ -49,14 +49,27 @@ def flame_convert(src: Path, dst: Path) -> None:
     """Convert a FLAME .pkl (chumpy or not) into a clean, pickle-free .npz with sha256s."""
     from .errors import DynavatarError
     from .flame import read_flame_file, write_flame_npz
+    from .flame.transfer import ensure_embedding
 
     try:
         data = read_flame_file(src)
         out = write_flame_npz(data, dst, source=src)
+        embedded = ensure_embedding(data, path=out)  # mediapipe/iBUG-68 landmarks + regions, cached beside OUT
     except DynavatarError as exc:
         _fail(exc)
     click.echo(f"wrote {out} ({data.n_vertices} vertices, {data.n_shape_total} shape + "
                f"{data.n_expr_total} expression components)")
+    info = embedded.meta.get("embedding")
+    if info:
+        d = {k: float(v) for k, v in info["diagnostics"].items()}
+        mm = lambda key: f"{d.get(key, float('nan')):.2f}"  # noqa: E731
+        how = (f"loaded from {info['cache']}" if info["source"] == "cache" else
+               f"computed, cached in {info['cache']}" if info.get("cache") else "computed, not cached")
+        click.echo(f"landmark embedding + regions from the default head ({how}): user surface to "
+                   f"registered default head {mm('registration_mean_mm')} mm mean / {mm('registration_p95_mm')} mm "
+                   f"p95 / {mm('registration_max_mm')} mm max; mediapipe landmarks moved "
+                   f"{mm('landmarks_mediapipe_shift_mean_mm')} mm mean / {mm('landmarks_mediapipe_shift_max_mm')} mm "
+                   "max onto the surface")
 
 
 @flame.command("show")
@@ -254,6 +267,26 @@ def bench_track(video: Path, head: Path | None, preset: str, device: str, max_fr
     from .bench.track import format_track_table, run_track_bench
 
     click.echo(format_track_table(run_track_bench(video, head, preset, device, max_frames)))
+
+
+@bench.command("fit")
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("--preset", default="fast", show_default=True, type=click.Choice(["tiny", "fast", "quality"]))
+@click.option("--head", type=click.Path(path_type=Path), default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--max-frames", type=int, default=None)
+@click.option("-o", "--out", "work_dir", type=click.Path(path_type=Path), default=None, help="Keep the run here.")
+def bench_fit(video: Path, preset: str, head: Path | None, device: str, max_frames: int | None,
+              work_dir: Path | None) -> None:
+    """Preprocess + track + fit VIDEO (or a preprocessed folder); time per stage, held-out quality."""
+    from .bench.fit import format_fit_table, run_fit_bench
+    from .errors import DynavatarError
+
+    try:
+        r = run_fit_bench(video, preset, device, max_frames, work_dir, head=str(head) if head else None, progress=True)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(format_fit_table(r))
 
 
 if __name__ == "__main__":  # pragma: no cover

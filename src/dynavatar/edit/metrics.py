@@ -1,0 +1,92 @@
+"""How an edit is judged: locality, whether the region changed as asked, temporal consistency,
+and (with CLIP weights) Instruct-NeRF2NeRF's CLIP direction similarity and consistency."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["outside_change", "median_hue_deg", "hue_error_deg", "region_colour_spread", "clip_direction_metrics"]
+
+
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    import cv2
+
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+
+
+def outside_change(before: np.ndarray, after: np.ndarray, region: np.ndarray, margin: int = 2) -> float:
+    """Mean |after - before| in 1/255 units over pixels outside the region (grown by ``margin``
+    px, the splats' own footprint at the region's edge).  before/after: uint8 [H, W, 3]."""
+    outside = ~_dilate(region, margin)
+    if not outside.any():
+        return 0.0
+    return float(np.abs(after.astype(np.int16) - before.astype(np.int16))[outside].mean())
+
+
+def median_hue_deg(img: np.ndarray, mask: np.ndarray) -> float:
+    """Circular median hue (degrees in (-180, 180]) of the masked pixels, saturation-weighted so grey
+    pixels (whose hue is noise) do not vote.  img: uint8 [H, W, 3]."""
+    import cv2
+
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV_FULL).astype(np.float64)
+    h = hsv[..., 0][mask] / 256 * 2 * np.pi
+    s = hsv[..., 1][mask] / 255
+    if h.size == 0 or s.sum() == 0:
+        return float("nan")
+    # The circular median: the angle minimising the weighted sum of angular distances.
+    cand = np.linspace(-np.pi, np.pi, 721)[:-1]
+    d = np.abs(np.angle(np.exp(1j * (h[None] - cand[:, None]))))
+    return float(np.degrees(cand[np.argmin((d * s[None]).sum(1))]))
+
+
+def hue_error_deg(hue: float, target_rgb) -> float:
+    """Angular distance between a hue and the target colour's hue, degrees."""
+    import colorsys
+
+    t = colorsys.rgb_to_hsv(*target_rgb)[0] * 360
+    return float(abs((hue - t + 180) % 360 - 180))
+
+
+def region_colour_spread(images: list[np.ndarray], masks: list[np.ndarray]) -> float:
+    """How much a region's mean colour varies across frames: the std over frames of the mean OKLab
+    (a, b) chroma, x1000. Compare before vs after an edit: temporal consistency."""
+    import torch
+
+    from .palette import rgb_to_oklab
+
+    means = []
+    for img, m in zip(images, masks):
+        if m.any():
+            lab = rgb_to_oklab(torch.from_numpy(img[m].astype(np.float32) / 255)).numpy()
+            means.append(lab[:, 1:].mean(0))
+    if len(means) < 2:
+        return 0.0
+    return float(np.linalg.norm(np.std(np.stack(means), 0)) * 1000)
+
+
+def clip_direction_metrics(before: list[np.ndarray], after: list[np.ndarray], source_text: str, target_text: str,
+                           model: str = "openai/clip-vit-large-patch14", device: str = "cpu") -> dict | None:
+    """Instruct-NeRF2NeRF's metrics with CLIP: direction similarity = cos(E(after) - E(before),
+    T(target) - T(source)); direction consistency = cos between consecutive frames' image
+    directions. None when the CLIP weights are not in the local Hugging Face cache."""
+    from ..weights import KnownWeights, find_weights
+
+    path = find_weights(KnownWeights(model, "", hub_repo=model))
+    if path is None:
+        return None
+    import torch
+    import transformers
+
+    clip = transformers.CLIPModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
+    proc = transformers.CLIPProcessor.from_pretrained(str(path), local_files_only=True)
+    with torch.no_grad():
+        def img_emb(imgs):
+            x = proc(images=list(imgs), return_tensors="pt").to(device)
+            return torch.nn.functional.normalize(clip.get_image_features(**x), dim=-1)
+        t = proc(text=[source_text, target_text], return_tensors="pt", padding=True).to(device)
+        te = torch.nn.functional.normalize(clip.get_text_features(**t), dim=-1)
+        d_img = img_emb(after) - img_emb(before)
+        d_txt = te[1] - te[0]
+        sim = torch.nn.functional.cosine_similarity(d_img, d_txt[None]).mean().item()
+        cons = torch.nn.functional.cosine_similarity(d_img[1:], d_img[:-1]).mean().item() if len(d_img) > 1 else 1.0
+    return {"clip_direction_similarity": sim, "clip_direction_consistency": cons}
