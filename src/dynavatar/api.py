@@ -244,8 +244,10 @@ class Avatar:
             raise DynavatarError("this avatar was loaded without its frames; evaluate right after fitting")
         return evaluate(self.gaussians, self.params, self.data, self.model, _renderer_for(self.device), self.background)
 
-    def render_video(self, path: str | os.PathLike, frames=None, side_by_side: bool = True, fps: float = 25.0) -> Path:
-        """Render the clip's frames (all by default); with the real frame on the left if known."""
+    def render_video(self, path: str | os.PathLike, frames=None, side_by_side: bool = True, fps: float = 25.0,
+                     compare: "Avatar | None" = None) -> Path:
+        """Render the clip's frames (all by default); on the left, the real frame if known, or
+        ``compare``'s render (e.g. the avatar before an edit)."""
         from .io.video import write_video
 
         frames = range(self.params.batch_size) if frames is None else frames
@@ -253,7 +255,9 @@ class Avatar:
         def gen():
             for i in frames:
                 img = self.render(frame=i)
-                if side_by_side and self.data is not None:
+                if compare is not None:
+                    img = np.concatenate([compare.render(frame=i), img], 1)
+                elif side_by_side and self.data is not None:
                     bg = torch.tensor(self.background, device=self.device)
                     target, _ = self.data.targets(torch.tensor([i], device=self.device), bg)
                     img = np.concatenate([(target[0].cpu().numpy() * 255).round().astype(np.uint8), img], 1)
@@ -280,6 +284,19 @@ class Avatar:
         if path is None:
             return list(gen())
         return write_video(path, gen(), fps=fps)
+
+    def mask_mapper(self, mask: np.ndarray, frame: int, config=None, progress: bool = True):
+        """The learned mask route: a MaskMapper trained (from the exact route) for a mask drawn on
+        ``frame``'s render; ``mapper.predict(t, pose)`` then gives it at any time t in [0, 1] and head
+        turn (yaw, pitch). Returns (mapper, {"iou_mean", "iou_min"} against the exact route on
+        held-out (t, pose))."""
+        from .semantics import fit_mask_mapper
+
+        sel = self.splats_under_mask(mask, frame=frame)
+        if not sel.any():
+            raise DynavatarError("the mask covers no visible splat on that frame")
+        return fit_mask_mapper(self.gaussians, self.model, self.params, self.cameras, sel, _renderer_for(self.device),
+                               frame, config, progress=progress)
 
     # ------------------------------------------------------------------ text editing
     def plan(self, prompt: str, refiner="auto"):

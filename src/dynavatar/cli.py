@@ -244,6 +244,58 @@ def export(avatar_dir: Path, out_path: Path, frame: int) -> None:
     click.echo(f"wrote {out_path}")
 
 
+@main.command()
+@click.argument("avatar_dir", type=click.Path(path_type=Path))
+@click.argument("prompt")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Edited avatar folder.")
+@click.option("--editor", default="auto", show_default=True, type=click.Choice(["auto", "palette", "ip2p", "inpaint"]))
+@click.option("--method", default="idu", show_default=True, type=click.Choice(["idu", "sds"]))
+@click.option("--refiner", default="auto", show_default=True, type=click.Choice(["auto", "rule", "transformers", "openai"]))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--plan-only", is_flag=True, help="Print the edit plan and stop (no GPU time spent).")
+def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str, refiner: str, device: str,
+         plan_only: bool) -> None:
+    """Edit a saved avatar by text ("red hair"); writes OUT and OUT/before_after.mp4."""
+    from .api import Avatar
+    from .errors import DynavatarError
+
+    try:
+        a = Avatar.load(avatar_dir, device=device)
+        r = a._refiner(refiner)
+        plans = r.refine_all(prompt) if hasattr(r, "refine_all") else [r.refine(prompt)]
+        for p in plans:
+            click.echo("plan: " + p.summary())
+        if plan_only:
+            return
+        edited = a.edit(prompt, editor=editor, method=method, refiner=r)
+        edited.save(out_dir)
+        video = edited.render_video(out_dir / "before_after.mp4", compare=a)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(f"edited avatar in {out_dir}; before/after video {video}")
+
+
+@bench.command("edit")
+@click.argument("avatar_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--prompt", default="red hair", show_default=True)
+@click.option("--editor", default="palette", show_default=True, type=click.Choice(["palette", "ip2p-random"]),
+              help="ip2p-random: the full-size SD-1.5 InstructPix2Pix architecture with random weights (timing).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--steps", type=int, default=None, help="Optimisation steps per plan (default: EditConfig's).")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Write before/after stills.")
+def bench_edit(avatar_dir: Path | None, prompt: str, editor: str, device: str, steps: int | None,
+               out_dir: Path | None) -> None:
+    """Time per edit, locality, region colour and temporal spread (default avatar: the synthetic clip's)."""
+    from .bench.edit import format_edit_table, run_edit_bench
+    from .errors import DynavatarError
+
+    try:
+        r = run_edit_bench(avatar_dir, prompt, editor, device, steps, out_dir=out_dir, progress=True)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(format_edit_table(r))
+
+
 @bench.command("torch-render")
 @click.option("--splats", default=20000, show_default=True)
 @click.option("--resolution", default=128, show_default=True)

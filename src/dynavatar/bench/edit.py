@@ -98,8 +98,10 @@ def format_edit_table(r: dict) -> str:
     if r.get("hue_error_max") is not None:
         rows += [("region hue error vs target, median frame [deg]", f(r["hue_error_median"], 1)),
                  ("region hue error vs target, worst frame/pose [deg] (<= 20)", f(r["hue_error_max"], 1))]
-    rows += [("region colour spread over frames, before", f(r["spread_before"])),
-             ("region colour spread over frames, after", f(r["spread_after"]))]
+    rows += [("region chroma spread over frames x1000, before", f(r["spread_before"])),
+             ("region chroma spread over frames x1000, after", f(r["spread_after"])),
+             ("region median-hue spread over frames [deg], before", f(r["hue_spread_before"], 1)),
+             ("region median-hue spread over frames [deg], after", f(r["hue_spread_after"], 1))]
     clip = r.get("clip")
     rows.append(("CLIP direction similarity / consistency",
                  f"{clip['clip_direction_similarity']:.3f} / {clip['clip_direction_consistency']:.3f}" if clip

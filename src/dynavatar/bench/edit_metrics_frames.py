@@ -15,7 +15,7 @@ def held_out_comparison(before, after, plans, frames: list[int], out_dir: str | 
     (the first frame with the head turned by ``novel_yaw`` radians)."""
     from ..edit.keyframes import rotate_head
     from ..edit.metrics import (clip_direction_metrics, hue_error_deg, median_hue_deg, outside_change,
-                                region_colour_spread)
+                                region_colour_spread, region_hue_spread)
     from ..perceive.labels import label_index
 
     region = sorted({label_index(n) for p in plans for n in p.regions})
@@ -39,6 +39,7 @@ def held_out_comparison(before, after, plans, frames: list[int], out_dir: str | 
            "hue_error_median": float(np.median(hue_err)) if hue_err else None,
            "hue_error_max": float(np.max(hue_err)) if hue_err else None,
            "spread_before": region_colour_spread(imgs_b, masks), "spread_after": region_colour_spread(imgs_a, masks),
+           "hue_spread_before": region_hue_spread(imgs_b, masks), "hue_spread_after": region_hue_spread(imgs_a, masks),
            "clip": clip_direction_metrics(imgs_b, imgs_a, "a photo of a person",
                                           plans[0].positive_prompt or plans[0].instruction) if plans else None}
     if out_dir is not None:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..flame import FlameParams
-from ..geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from ..flame.pose import rotate_head  # noqa: F401 - re-exported: novel views are head turns
 
 __all__ = ["parameter_features", "farthest_point_keyframes", "View", "keyframe_views", "rotate_head"]
 
@@ -59,17 +59,3 @@ def keyframe_views(keyframes: list[int], novel_yaws: tuple[float, ...] = (), nov
         if j % max(novel_every, 1) == 0:
             views += [View(f, yaw=y) for y in novel_yaws]
     return views
-
-
-def rotate_head(params: FlameParams, yaw: float, pitch: float = 0.0) -> FlameParams:
-    """The same frame with the head turned by (yaw, pitch) in camera space, about FLAME's root.
-
-    Turning the head in front of a fixed camera shows the same thing as orbiting the camera, and
-    keeps the clip's camera, so novel views need no new intrinsics."""
-    if yaw == 0.0 and pitch == 0.0:
-        return params
-    dev, dt = params.rotation.device, params.rotation.dtype
-    extra = axis_angle_to_matrix(torch.tensor([0.0, yaw, 0.0], device=dev, dtype=dt)) @ \
-        axis_angle_to_matrix(torch.tensor([pitch, 0.0, 0.0], device=dev, dtype=dt))
-    R = extra @ axis_angle_to_matrix(params.rotation)
-    return params.replace(rotation=matrix_to_axis_angle(R))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["outside_change", "median_hue_deg", "hue_error_deg", "region_colour_spread", "clip_direction_metrics"]
+__all__ = ["outside_change", "median_hue_deg", "hue_error_deg", "region_colour_spread", "region_hue_spread",
+           "clip_direction_metrics"]
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -49,7 +50,8 @@ def hue_error_deg(hue: float, target_rgb) -> float:
 
 def region_colour_spread(images: list[np.ndarray], masks: list[np.ndarray]) -> float:
     """How much a region's mean colour varies across frames: the std over frames of the mean OKLab
-    (a, b) chroma, x1000. Compare before vs after an edit: temporal consistency."""
+    (a, b) chroma, x1000. Compare before vs after an edit: temporal consistency. (Absolute units: a
+    saturated target colour spreads more for the same relative change; see region_hue_spread.)"""
     import torch
 
     from .palette import rgb_to_oklab
@@ -62,6 +64,15 @@ def region_colour_spread(images: list[np.ndarray], masks: list[np.ndarray]) -> f
     if len(means) < 2:
         return 0.0
     return float(np.linalg.norm(np.std(np.stack(means), 0)) * 1000)
+
+
+def region_hue_spread(images: list[np.ndarray], masks: list[np.ndarray]) -> float:
+    """Std over frames (degrees) of the region's median hue: does the colour flicker?"""
+    hues = [median_hue_deg(img, m) for img, m in zip(images, masks) if m.any()]
+    hues = np.radians([h for h in hues if h == h])
+    if len(hues) < 2:
+        return 0.0
+    return float(np.degrees(np.sqrt(-2 * np.log(max(np.abs(np.exp(1j * hues).mean()), 1e-12)))))  # circular std
 
 
 def clip_direction_metrics(before: list[np.ndarray], after: list[np.ndarray], source_text: str, target_text: str,

@@ -5,3 +5,7 @@ from .labelling import (LabelResult, label_splats, region_prior, render_label_ma
 
 __all__ = ["LabelResult", "label_splats", "region_prior", "render_label_masks", "render_selection",
            "selection_from_mask", "splat_pixel_votes"]
+from .mapping import exact_route_sampler, fit_mask_mapper  # noqa: E402
+from .mask_mapper import MaskMapper, MaskMapperConfig, train_mask_mapper  # noqa: E402
+
+__all__ += ["exact_route_sampler", "fit_mask_mapper", "MaskMapper", "MaskMapperConfig", "train_mask_mapper"]

@@ -1,0 +1,187 @@
+"""Editing an avatar: keyframes, the region-restricted edit loop with the palette editor, locality,
+hue in held-out frames and novel poses, chaining, expression edits, the discriminator."""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dynavatar.api import Avatar
+from dynavatar.edit import EditPlan
+from dynavatar.edit.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
+from dynavatar.edit.expression import apply_expression, expression_delta
+from dynavatar.edit.keyframes import farthest_point_keyframes, rotate_head
+from dynavatar.edit.loop import EditConfig
+from dynavatar.edit.palette import PaletteEditor
+from dynavatar.flame import FlameModel, FlameParams
+from dynavatar.perceive.labels import label_index
+from dynavatar.reconstruct import fit_avatar, preset
+from dynavatar.reconstruct.synthetic import synthetic_clip
+from dynavatar.render.torch_renderer import TorchRenderer
+
+RED_HAIR = EditPlan(prompt="red hair", kind="colour", regions=["hair"], instruction="make the hair red",
+                    colour=(0.8, 0.1, 0.1), colour_name="red")
+
+
+def test_farthest_point_keyframes_cover_the_clip():
+    g = torch.Generator().manual_seed(0)
+    p = FlameParams.zeros(60, 3, 10)
+    p.expr[:] = torch.randn(60, 10, generator=g) * 0.1
+    p.expr[17, 0] = 5.0  # one extreme expression must be picked
+    p.jaw[41, 0] = 3.0  # and one extreme jaw
+    keys = farthest_point_keyframes(p, 6)
+    assert len(set(keys)) == 6 and 17 in keys and 41 in keys
+    # Greedy FPS is a 2-approximation of the best covering radius: check against random subsets.
+    from dynavatar.edit.keyframes import parameter_features
+    f = parameter_features(p)
+
+    def radius(sub):
+        return torch.cdist(f, f[sub]).min(1).values.max()
+    rand = min(radius(torch.randperm(60, generator=g)[:6]) for _ in range(200))
+    assert radius(torch.tensor(keys)) <= rand + 1e-6
+    assert farthest_point_keyframes(p, 3, candidates=[5, 6, 7, 8]) and set(
+        farthest_point_keyframes(p, 3, candidates=[5, 6, 7, 8])) <= {5, 6, 7, 8}
+
+
+def test_rotate_head_composes_yaw_exactly():
+    from dynavatar.geometry.rotations import axis_angle_to_matrix
+    p = FlameParams.zeros(1, 0, 0).replace(rotation=torch.tensor([[0.1, -0.2, 0.05]]))
+    q = rotate_head(p, 0.3)
+    R = axis_angle_to_matrix(torch.tensor([0.0, 0.3, 0.0])) @ axis_angle_to_matrix(p.rotation[0])
+    assert torch.allclose(axis_angle_to_matrix(q.rotation[0]), R, atol=1e-6)
+
+
+def test_discriminator_learns_to_separate_and_ignores_outside_region():
+    torch.manual_seed(0)
+    d = PatchDiscriminator(channels=8)
+    opt = torch.optim.Adam(d.parameters(), lr=2e-3)
+    real = torch.rand(4, 32, 32, 3) * 0.2 + torch.tensor([0.8, 0.1, 0.1])  # red patches
+    fake = torch.rand(4, 32, 32, 3) * 0.2 + torch.tensor([0.1, 0.1, 0.8])  # blue patches
+    masks = torch.ones(4, 32, 32)
+    first = discriminator_loss(d, real, fake, masks).item()
+    for _ in range(60):
+        opt.zero_grad(); discriminator_loss(d, real, fake, masks).backward(); opt.step()  # noqa: E702
+    assert discriminator_loss(d, real, fake, masks).item() < 0.5 * first
+    # The losses weight each patch logit by how much of its patch lies in the region.
+    m = torch.zeros(4, 32, 32); m[:, :16] = 1  # noqa: E702
+    w = d.patch_weights(m)
+    assert w[:, : 16 // d.stride].min() == 1 and w[:, 16 // d.stride:].max() == 0
+    assert generator_loss(d, fake, m) > generator_loss(d, real, m)  # trained: red looks real, blue fake
+
+
+@pytest.fixture(scope="module")
+def avatar():
+    model = FlameModel.load()
+    renderer = TorchRenderer()
+    data = synthetic_clip(model, renderer, n_frames=12, resolution=48)
+    cfg = dataclasses.replace(preset("tiny"), steps=40, resolution=48, log_every=10)
+    fit = fit_avatar(data, model, renderer, cfg, progress=False)
+    a = Avatar(fit.avatar, model, fit.params, data.cameras, {"preset": "test"}, data)
+    return a.label_splats(progress=False)
+
+
+def _median_hue_deg(img: np.ndarray, mask: np.ndarray) -> float:
+    px = img[mask].astype(np.float64) / 255
+    hues = np.array([colorsys.rgb_to_hsv(*c)[0] for c in px]) * 2 * np.pi
+    return float(np.degrees(np.angle(np.median(np.cos(hues)) + 1j * np.median(np.sin(hues)))))
+
+
+def test_palette_red_hair_is_local_and_holds_in_held_out_frames_and_novel_poses(avatar):
+    cfg = EditConfig(keyframes=3, novel_yaws=(-0.5, 0.5), steps=40, reedit_every=20, w_adv=0.02, adv_start=10)
+    before_sh = avatar.gaussians.sh.clone()
+    edited = avatar.edit(RED_HAIR, editor=PaletteEditor(), config=cfg, progress=False)
+    assert torch.equal(avatar.gaussians.sh, before_sh), "the original avatar must be untouched"
+    rec = edited.meta["edits"][-1]
+    assert rec["plan"]["colour_name"] == "red" and rec["editor"] == "PaletteEditor" and rec["keyframes"]
+    # Splats outside the region are bit-identical.
+    hair_sel = avatar.select("hair")
+    assert torch.equal(edited.gaussians.sh[~hair_sel], avatar.gaussians.sh[~hair_sel])
+    hair = label_index("hair")
+    frames = [int(i) for i in avatar.data.eval_idx]
+    poses = [(f, None) for f in frames] + [(frames[0], rotate_head(avatar.params[frames[0]], 0.6))]
+    for f, p in poses:
+        kw = {"frame": f} if p is None else {"params": p, "camera": avatar.cameras[f]}
+        a, b = avatar.render(**kw), edited.render(**kw)
+        region = avatar.render_masks(**kw)[hair] > 0.5
+        outside = ~(torch.nn.functional.max_pool2d(torch.from_numpy(region.astype(np.float32))[None, None], 5, 1, 2)[0, 0] > 0).numpy()
+        diff = np.abs(a.astype(int) - b.astype(int))[outside].mean()
+        assert diff <= 2.0, f"pixels outside the hair changed by {diff:.2f}/255 on average"
+        core = region & (avatar.render_masks(**kw)[hair] > 0.8)
+        assert core.sum() > 10
+        hue = _median_hue_deg(b, core)
+        assert abs(hue) <= 20, f"hair hue {hue:.1f} deg is not red"
+    # Edits chain, and each is recorded.
+    twice = edited.edit(dataclasses.replace(RED_HAIR, prompt="blue eyes", regions=["left_eye", "right_eye"],
+                                            colour=(0.1, 0.2, 0.9), colour_name="blue"),
+                        editor=PaletteEditor(), config=dataclasses.replace(cfg, steps=4), progress=False)
+    assert [e["prompt"] for e in twice.meta["edits"]] == ["red hair", "blue eyes"]
+
+
+def test_expression_edit_changes_flame_not_splats(avatar):
+    plan = EditPlan(prompt="make her smile", kind="expression", regions=[], instruction="make the person smile",
+                    expression={"smile": 0.8})
+    smiling = avatar.edit(plan, progress=False)
+    assert smiling.gaussians is avatar.gaussians
+    names = avatar.model.expr_names
+    i = names.index("smile_L")
+    assert torch.allclose(smiling.params.expr[:, i] - avatar.params.expr[:, i], torch.tensor(0.8))
+
+
+def test_expression_transfer_to_a_head_without_names_recovers_the_mixing():
+    """A head whose expression basis is an unknown rotation of the default head's: the landmark
+    least-squares transfer must find the rotated coefficients."""
+    ref = FlameModel.load()
+    q, _ = torch.linalg.qr(torch.randn(ref.n_expr, ref.n_expr, generator=torch.Generator().manual_seed(0)))
+    mixed = FlameModel.load()
+    n_s = mixed.n_shape
+    mixed.shapedirs[..., n_s:] = mixed.shapedirs[..., n_s:] @ q  # expression e' drives basis B q
+    mixed.expr_names = None
+    coeffs, jaw = expression_delta(mixed, {"smile": 1.0}, reference=ref)
+    want, _ = expression_delta(ref, {"smile": 1.0})
+    # B q e' = B e  =>  e' = q^T e
+    lm = lambda m, e: m(m.zero_params(1).replace(expr=e[None]), landmark_set="mediapipe").landmarks[0]  # noqa: E731
+    err = (lm(mixed, coeffs) - lm(ref, want)).norm(dim=-1)
+    print(f'transferred smile: landmark error max {err.max() * 1000:.3f} mm, mean {err.mean() * 1000:.3f} mm')
+    assert err.max() < 5e-4, err.max()  # < 0.5 mm on a ~0.2 m head
+    p = apply_expression(FlameParams.zeros(3, n_s, ref.n_expr), mixed, {"smile": 1.0})
+    assert torch.allclose(p.expr[0], coeffs, atol=1e-6)
+
+
+def test_sds_method_runs_end_to_end_with_tiny_components(avatar, tmp_path):
+    """method="sds" through Avatar.edit with tiny random diffusion components (with LoRA
+    personalisation): finite, region-only, recorded."""
+    from test_sds import RES, tiny_components, write_tiny_tokenizer
+    from dynavatar.edit.sds import SDSConfig, SDSGuidance
+    from dynavatar.edit.sds_loop import SDSEditConfig
+
+    torch.set_num_threads(1)
+    guidance = SDSGuidance(**tiny_components(write_tiny_tokenizer(tmp_path)), config=SDSConfig(resolution=RES))
+    plan = dataclasses.replace(RED_HAIR, kind="appearance", colour=None, colour_name=None,
+                               positive_prompt="a person with red hair")
+    cfg = SDSEditConfig(steps=6, keyframes=2, personalise_steps=2)
+    edited = avatar.edit(plan, method="sds", guidance=guidance, config=cfg, progress=False)
+    sel = avatar.select("hair")
+    changed = (edited.gaussians.sh.shape[0] == avatar.gaussians.sh.shape[0] and
+               not torch.equal(edited.gaussians.sh[sel], avatar.gaussians.sh[sel]))
+    assert changed and torch.isfinite(edited.gaussians.sh).all()
+    assert torch.equal(edited.gaussians.sh[~sel], avatar.gaussians.sh[~sel])
+    assert edited.meta["edits"][-1]["method"] == "sds" and not guidance._lora_sites
+
+
+def test_cli_edit_shows_the_plan_before_spending_gpu_time(avatar, tmp_path):
+    from click.testing import CliRunner
+
+    from dynavatar.cli import main
+
+    avatar.save(tmp_path / "a")
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "a"), "red hair and blue eyes", "-o", str(tmp_path / "b"),
+                                    "--plan-only", "--refiner", "rule", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "[colour] hair" in res.output and "left_eye, right_eye" in res.output
+    assert not (tmp_path / "b").exists()
+    bad = CliRunner().invoke(main, ["edit", str(tmp_path / "missing"), "red hair", "-o", str(tmp_path / "c")])
+    assert bad.exit_code == 2 and "error:" in bad.output
