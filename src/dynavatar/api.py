@@ -63,7 +63,7 @@ class Avatar:
         from .perceive import PreprocessConfig, preprocess
 
         out = Path(out_dir) if out_dir else Path(str(path) + ".dynavatar")
-        ds = preprocess(path, out / "data", config=PreprocessConfig(resolution=resolution, max_frames=max_frames),
+        preprocess(path, out / "data", config=PreprocessConfig(resolution=resolution, max_frames=max_frames),
                         progress=progress)
         return cls.from_dataset(out / "data", head=head, out_dir=out, preset=preset, device=device, progress=progress)
 

@@ -260,8 +260,10 @@ def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str,
     from .errors import DynavatarError
 
     try:
+        from .edit.refine import get_refiner
+
         a = Avatar.load(avatar_dir, device=device)
-        r = a._refiner(refiner)
+        r = get_refiner(refiner)
         plans = r.refine_all(prompt) if hasattr(r, "refine_all") else [r.refine(prompt)]
         for p in plans:
             click.echo("plan: " + p.summary())

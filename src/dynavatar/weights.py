@@ -10,7 +10,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-__all__ = ["KnownWeights", "KNOWN_WEIGHTS", "hf_hub_cache", "torch_hub_checkpoints", "find_weights"]
+__all__ = ["KnownWeights", "KNOWN_WEIGHTS", "hf_hub_cache", "torch_hub_checkpoints", "find_weights", "find_hub_weights"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,3 +59,8 @@ def find_weights(w: KnownWeights) -> Path | None:
             if f.name.startswith(w.torch_hub_files):
                 return f
     return None
+
+
+def find_hub_weights(repo: str) -> Path | None:
+    """The local snapshot of any Hugging Face repo id (listed in KNOWN_WEIGHTS or not), else None."""
+    return find_weights(KnownWeights(repo, "", hub_repo=repo))

@@ -12,16 +12,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
+from . import sync_cuda
 
 __all__ = ["run_edit_bench", "format_edit_table"]
-
-
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def _synthetic_avatar(device, resolution: int, steps: int, progress: bool):
@@ -65,16 +58,18 @@ def run_edit_bench(avatar_dir: str | Path | None = None, prompt: str = "red hair
         pipe = random_ip2p_pipeline(size, dev, torch.float16 if dev.type == "cuda" else torch.float32)
         pipe.set_progress_bar_config(disable=True)
         ed = InstructPix2PixEditor(pipe=pipe, work_resolution=512 if size == "sd15" else 64)
-    plans = avatar._refiner("rule").refine_all(prompt)
+    from ..edit.refine import RuleRefiner
+
+    plans = RuleRefiner().refine_all(prompt)
     if editor == "ip2p-random":  # a plan the diffusion editor (not the palette) must do
         plans = [dataclasses.replace(p, kind="appearance", colour=None, colour_name=None) for p in plans]
     cfg = EditConfig() if steps is None else EditConfig(steps=steps, reedit_every=max(steps // 3, 1))
-    _sync()
+    sync_cuda()
     t1 = time.perf_counter()
     edited = avatar
     for p in plans:
         edited = edited.edit(p, editor=ed, config=cfg, progress=progress)
-    _sync()
+    sync_cuda()
     t_edit = time.perf_counter() - t1
     n = avatar.params.batch_size
     eval_idx = (avatar.data.eval_idx.tolist() if avatar.data is not None

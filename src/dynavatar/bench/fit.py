@@ -9,14 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import sync_cuda
+
 __all__ = ["run_fit_bench", "format_fit_table", "save_held_out_grid"]
-
-
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto", max_frames: int | None = None,
@@ -39,17 +34,17 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     dev = resolve_device(device)
     tcfg = TrackerConfig.preset("tiny" if preset == "tiny" else "default")
     tcfg.device = str(dev)
-    _sync()
+    sync_cuda()
     t1 = time.perf_counter()
     tracking = track(ds, head=head, config=tcfg, progress=progress)
-    _sync()
+    sync_cuda()
     t_track = time.perf_counter() - t1
     tracking_dir = work / "tracking"
     tracking.save(tracking_dir)
     t2 = time.perf_counter()
     avatar = Avatar.from_dataset(data_dir, head=head, out_dir=work, preset=preset, device=str(dev), progress=progress,
                                  tracking=tracking)
-    _sync()
+    sync_cuda()
     t_total_fit = time.perf_counter() - t2
     t_opt = float(avatar.meta["fit_seconds"])
     metrics = avatar.evaluate()

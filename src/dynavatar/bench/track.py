@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import sync_cuda
+
 __all__ = ["run_track_bench", "format_track_table"]
 
 
 def run_track_bench(video: str | Path, head: str | None = None, preset: str = "default", device: str = "auto",
                     max_frames: int | None = None, work_dir: str | Path | None = None) -> dict:
-    import torch
-
     from ..device import resolve_device
     from ..perceive import PreprocessConfig, preprocess
     from ..track import TrackerConfig, track
@@ -31,12 +31,10 @@ def run_track_bench(video: str | Path, head: str | None = None, preset: str = "d
         t_pre = time.perf_counter() - t0
     cfg = TrackerConfig.preset(preset)
     cfg.device = device
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync_cuda()
     t1 = time.perf_counter()
     result = track(ds, head=head, config=cfg, progress=False)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync_cuda()
     t_track = time.perf_counter() - t1
     err = result.lmk_error[np.isfinite(result.lmk_error)]
     dev = resolve_device(device).type

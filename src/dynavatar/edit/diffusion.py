@@ -169,9 +169,9 @@ def broken_weights_message(model: str, what: str, exc: BaseException) -> str:
 
 
 def _is_cached(model: str) -> bool:
-    from ..weights import KnownWeights, find_weights
+    from ..weights import find_hub_weights
 
-    return Path(model).is_dir() or find_weights(KnownWeights(model, "", hub_repo=model)) is not None
+    return Path(model).is_dir() or find_hub_weights(model) is not None
 
 
 def _import_diffusers() -> Any:

@@ -65,7 +65,7 @@ def get_editor(name: str = "auto", plan: EditPlan | None = None, **kw: Any) -> I
     if (plan is None or is_palette_plan(plan)) and kw.get("pipe") is None:
         palette_kw = {k: v for k, v in kw.items() if k in ("feather", "edge_aware", "min_detail")}
         return PaletteEditor(**palette_kw)
-    if kw.get("pipe") is not None or weights.find_weights(weights.KnownWeights(model, "", hub_repo=model)) is not None:
+    if kw.get("pipe") is not None or weights.find_hub_weights(model) is not None:
         return InstructPix2PixEditor(**kw)
     raise MissingWeightsError(
         f"{plan.prompt!r} (kind {plan.kind!r}) is not a colour/material edit, so the offline palette editor "

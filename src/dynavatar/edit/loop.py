@@ -82,15 +82,13 @@ def region_selection(labels: Tensor, plan: EditPlan, threshold: float) -> Tensor
     return sel
 
 
-def region_masks(g, cameras: Cameras, labels: Tensor, plan: EditPlan, renderer, dilation_px: int) -> Tensor:
-    """Region probability rendered from the labels, thresholded and dilated.  -> [B, H, W] float"""
+def region_masks(g, cameras: Cameras, labels: Tensor, plan: EditPlan, renderer) -> Tensor:
+    """Region probability rendered from the labels, thresholded (the editors grow and feather it
+    themselves).  -> [B, H, W] float"""
     idx = [label_index(n) for n in plan.regions]
     feats = labels[:, idx].sum(1, keepdim=True)
     out = renderer.render(g, cameras, features=feats)
-    m = (out.features[..., 0] > 0.5).float()
-    if dilation_px > 0:
-        m = torch.nn.functional.max_pool2d(m[:, None], 2 * dilation_px + 1, stride=1, padding=dilation_px)[:, 0]
-    return m
+    return (out.features[..., 0] > 0.5).float()
 
 
 def _pose_views(params: FlameParams, views: list[View]) -> FlameParams:
@@ -122,8 +120,11 @@ def _clone_region(g: GaussianAvatar, sel: Tensor, gen: torch.Generator) -> tuple
 
 
 def prepare_region(gaussians: GaussianAvatar, plan: EditPlan, threshold: float, clone_for_accessory: bool,
-                   gen: torch.Generator) -> tuple[GaussianAvatar, Tensor]:
-    """A private copy of the splats and the bool [N'] mask of those the edit may change."""
+                   seed: int) -> tuple[GaussianAvatar, Tensor, torch.Generator]:
+    """A private copy of the splats, the bool [N'] mask of those the edit may change, and the
+    seeded generator the rest of the edit draws from (torch's global seed is set too)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     g = gaussians.detach()
     g = dataclasses.replace(g, **{k: v.clone() for k, v in g.parameters_dict().items()})
     sel = region_selection(g.labels, plan, threshold)
@@ -132,7 +133,7 @@ def prepare_region(gaussians: GaussianAvatar, plan: EditPlan, threshold: float, 
                              "nothing to edit. Check avatar.render_masks() on a frame.")
     if plan.kind == "accessory" and clone_for_accessory:
         g, sel = _clone_region(g, sel, gen)
-    return g, sel
+    return g, sel, gen
 
 
 def region_optimizer(g: GaussianAvatar, plan: EditPlan, lr_colour: float, lr_opacity: float,
@@ -162,15 +163,13 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
     t0 = time.perf_counter()
     dev = gaussians.means_local.device
     model = model.to(dev)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    g, sel = prepare_region(gaussians, plan, cfg.region_threshold, cfg.clone_for_accessory, gen)
+    g, sel, gen = prepare_region(gaussians, plan, cfg.region_threshold, cfg.clone_for_accessory, cfg.seed)
     keyframes = farthest_point_keyframes(params, cfg.keyframes, train_idx.cpu())
     views = keyframe_views(keyframes, cfg.novel_yaws)
     def make_targets() -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             imgs, wg, cams = render_views(g, model, params, cameras, views, renderer, background)
-            masks = region_masks(wg, cams, g.labels, plan, renderer, 0)  # editors dilate/feather themselves
+            masks = region_masks(wg, cams, g.labels, plan, renderer)
             edited = editor.edit(imgs, masks, plan, seed=cfg.seed)
         return edited.to(dev).clamp(0, 1), masks
 

@@ -80,9 +80,9 @@ def clip_direction_metrics(before: list[np.ndarray], after: list[np.ndarray], so
     """Instruct-NeRF2NeRF's metrics with CLIP: direction similarity = cos(E(after) - E(before),
     T(target) - T(source)); direction consistency = cos between consecutive frames' image
     directions. None when the CLIP weights are not in the local Hugging Face cache."""
-    from ..weights import KnownWeights, find_weights
+    from ..weights import find_hub_weights
 
-    path = find_weights(KnownWeights(model, "", hub_repo=model))
+    path = find_hub_weights(model)
     if path is None:
         return None
     import torch

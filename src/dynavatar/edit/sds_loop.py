@@ -58,9 +58,7 @@ def edit_splats_sds(gaussians: GaussianAvatar, model: FlameModel, params: FlameP
         guidance = SDSGuidance.from_pretrained()
     dev = gaussians.means_local.device
     model = model.to(dev)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    g, sel = prepare_region(gaussians, plan, cfg.region_threshold, cfg.clone_for_accessory, gen)
+    g, sel, gen = prepare_region(gaussians, plan, cfg.region_threshold, cfg.clone_for_accessory, cfg.seed)
     n_frames = params.batch_size
     time_of = lambda f: f / max(n_frames - 1, 1)  # noqa: E731 - normalised clip time of a frame
     keyframes = farthest_point_keyframes(params, cfg.keyframes, train_idx.cpu())
@@ -81,7 +79,7 @@ def edit_splats_sds(gaussians: GaussianAvatar, model: FlameModel, params: FlameP
         vs = [View(int(f), yaw=float(y)) for f, y in zip(frames.tolist(), yaws)]
         pred, wg, cams = render_views(g, model, params, cameras, vs, renderer, background)
         with torch.no_grad():
-            m = region_masks(wg, cams, g.labels, plan, renderer, 0)
+            m = region_masks(wg, cams, g.labels, plan, renderer)
         loss = guidance.loss(pred, [math.degrees(v.yaw) for v in vs], [0.0] * len(vs),
                              [time_of(v.frame) for v in vs], step, cfg.steps, m, prompt=prompt,
                              negative=plan.negative_prompt)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..gaussians.avatar import GaussianAvatar
 from ..gaussians.binding import WorldGaussians, bind
-from ..perceive.labels import LABEL_NAMES, NUM_LABELS, REGION_TO_LABEL, label_index
+from ..perceive.labels import NUM_LABELS, REGION_TO_LABEL, label_index
 from ..render.cameras import Cameras
 
 __all__ = ["splat_pixel_votes", "region_prior", "label_splats", "LabelResult", "render_label_masks",
@@ -133,7 +133,3 @@ def render_selection(g: WorldGaussians, camera: Cameras, selected: Tensor, rende
     """The exact route's second half: the selected splats' coverage at any pose.  -> [H, W] in [0, 1]"""
     out = renderer.render(g, camera, features=selected.float()[:, None].to(g.means))
     return out.features[0, ..., 0].clamp(0, 1)
-
-
-def label_names() -> tuple[str, ...]:
-    return LABEL_NAMES
