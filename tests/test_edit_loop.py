@@ -185,3 +185,25 @@ def test_cli_edit_shows_the_plan_before_spending_gpu_time(avatar, tmp_path):
     assert not (tmp_path / "b").exists()
     bad = CliRunner().invoke(main, ["edit", str(tmp_path / "missing"), "red hair", "-o", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_bad_edit_inputs_give_clear_errors(avatar):
+    from dynavatar.edit import EditPlanError
+    from dynavatar.errors import DynavatarError
+
+    with pytest.raises(EditPlanError, match="not valid JSON"):
+        EditPlan.from_json("{not json")
+    with pytest.raises(EditPlanError, match="colour"):
+        dataclasses.replace(RED_HAIR, colour=(float("nan"), 0.1, 0.1)).validate()
+    with pytest.raises(EditPlanError, match="unknown labels"):
+        dataclasses.replace(RED_HAIR, regions=["beard"]).validate()
+    with pytest.raises(EditPlanError, match="both edited and preserved"):
+        dataclasses.replace(RED_HAIR, preserve=["hair"]).validate()
+    # No splat carries the label: a clear error, not an empty optimisation.
+    glasses = dataclasses.replace(RED_HAIR, regions=["eyeglasses"])
+    with pytest.raises(DynavatarError, match="no splat is labelled"):
+        avatar.edit(glasses, editor=PaletteEditor(), config=EditConfig(steps=1), progress=False)
+    # An avatar without labels says how to get them.
+    bare = dataclasses.replace(avatar, gaussians=avatar.gaussians.replace(labels=torch.zeros(avatar.gaussians.num_splats, 0)))
+    with pytest.raises(DynavatarError, match="label_splats"):
+        bare.edit(RED_HAIR, editor=PaletteEditor(), config=EditConfig(steps=1), progress=False)
