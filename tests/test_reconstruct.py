@@ -33,6 +33,28 @@ def _cfg(steps, **kw):
     return dataclasses.replace(cfg, **kw)
 
 
+def test_separable_ssim_equals_the_2d_window_definition():
+    """Brute force: the 11x11 Gaussian window of Wang et al. applied per pixel with unfold."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(1)
+    a = torch.rand(2, 20, 23, 3, generator=gen)
+    b = (a + 0.2 * torch.rand(2, 20, 23, 3, generator=gen)).clamp(0, 1)
+    xs = torch.arange(11.0) - 5
+    g = torch.exp(-xs**2 / (2 * 1.5**2))
+    w = (g[:, None] * g[None]).flatten() / g.sum() ** 2  # [121]
+
+    def local_mean(img):  # [B,H,W,3] -> [B,3,H-10,W-10]
+        u = F.unfold(img.permute(0, 3, 1, 2).reshape(-1, 1, 20, 23), 11)  # [B*3, 121, L]
+        return (w[None, :, None] * u).sum(1).reshape(2, 3, 10, 13)
+
+    mx, my = local_mean(a), local_mean(b)
+    sxx, syy, sxy = local_mean(a * a) - mx**2, local_mean(b * b) - my**2, local_mean(a * b) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    ref = (((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))).flatten(1).mean(1)
+    assert torch.allclose(ssim(a, b), ref, atol=1e-5)
+
+
 def test_metrics_against_closed_forms():
     a = torch.rand(2, 32, 32, 3, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(ssim(a, a), torch.ones(2))
@@ -48,7 +70,7 @@ def test_fit_learns_and_held_out_frames_are_never_trained(setup):
     res = fit_avatar(data, model, renderer, _cfg(40), progress=False)
     first, last = res.history[0], res.history[-1]
     assert last["psnr"] > first["psnr"] + 3, (first, last)
-    metrics = evaluate(res.avatar, res.params, data, model, renderer)
+    metrics = evaluate(res.avatar, res.params, data, res.model, renderer)
     assert metrics["frames"] == 1 and metrics["psnr"] > 24, metrics
     # Held-out frames keep their tracked parameters.
     assert torch.equal(res.params.expr[11], data.params.expr[11])
@@ -61,6 +83,10 @@ def test_checkpoint_resume(setup, tmp_path):
     res = fit_avatar(data, model, renderer, _cfg(14, checkpoint_every=5), out_dir=tmp_path, progress=False)
     steps = [h["step"] for h in res.history]
     assert steps[0] == 0 and 10 in steps and steps[-1] == 13  # continued, did not restart
+    # other settings (a different preset in the same folder) start over instead of resuming
+    res = fit_avatar(data, model, renderer, _cfg(4, checkpoint_every=5, splats_per_face=2), out_dir=tmp_path,
+                     progress=False)
+    assert [h["step"] for h in res.history][0] == 0 and len(res.history) <= 4
 
 
 def test_nan_stops_with_clear_error_and_saves(setup, tmp_path):
@@ -79,7 +105,7 @@ def test_nan_stops_with_clear_error_and_saves(setup, tmp_path):
 def test_avatar_save_load_render(setup, tmp_path):
     model, renderer, data = setup
     res = fit_avatar(data, model, renderer, _cfg(3), progress=False)
-    avatar = Avatar(res.avatar, model, res.params, data.cameras, {"preset": "test"}, data)
+    avatar = Avatar(res.avatar, res.model, res.params, data.cameras, {"preset": "test"}, data)
     img = avatar.render(frame=2)
     assert img.shape == (48, 48, 3) and img.dtype == np.uint8
     frames = list(avatar.eval_frames())

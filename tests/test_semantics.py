@@ -122,7 +122,7 @@ def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path):
     data = synthetic_clip(model, renderer, n_frames=10, resolution=64)
     cfg = dataclasses.replace(preset("tiny"), steps=30, resolution=64, log_every=10)
     fit = fit_avatar(data, model, renderer, cfg, progress=False)
-    avatar = Avatar(fit.avatar, model, fit.params, data.cameras, {}, data)
+    avatar = Avatar(fit.avatar, fit.model, fit.params, data.cameras, {}, data)
     with pytest.raises(Exception, match="label_splats"):
         avatar.select("hair")
     avatar.label_splats(progress=False)

@@ -65,8 +65,8 @@ def run_demo(out_dir: str | Path = "dynavatar-demo", head: str | None = None, n_
         cfg = preset("tiny")
         data = synthetic_clip(model, renderer, n_frames=n_frames, resolution=cfg.resolution)
         res = fit_avatar(data, model, renderer, cfg, out_dir=out / "fit", progress=progress, resume=False)
-        metrics = evaluate(res.avatar, res.params, data, model, renderer)
-        avatar = Avatar(res.avatar, model, res.params, data.cameras, {"preset": "tiny"}, data)
+        metrics = evaluate(res.avatar, res.params, data, res.model, renderer)
+        avatar = Avatar(res.avatar, res.model, res.params, data.cameras, {"preset": "tiny"}, data)
         avatar.render_video(out / "fit_side_by_side.mp4")
         ran.append(f"fitted an avatar to it (tiny preset, {cfg.steps} steps, {res.seconds:.0f}s): held-out "
                    f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} on {metrics['frames']} unseen frames")

