@@ -30,7 +30,7 @@ def _synthetic_avatar(device, resolution: int, steps: int, progress: bool):
     data = synthetic_clip(model, renderer, n_frames=40, resolution=resolution)
     cfg = dataclasses.replace(preset("tiny"), steps=steps, resolution=resolution)
     fit = fit_avatar(data, model, renderer, cfg, progress=progress)
-    return Avatar(fit.avatar, model, fit.params, data.cameras, {"source": "synthetic"}, data).label_splats(progress=False)
+    return Avatar(fit.avatar, fit.model, fit.params, data.cameras, {"source": "synthetic"}, data).label_splats(progress=False)
 
 
 def run_edit_bench(avatar_dir: str | Path | None = None, prompt: str = "red hair", editor: str = "palette",
@@ -97,6 +97,11 @@ def format_edit_table(r: dict) -> str:
              ("region chroma spread over frames x1000, after", f(r["spread_after"])),
              ("region median-hue spread over frames [deg], before", f(r["hue_spread_before"], 1)),
              ("region median-hue spread over frames [deg], after", f(r["hue_spread_after"], 1))]
+    if "chroma_cv_before" in r:  # colour-fair temporal consistency (edit.metrics.region_colour_consistency)
+        rows += [("region median-chroma CV over frames (2 px eroded), before", f(r["chroma_cv_before"], 4)),
+                 ("region median-chroma CV over frames (2 px eroded), after (<= before)", f(r["chroma_cv_after"], 4)),
+                 ("region median-hue circular std over frames [deg], before", f(r["hue_std_before"], 2)),
+                 ("region median-hue circular std over frames [deg], after (<= before)", f(r["hue_std_after"], 2))]
     clip = r.get("clip")
     rows.append(("CLIP direction similarity / consistency",
                  f"{clip['clip_direction_similarity']:.3f} / {clip['clip_direction_consistency']:.3f}" if clip

@@ -13,6 +13,11 @@ Instruct-NeRF2NeRF's loop, restricted to a region (DynamicAvatars) and driven by
 
 Because the splats are bound to FLAME triangles, the edited region follows every expression and
 pose of the clip and any new animation.
+
+Palette (colour/material) plans edited with the PaletteEditor first get the same OKLab transform
+applied to the region's splat colours directly (``splat_recolour.py``, ``EditConfig.splat_recolour``):
+every splat of the region takes the new colour, including those no keyframe shows, so held-out
+frames and novel poses agree; the loop then only fine-tunes (``steps=0`` skips it).
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ from ..reconstruct.metrics import ssim
 from ..render.cameras import Cameras
 from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from .keyframes import View, farthest_point_keyframes, keyframe_views, rotate_head
+from .palette import PaletteEditor, is_palette_plan
 from .plan import EditPlan
+from .splat_recolour import recolour_splats, splat_region_weight, splat_visibility
 
 __all__ = ["EditConfig", "EditResult", "region_selection", "region_masks", "render_views", "prepare_region",
-           "region_optimizer", "restore_outside", "edit_splats"]
+           "region_optimizer", "restore_outside", "recolour_region", "edit_splats"]
 
 logger = logging.getLogger("dynavatar.edit")
 
@@ -59,6 +66,7 @@ class EditConfig:
     adv_start: int = 50  # steps before the adversarial loss joins (the discriminator warms up first)
     disc_lr: float = 2e-4
     clone_for_accessory: bool = True  # double the region's splats for additive edits (room for new geometry)
+    splat_recolour: bool = True  # palette plans: recolour the region's splats in OKLab before the loop
     seed: int = 0
 
 
@@ -69,6 +77,7 @@ class EditResult:
     selected: Tensor  # bool [N'] splats that were optimised
     history: list[dict]
     seconds: float
+    recoloured: int = 0  # splats the splat-space palette step changed (0: step not used)
 
 
 def region_selection(labels: Tensor, plan: EditPlan, threshold: float) -> Tensor:
@@ -154,6 +163,21 @@ def restore_outside(g: GaussianAvatar, frozen: dict[str, Tensor], sel: Tensor) -
         v[~sel] = frozen[k][~sel]
 
 
+@torch.no_grad()
+def recolour_region(g: GaussianAvatar, sel: Tensor, plan: EditPlan, editor: PaletteEditor, model: FlameModel,
+                    params: FlameParams, cameras: Cameras, views: list[View], renderer) -> GaussianAvatar:
+    """The splat-space palette edit of the region ``sel`` (bool [N]), with the region statistics
+    weighted by how much each splat shows inside the region masks of ``views`` (so they match what
+    the pixel editor would measure on those renders). Returns a copy with new ``sh``."""
+    verts = model(_pose_views(params, views), landmark_set=None).vertices
+    wg = bind(g, verts, model.faces)
+    cams = cameras[torch.tensor([v.frame for v in views])]
+    vis = splat_visibility(wg, cams, region_masks(wg, cams, g.labels, plan, renderer), renderer)  # [N]
+    weight = splat_region_weight(g.labels, plan, sel)  # [N], 0 outside the region
+    return recolour_splats(g, plan, weight, vis, min_detail=getattr(editor, "min_detail", 0.05),
+                           iris_only=getattr(editor, "iris_only", True))
+
+
 def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParams, cameras: Cameras,
                 train_idx: Tensor, plan: EditPlan, editor, renderer, background: Tensor,
                 config: EditConfig | None = None, progress: bool = True) -> EditResult:
@@ -166,6 +190,14 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
     g, sel, gen = prepare_region(gaussians, plan, cfg.region_threshold, cfg.clone_for_accessory, cfg.seed)
     keyframes = farthest_point_keyframes(params, cfg.keyframes, train_idx.cpu())
     views = keyframe_views(keyframes, cfg.novel_yaws)
+    recoloured = 0
+    if cfg.splat_recolour and is_palette_plan(plan) and isinstance(editor, PaletteEditor):
+        before = g.sh.clone()
+        g = recolour_region(g, sel, plan, editor, model, params, cameras, views, renderer)
+        recoloured = int((g.sh != before).flatten(1).any(1).sum())
+    if cfg.steps <= 0:  # the splat-space step alone (or nothing)
+        return EditResult(g.detach(), views, sel, [], time.perf_counter() - t0, recoloured)
+
     def make_targets() -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             imgs, wg, cams = render_views(g, model, params, cameras, views, renderer, background)
@@ -203,4 +235,4 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
         if step % 20 == 0 or step == cfg.steps - 1:
             history.append({"step": step, "loss": loss.item()})
             bar.set_postfix(loss=f"{loss.item():.4f}")
-    return EditResult(g.detach(), views, sel, history, time.perf_counter() - t0)
+    return EditResult(g.detach(), views, sel, history, time.perf_counter() - t0, recoloured)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["outside_change", "median_hue_deg", "hue_error_deg", "region_colour_spread", "region_hue_spread",
-           "clip_direction_metrics"]
+           "region_colour_consistency", "clip_direction_metrics"]
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -72,7 +72,59 @@ def region_hue_spread(images: list[np.ndarray], masks: list[np.ndarray]) -> floa
     hues = np.radians([h for h in hues if h == h])
     if len(hues) < 2:
         return 0.0
-    return float(np.degrees(np.sqrt(-2 * np.log(max(np.abs(np.exp(1j * hues).mean()), 1e-12)))))  # circular std
+    r = min(max(np.abs(np.exp(1j * hues).mean()), 1e-12), 1.0)
+    return float(np.degrees(np.sqrt(-2 * np.log(r)))) + 0.0  # circular std (+ 0.0: no "-0.0" in tables)
+
+
+def _erode(mask: np.ndarray, r: int) -> np.ndarray:
+    import cv2
+
+    if r <= 0:
+        return mask.astype(bool)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return cv2.erode(mask.astype(np.uint8), k, borderValue=0) > 0
+
+
+def region_colour_consistency(images: list[np.ndarray], masks: list[np.ndarray], erode: int = 2,
+                              min_pixels: int = 10, min_chroma: float = 0.02) -> dict:
+    """Temporal consistency of a region's colour that is fair across colours.
+
+    Per frame, on the mask eroded by ``erode`` px (edge pixels mix the region with skin or
+    background and swing more when the region is saturated): the median OKLab chroma ``|ab|`` and
+    the hue of the median ``(a, b)``. Across frames:
+
+    * ``chroma_cv``: std / mean of the per-frame median chroma (relative, so a saturated red is not
+      penalised for being saturated, as ``region_colour_spread``'s absolute units are);
+    * ``hue_std_deg``: circular std of the per-frame hues (NaN when the region is nearly grey,
+      mean median chroma < ``min_chroma``, where hue is noise).
+
+    images: uint8 [H, W, 3] per frame; masks: bool [H, W] per frame. Frames with fewer than
+    ``min_pixels`` eroded pixels are skipped; fewer than two frames give zeros. "After an edit <=
+    before" is the criterion: the edit did not make the region flicker more than it did.
+    """
+    import torch
+
+    from .palette import rgb_to_oklab
+
+    chroma, hue = [], []
+    for img, m in zip(images, masks):
+        core = _erode(m, erode)
+        if core.sum() < min_pixels:
+            continue
+        ab = rgb_to_oklab(torch.from_numpy(img[core].astype(np.float64) / 255)).numpy()[:, 1:]  # [P, 2]
+        chroma.append(float(np.median(np.linalg.norm(ab, axis=1))))
+        a, b = np.median(ab, axis=0)
+        hue.append(float(np.arctan2(b, a)))
+    if len(chroma) < 2:
+        return {"frames": len(chroma), "chroma_median": float(np.mean(chroma)) if chroma else float("nan"),
+                "chroma_cv": 0.0, "hue_std_deg": 0.0}
+    c = np.array(chroma)
+    r = np.abs(np.exp(1j * np.array(hue)).mean())
+    hue_std = float(np.degrees(np.sqrt(-2 * np.log(min(max(r, 1e-12), 1.0))))) + 0.0  # circular std
+    if c.mean() < min_chroma:
+        hue_std = float("nan")
+    return {"frames": len(c), "chroma_median": float(c.mean()), "chroma_cv": float(c.std() / max(c.mean(), 1e-12)),
+            "hue_std_deg": hue_std}
 
 
 def clip_direction_metrics(before: list[np.ndarray], after: list[np.ndarray], source_text: str, target_text: str,
