@@ -96,6 +96,15 @@ class FlameModel(nn.Module):
             return "mediapipe"
         return self.landmark_sets[0] if self.landmark_sets else None
 
+    def _derived(self) -> "FlameModel":
+        """A shallow copy whose buffer table can be changed without touching ``self`` (the
+        unchanged buffers stay shared)."""
+        import copy
+
+        m = copy.copy(self)
+        m._buffers = dict(self._buffers)
+        return m
+
     def with_components(self, n_shape: int, n_expr: int) -> "FlameModel":
         """This model using only its first ``n_shape`` identity and ``n_expr`` expression components
         (buffers are shared, except the sliced blendshapes); ``self`` when nothing changes."""
@@ -104,10 +113,7 @@ class FlameModel(nn.Module):
         if not (0 <= n_shape <= self.n_shape and 0 <= n_expr <= self.n_expr):
             raise FlameFileError(f"cannot use {n_shape} shape / {n_expr} expression components of a model "
                                  f"that has {self.n_shape} / {self.n_expr}")
-        import copy
-
-        m = copy.copy(self)
-        m._buffers = dict(self._buffers)
+        m = self._derived()
         dirs = self.shapedirs
         m._buffers["shapedirs"] = torch.cat([dirs[..., :n_shape], dirs[..., self.n_shape:self.n_shape + n_expr]], -1)
         m.n_shape, m.n_expr = n_shape, n_expr
@@ -119,13 +125,10 @@ class FlameModel(nn.Module):
         to the head's translation (they follow it, not the rotation), ``faces [Ft, 3]`` indexing
         them. Forward then returns ``V + T`` vertices, ``faces`` has ``F + Ft`` rows and the
         sheet's vertices carry the "torso" region. Replaces an existing sheet."""
-        import copy
-
         from .torso import TORSO_REGION
 
         base = self.without_torso()
-        m = copy.copy(base)
-        m._buffers = dict(base._buffers)
+        m = base._derived()
         dev = base.faces.device
         m._buffers["torso_vertices"] = vertices.to(dev, torch.float32)
         m._buffers["faces"] = torch.cat([base.faces, faces.to(dev, torch.long) + base.n_vertices])
@@ -141,10 +144,7 @@ class FlameModel(nn.Module):
         """The head alone (``self`` when there is no torso sheet)."""
         if self.torso_vertices is None:
             return self
-        import copy
-
-        m = copy.copy(self)
-        m._buffers = dict(self._buffers)
+        m = self._derived()
         m._buffers["torso_vertices"] = None
         m._buffers["faces"] = self.faces[:self.n_head_faces]
         if self.vertex_region is not None and self.region_names:

@@ -24,10 +24,20 @@ from ..gaussians.binding import bind
 from .data import TrainData
 from .metrics import ssim
 
-__all__ = ["RefineTrackingConfig", "refine_frame_params", "MOTION_FIELDS"]
+__all__ = ["RefineTrackingConfig", "refine_frame_params", "MOTION_FIELDS", "motion_optimizer"]
 
 #: The per-frame parameters that move (shape is the clip's identity and stays).
 MOTION_FIELDS = ("expr", "rotation", "jaw", "eyes", "translation")
+#: Metres -> centimetres in the prior, so translation is weighed like expression units and radians.
+_PRIOR_SCALE = {"expr": 1.0, "rotation": 1.0, "jaw": 1.0, "eyes": 1.0, "translation": 100.0}
+
+
+def motion_optimizer(delta: dict[str, Tensor], lr_expr: float, lr_pose: float, lr_translation: float,
+                     fused: bool = False) -> torch.optim.Adam:
+    """Adam over per-frame motion offsets (``MOTION_FIELDS``) with one rate per kind of unit."""
+    return torch.optim.Adam([{"params": [delta["expr"]], "lr": lr_expr},
+                             {"params": [delta["rotation"], delta["jaw"], delta["eyes"]], "lr": lr_pose},
+                             {"params": [delta["translation"]], "lr": lr_translation}], fused=fused)
 
 
 @dataclasses.dataclass
@@ -57,18 +67,15 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
     for idx in tqdm(chunks, desc="refine tracking", disable=not progress, unit="chunk"):
         base = params[idx]
         delta = {k: torch.zeros_like(getattr(base, k), requires_grad=True) for k in MOTION_FIELDS}
-        opt = torch.optim.Adam([{"params": [delta["expr"]], "lr": cfg.lr_expr},
-                                {"params": [delta["rotation"], delta["jaw"], delta["eyes"]], "lr": cfg.lr_pose},
-                                {"params": [delta["translation"]], "lr": cfg.lr_translation}])
+        opt = motion_optimizer(delta, cfg.lr_expr, cfg.lr_pose, cfg.lr_translation)
         target, _ = data.targets(idx, bg)
         cams = data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])]
-        scale = {"expr": 1.0, "rotation": 1.0, "jaw": 1.0, "eyes": 1.0, "translation": 100.0}  # metres -> cm
         for _ in range(cfg.steps):
             p = base.replace(**{k: getattr(base, k) + delta[k] for k in MOTION_FIELDS})
             verts = model(p, landmark_set=None, check_finite=False).vertices
             pred = renderer.render(bind(g0, verts, model.faces), cams, background=bg).rgb
             loss = cfg.w_l1 * (pred - target).abs().mean() + cfg.w_dssim * (1 - ssim(pred, target).mean())
-            loss = loss + cfg.w_prior * sum((scale[k] * d).square().sum(-1).mean() for k, d in delta.items())
+            loss = loss + cfg.w_prior * sum((_PRIOR_SCALE[k] * d).square().sum(-1).mean() for k, d in delta.items())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -29,12 +29,13 @@ from .checkpoint import load_state, save_state
 from .config import ReconstructConfig
 from .data import TrainData
 from .metrics import psnr, ssim
+from .refine_tracking import MOTION_FIELDS, motion_optimizer
 
 __all__ = ["FitResult", "fit_avatar", "attach_torso", "evaluate", "TrainingDivergedError"]
 
 logger = logging.getLogger("dynavatar.reconstruct")
 
-_REFINED = ("expr", "rotation", "jaw", "eyes", "translation")
+_REFINED = MOTION_FIELDS
 
 
 class TrainingDivergedError(DynavatarError):
@@ -174,10 +175,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     if deltas is not None:
         for v in deltas.values():
             v.requires_grad_(True)
-        lr = cfg.lr
-        opt_params = torch.optim.Adam([{"params": [deltas["expr"]], "lr": lr.expr},
-                                       {"params": [deltas["rotation"], deltas["jaw"], deltas["eyes"]], "lr": lr.pose},
-                                       {"params": [deltas["translation"]], "lr": lr.translation}], fused=fused)
+        opt_params = motion_optimizer(deltas, cfg.lr.expr, cfg.lr.pose, cfg.lr.translation, fused=fused)
     state = DensifyState.zeros(avatar.num_splats, device=dev)
 
     def checkpoint(step: int) -> None:
