@@ -57,15 +57,20 @@ class Avatar:
     @classmethod
     def from_video(cls, path: str | os.PathLike, *, head=None, out_dir=None, preset: str = "fast",
                    device: str = "auto", max_frames: int | None = None, resolution: int = 512,
-                   progress: bool = True) -> "Avatar":
+                   progress: bool = True, config=None) -> "Avatar":
         """Preprocess (cached), track (cached), then fit. ``out_dir`` keeps all of it and lets a
-        killed run resume from its last checkpoint."""
+        killed run resume from its last checkpoint. ``config`` (a ``ReconstructConfig``) replaces
+        the preset's. Under ``accelerate launch`` the processes train data-parallel over frames
+        (``reconstruct/distributed.py``); only the main one preprocesses, tracks and labels."""
         from .perceive import PreprocessConfig, preprocess
+        from .reconstruct.distributed import data_parallel
 
         out = Path(out_dir) if out_dir else Path(str(path) + ".dynavatar")
-        preprocess(path, out / "data", config=PreprocessConfig(resolution=resolution, max_frames=max_frames),
-                        progress=progress)
-        return cls.from_dataset(out / "data", head=head, out_dir=out, preset=preset, device=device, progress=progress)
+        with data_parallel().main_first():  # the main process fills the cache, the others read it
+            preprocess(path, out / "data", config=PreprocessConfig(resolution=resolution, max_frames=max_frames),
+                       progress=progress)
+        return cls.from_dataset(out / "data", head=head, out_dir=out, preset=preset, device=device, progress=progress,
+                                config=config)
 
     @classmethod
     def from_dataset(cls, dataset_dir: str | os.PathLike, *, head=None, out_dir=None, preset: str = "fast",
@@ -75,23 +80,26 @@ class Avatar:
         from .perceive import FrameDataset
         from .reconstruct import fit_avatar, load_train_data
         from .reconstruct import preset as get_preset
+        from .reconstruct.distributed import data_parallel
         from .track import TrackerConfig, TrackingResult, track
 
         dataset_dir = Path(dataset_dir)
         out = Path(out_dir) if out_dir else dataset_dir.parent
-        dev = _device(device)
+        dp = data_parallel()
+        dev = dp.device if dp.active and device == "auto" else _device(device)
         ds = FrameDataset.load(dataset_dir)
         tracking_dir = dataset_dir / "tracking"
-        if tracking is not None:
-            pass
-        elif (tracking_dir / "tracking.json").is_file():
-            tracking = TrackingResult.load(tracking_dir)
-        else:
-            tcfg = TrackerConfig.preset("tiny" if preset == "tiny" else "default")
-            tcfg.device = str(dev)
-            tracking = track(ds, head=head if isinstance(head, (FlameModel, type(None))) else str(head), config=tcfg,
-                             progress=progress)
-            tracking.save(tracking_dir)
+        with dp.main_first():
+            if tracking is not None:
+                pass
+            elif (tracking_dir / "tracking.json").is_file():
+                tracking = TrackingResult.load(tracking_dir)
+            else:
+                tcfg = TrackerConfig.preset("tiny" if preset == "tiny" else "default")
+                tcfg.device = str(dev)
+                tracking = track(ds, head=head if isinstance(head, (FlameModel, type(None))) else str(head),
+                                 config=tcfg, progress=progress)
+                tracking.save(tracking_dir)
         model = head if isinstance(head, FlameModel) else FlameModel.load(
             head, n_shape=tracking.head["n_shape"], n_expr=tracking.head["n_expr"])
         cfg = config or get_preset(preset)
@@ -100,6 +108,8 @@ class Avatar:
         meta = {"source": str(dataset_dir), "preset": preset, "head": tracking.head, "fit_seconds": fit.seconds,
                 "history": fit.history, "frame_index": [int(i) for i in data.frame_index]}
         avatar = cls(fit.avatar, fit.model, fit.params, data.cameras, meta, data, tuple(cfg.background))
+        if not dp.is_main:  # the other processes' copies are identical; labelling/plots are the main's job
+            return avatar
         try:
             avatar.label_splats(progress=progress)
         except DynavatarError as exc:  # a head without regions and no parsing: usable, just unlabelled

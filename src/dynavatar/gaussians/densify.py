@@ -18,7 +18,7 @@ new rows start at zero. Operations return a new avatar and mutate the optimizer 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -221,11 +221,14 @@ def densify_step(
     width: int,
     height: int,
     generator: Optional[torch.Generator] = None,
+    reduce_stats: Optional[Callable[[DensifyState], None]] = None,
 ) -> tuple[GaussianAvatar, DensifyState, dict]:
     """Call after ``loss.backward()`` (with ``render_out.means2d.retain_grad()`` before it).
 
     Accumulates screen-space gradients; every ``refine_every`` steps inside the refine window it
-    clones, splits and prunes; every ``reset_every`` steps it resets opacities.
+    clones, splits and prunes; every ``reset_every`` steps it resets opacities. ``reduce_stats``
+    (data-parallel training) combines the statistics of all processes in place before a decision,
+    so that every copy of the avatar densifies the same splats.
     Returns (avatar, state, info) where info counts what happened.
     """
     info = {"cloned": 0, "split": 0, "pruned": 0, "reset": False}
@@ -234,6 +237,8 @@ def densify_step(
     refine = (strategy.refine_start <= step < strategy.refine_stop and step > 0
               and step % strategy.refine_every == 0)
     if refine:
+        if reduce_stats is not None:
+            reduce_stats(state)
         avg = state.grad2d / state.count.clamp_min(1)
         high = avg > strategy.grad_threshold
         big = avatar.log_scales_local.detach().exp().amax(-1) > strategy.scale_threshold

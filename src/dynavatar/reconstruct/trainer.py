@@ -28,6 +28,7 @@ from ..geometry.cameras import project_points
 from .checkpoint import load_state, save_state
 from .config import ReconstructConfig
 from .data import TrainData
+from .distributed import DataParallel, data_parallel
 from .metrics import psnr, ssim
 from .refine_tracking import MOTION_FIELDS, motion_optimizer
 
@@ -142,8 +143,15 @@ def _frame_params(base: FlameParams, deltas: dict[str, Tensor] | None, idx: Tens
 
 
 def fit_avatar(data: TrainData, model: FlameModel, renderer, config: ReconstructConfig | None = None,
-               out_dir: str | Path | None = None, progress: bool = True, resume: bool = True) -> FitResult:
+               out_dir: str | Path | None = None, progress: bool = True, resume: bool = True,
+               parallel: DataParallel | None = None) -> FitResult:
+    """Optimise a ``GaussianAvatar`` on ``data``'s training frames (see the module docstring).
+
+    ``parallel``: data-parallel over frames (``distributed.py``); by default the launcher's
+    environment decides (one process without ``accelerate launch``). Only the main process writes
+    checkpoints and shows progress; every process returns the same result."""
     cfg = config or ReconstructConfig()
+    dp = parallel or data_parallel()
     dev = data.images.device
     model = model.to(dev)
     model = attach_torso(model, data) if _wants_torso(cfg.torso, data) else model.without_torso()
@@ -179,19 +187,21 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     state = DensifyState.zeros(avatar.num_splats, device=dev)
 
     def checkpoint(step: int) -> None:
-        if ckpt_dir is None:
+        if ckpt_dir is None or not dp.is_main:
             return
         extra = {f"delta.{k}": v for k, v in deltas.items()} if deltas is not None else None
         save_state(ckpt_dir, avatar, None, {"step": step, "history": history[-200:], "config": dataclasses.asdict(cfg)},
                    extra)
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), desc="fit avatar", disable=not progress, unit="step", initial=start,
+    bar = tqdm(range(start, cfg.steps), desc="fit avatar", disable=not (progress and dp.is_main), unit="step",
+               initial=start,
                total=cfg.steps)
     train = data.train_idx
     for step in bar:
         _decay_position_lr(opt, cfg, step)
         idx = train[torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=gen).to(train.device)]
+        idx = dp.shard(idx)  # the same draw in every process; each renders its share
         p = _frame_params(data.params, deltas, idx)
         verts = model(p, landmark_set=None, check_finite=False).vertices
         g = bind(avatar, verts, model.faces)
@@ -203,28 +213,31 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         l1 = (pred - target).abs().mean()
         dssim = 1 - ssim(pred, target).mean()
         loss = cfg.w_l1 * l1 + cfg.w_dssim * dssim + _regularisers(avatar, cfg)
-        if not torch.isfinite(loss):
-            checkpoint(step)
-            bad = [n for n, t in avatar.parameters_dict().items() if not torch.isfinite(t).all()]
-            raise TrainingDivergedError(
-                f"loss became {loss.item()} at step {step}" + (f"; non-finite parameters: {bad}" if bad else "") +
-                ". The last good state was saved" + (f" to {ckpt_dir}" if ckpt_dir else "") +
-                "; lower the learning rates (config.lr) or check the input frames/tracking.")
         opt.zero_grad(set_to_none=True)
         if opt_params is not None:
             opt_params.zero_grad(set_to_none=True)
         loss.backward()
+        trained = list(avatar.parameters_dict().values()) + (list(deltas.values()) if deltas is not None else [])
+        mean_loss = dp.average_gradients(trained, loss)
+        if not torch.isfinite(mean_loss):
+            checkpoint(step)
+            bad = [n for n, t in avatar.parameters_dict().items() if not torch.isfinite(t).all()]
+            raise TrainingDivergedError(
+                f"loss became {mean_loss.item()} at step {step}" + (f"; non-finite parameters: {bad}" if bad else "") +
+                ". The last good state was saved" + (f" to {ckpt_dir}" if ckpt_dir else "") +
+                "; lower the learning rates (config.lr) or check the input frames/tracking.")
         opt.step()
         if opt_params is not None:
             opt_params.step()
         avatar, state, info = densify_step(cfg.densify, state, avatar, opt, out, step, data.resolution,
-                                           data.resolution, generator=gen)
+                                           data.resolution, generator=gen,
+                                           reduce_stats=dp.reduce_densify_stats)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             with torch.no_grad():
                 ps = psnr(pred.detach(), target).mean().item()
-            history.append({"step": step, "loss": loss.item(), "l1": l1.item(), "psnr": ps,
+            history.append({"step": step, "loss": mean_loss.item(), "l1": l1.item(), "psnr": ps,
                             "splats": avatar.num_splats, "time_s": time.perf_counter() - t0})
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{ps:.2f}", splats=avatar.num_splats)
+            bar.set_postfix(loss=f"{mean_loss.item():.4f}", psnr=f"{ps:.2f}", splats=avatar.num_splats)
         if cfg.checkpoint_every and step > start and step % cfg.checkpoint_every == 0:
             checkpoint(step)
     checkpoint(cfg.steps)
