@@ -45,8 +45,12 @@ def test_refinement_recovers_perturbed_pose_and_expression():
 
     before, after = quality(off), quality(fixed)
     assert after > before + 6, (before, after)
-    rot_err = lambda p: (p.rotation - truth.rotation).norm(dim=-1).mean().item()  # noqa: E731
-    # in-plane translation; depth is nearly ambiguous with size at 48 px and is not asserted
-    tr_err = lambda p: (p.translation - truth.translation)[:, :2].norm(dim=-1).mean().item()  # noqa: E731
-    assert rot_err(fixed) < 0.3 * rot_err(off) and tr_err(fixed) < 0.4 * tr_err(off), (rot_err(fixed), tr_err(fixed))
+    # judged on the mesh, not the parameters: root and neck rotation both turn the head (only the
+    # neck's base tells them apart); in-plane, since depth is nearly ambiguous with size at 48 px
+    def mesh_err(p):
+        with torch.no_grad():
+            d = model(p, landmark_set=None).vertices - model(truth, landmark_set=None).vertices
+        return d[..., :2].norm(dim=-1).mean().item()
+
+    assert mesh_err(fixed) < 0.3 * mesh_err(off), (mesh_err(fixed), mesh_err(off))
     assert torch.equal(fixed.shape, off.shape)  # identity never moves

@@ -77,6 +77,9 @@ def test_auto_torso_needs_clothes_in_the_frames_and_survives_save_load(model, tm
     back = Avatar.load(tmp_path / "a", head=model)
     assert back.model.torso_vertices is not None
     np.testing.assert_array_equal(back.render(frame=1), a.render(frame=1))
+    assert back.model.torso_motion is not None  # the fitted head-motion -> torso map came back too
+    p = fit.params[1].replace(torso=None)
+    np.testing.assert_array_equal(back.render(params=p), a.render(params=p))
     with pytest.raises(Exception, match="triangles"):
         bad = tmp_path / "a"
         import json
@@ -87,3 +90,107 @@ def test_auto_torso_needs_clothes_in_the_frames_and_survives_save_load(model, tm
         save_file(t, str(bad / "avatar.safetensors"))
         json.loads((bad / "avatar.json").read_text())
         Avatar.load(bad, head=model)
+
+
+def test_per_frame_torso_shift_moves_only_the_sheet(model):
+    from dynavatar.flame import FlameParams
+
+    verts = model(model.zero_params(), landmark_set=None).vertices
+    sv, sf = torso_sheet(verts, _neck(model))
+    m = model.with_torso(sv, sf)
+    V = model.n_vertices
+    p = model.zero_params(2).replace(translation=torch.tensor([[0.0, 0.0, 0.0], [0.02, 0.0, 0.0]]))
+    shift = torch.tensor([[0.0, 0.01, 0.0], [-0.03, 0.0, 0.002]])
+    moved, still = m(p.replace(torso=shift)), m(p)
+    assert torch.equal(moved.vertices[:, :V], still.vertices[:, :V])  # the head does not move
+    assert torch.allclose(moved.vertices[:, V:], still.vertices[:, V:] + shift[:, None], atol=1e-7)
+    # an optional field: absent is zeros; cat fills it, dicts round-trip with or without it
+    assert torch.equal(p.with_torso().torso, torch.zeros(2, 3)) and p.torso is None and "torso" not in p.to_dict()
+    both = FlameParams.cat([p, p.replace(torso=shift)])
+    assert torch.equal(both.torso, torch.cat([torch.zeros(2, 3), shift])) and both[1:3].torso.shape == (2, 3)
+    assert FlameParams.from_dict(p.to_dict()).torso is None
+    assert torch.equal(FlameParams.from_dict(p.replace(torso=shift).to_dict()).torso, shift)
+    with pytest.raises(Exception, match="torso"):
+        p.replace(torso=torch.zeros(2, 2)).validate()
+
+
+def test_centring_the_torso_shifts_keeps_every_trained_frame_in_place(model):
+    """The trainer moves the sheet to the training frames' mean shift, so a zero shift (held-out
+    frames, another clip's parameters) means the average shoulders; the trained frames' vertices,
+    hence their renders, must not change."""
+    from dynavatar.reconstruct.trainer import _centre_torso
+
+    verts = model(model.zero_params(), landmark_set=None).vertices
+    m = model.with_torso(*torso_sheet(verts, _neck(model)))
+    g = torch.Generator().manual_seed(0)
+    p = model.zero_params(5).replace(translation=0.01 * torch.randn(5, 3, generator=g))
+    shift = 0.01 * torch.randn(5, 3, generator=g)
+    train = torch.tensor([0, 1, 3])
+    m2, s2 = _centre_torso(m, shift, train)
+    assert torch.allclose(s2[train].mean(0), torch.zeros(3), atol=1e-8) and (s2[[2, 4]] == 0).all()
+    before = m(p.replace(torso=shift), landmark_set=None).vertices[train]
+    after = m2(p.replace(torso=s2), landmark_set=None).vertices[train]
+    assert torch.allclose(before, after, atol=1e-7)
+
+
+def test_fit_learns_per_frame_torso_shifts_centred_on_the_training_frames(model):
+    from dynavatar.reconstruct import fit_avatar, preset
+    from dynavatar.reconstruct.synthetic import synthetic_clip
+    from dynavatar.render.torch_renderer import TorchRenderer
+
+    renderer = TorchRenderer()
+    data = synthetic_clip(model, renderer, n_frames=6, resolution=32)
+    data.parsing[:, -4:] = label_index("clothes")
+    cfg = dataclasses.replace(preset("tiny"), steps=6, resolution=32, log_every=1)
+    cfg.lr.torso = 1e-2  # so the shifts visibly move in a few steps
+    fit = fit_avatar(data, model, renderer, cfg, progress=False)
+    tr = data.train_idx
+    assert fit.params.torso is not None and fit.params.torso[tr].abs().max() > 1e-4
+    assert torch.allclose(fit.params.torso[tr].mean(0), torch.zeros(3), atol=1e-6)
+    # held-out frames: the shift their head motion predicts (the fitted map), not a learned one
+    ev = data.eval_idx
+    assert fit.model.torso_motion is not None
+    assert torch.allclose(fit.params.torso[ev], fit.model.predict_torso(fit.params[ev]), atol=1e-7)
+    assert fit.params.neck.shape == (len(data.frame_index), 3)
+
+
+def test_training_keeps_the_neck_offsets_at_zero_mean(model):
+    """The tracker never fits the neck; its learned per-frame offsets must not drift into a rest
+    pose that frames with tracked (neck 0) parameters lack."""
+    from dynavatar.reconstruct import fit_avatar, preset
+    from dynavatar.reconstruct.synthetic import synthetic_clip
+    from dynavatar.render.torch_renderer import TorchRenderer
+
+    renderer = TorchRenderer()
+    data = synthetic_clip(model, renderer, n_frames=6, resolution=32)
+    cfg = dataclasses.replace(preset("tiny"), steps=6, resolution=32, log_every=1)
+    cfg.lr.pose = 1e-2
+    fit = fit_avatar(data, model, renderer, cfg, progress=False)
+    neck = fit.params.neck[data.train_idx]
+    assert neck.abs().max() > 1e-3 and torch.allclose(neck.mean(0), torch.zeros(3), atol=1e-6)
+    off = fit_avatar(data, model, renderer, dataclasses.replace(cfg, train_neck=False), progress=False)
+    assert (off.params.neck == 0).all()
+
+
+def test_torso_motion_fit_recovers_a_linear_map_and_drives_frames_without_a_shift(model):
+    from dynavatar.flame.torso import fit_torso_motion
+
+    g = torch.Generator().manual_seed(1)
+    t, r = 0.02 * torch.randn(50, 3, generator=g), 0.2 * torch.randn(50, 3, generator=g)
+    w_true = torch.randn(6, 3, generator=g) * 0.3
+    x = torch.cat([t, r], -1)
+    shift = (x - x.mean(0)) @ w_true
+    ref, w = fit_torso_motion(t, r, shift, ridge=1e-9)
+    assert torch.allclose(ref, x.mean(0), atol=1e-7) and torch.allclose(w, w_true, atol=1e-4)
+
+    verts = model(model.zero_params(), landmark_set=None).vertices
+    sv, sf = torso_sheet(verts, _neck(model))
+    m = model.with_torso(sv, sf, motion=(ref, w))
+    p = model.zero_params(3).replace(translation=t[:3], rotation=r[:3])
+    V = model.n_vertices
+    assert torch.allclose(m.predict_torso(p), shift[:3], atol=1e-5)
+    # no torso of their own: the prediction; an explicit one wins; without the map: 0
+    assert torch.allclose(m(p).vertices[:, V:], m(p.replace(torso=shift[:3])).vertices[:, V:], atol=1e-6)
+    assert torch.allclose(m(p.replace(torso=torch.zeros(3, 3))).vertices[:, V:], model.with_torso(sv, sf)(p).vertices[:, V:])
+    assert m.without_torso().torso_motion is None and m.torso_motion is not None
+    assert model.with_torso(sv, sf).predict_torso(p).abs().max() == 0

@@ -408,6 +408,8 @@ class Avatar:
         extra = {"cameras.viewmats": self.cameras.viewmats, "cameras.Ks": self.cameras.Ks}
         if self.model.torso_vertices is not None:
             extra.update({"torso.vertices": self.model.torso_vertices, "torso.faces": self.model.torso_faces})
+            if self.model.torso_motion is not None:
+                extra.update(dict(zip(("torso.motion_ref", "torso.motion_map"), self.model.torso_motion)))
         meta = {**self.meta, "resolution": self.resolution, "background": list(self.background),
                 "head_source": getattr(self.model, "source", None), "n_shape": self.model.n_shape,
                 "n_expr": self.model.n_expr}
@@ -423,7 +425,8 @@ class Avatar:
             raise DynavatarError(f"{folder} is a training checkpoint, not a saved avatar; use Avatar.from_dataset to resume")
         model = head if isinstance(head, FlameModel) else FlameModel.load(head, n_shape=meta["n_shape"], n_expr=meta["n_expr"])
         if "torso.vertices" in extra:
-            model = model.with_torso(extra["torso.vertices"], extra["torso.faces"])
+            motion = (extra["torso.motion_ref"], extra["torso.motion_map"]) if "torso.motion_map" in extra else None
+            model = model.with_torso(extra["torso.vertices"], extra["torso.faces"], motion=motion)
         if int(gaussians.binding.max()) >= model.faces.shape[0]:
             raise DynavatarError(f"{folder}: the splats are bound to {int(gaussians.binding.max()) + 1}+ triangles but "
                                  f"the head model has {model.faces.shape[0]}; load it with the head it was fitted to")

@@ -200,6 +200,7 @@ def fit(video: Path, out_dir: Path, preset: str, head: Path | None, device: str,
         steps: int | None, batch_size: int | None) -> None:
     """Fit an avatar to VIDEO (preprocess + track + optimise; resumes from OUT's checkpoint).
 
+    VIDEO may also be a preprocessed dataset folder (`dynavatar preprocess`, an import).
     Several GPUs: `accelerate launch --num_processes 2 -m dynavatar fit VIDEO -o OUT` trains
     data-parallel over frames (each step's frames are split between the GPUs)."""
     import dataclasses
@@ -213,18 +214,26 @@ def fit(video: Path, out_dir: Path, preset: str, head: Path | None, device: str,
     cfg = dataclasses.replace(cfg, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
     dp = data_parallel()
     try:
-        avatar = Avatar.from_video(video, head=head, out_dir=out_dir, preset=preset, device=device,
-                                   max_frames=max_frames, resolution=512, config=cfg)
+        if (video / "meta.json").is_file():
+            avatar = Avatar.from_dataset(video, head=head, out_dir=out_dir, preset=preset, device=device, config=cfg)
+        else:
+            avatar = Avatar.from_video(video, head=head, out_dir=out_dir, preset=preset, device=device,
+                                       max_frames=max_frames, resolution=512, config=cfg)
         if not dp.is_main:
             return
         avatar.save(out_dir / "avatar")
-        metrics = avatar.evaluate()
-        avatar.render_video(out_dir / "before_after.mp4")
+        tracked = avatar.evaluate()
+        refined = avatar.evaluate(refine_tracking=True)
     except (DynavatarError, ValueError) as exc:
         _fail(exc)
     procs = f" on {dp.world_size} processes" if dp.active else ""
-    click.echo(f"optimised in {avatar.meta['fit_seconds']:.1f}s{procs}; held-out: PSNR {metrics['psnr']:.2f} dB, "
-               f"SSIM {metrics['ssim']:.4f}; avatar in {out_dir / 'avatar'}")
+    click.echo(f"optimised in {avatar.meta['fit_seconds']:.1f}s{procs}; held-out PSNR {tracked['psnr']:.2f} dB with the "
+               f"tracked motion, {refined['psnr']:.2f} dB (SSIM {refined['ssim']:.4f}) with it refined "
+               f"photometrically; avatar in {out_dir / 'avatar'}")
+    try:
+        avatar.render_video(out_dir / "before_after.mp4")
+    except (DynavatarError, ImportError, OSError) as exc:  # the avatar is saved; only the preview is missing
+        click.secho(f"warning: no before/after video ({type(exc).__name__}: {exc})", fg="yellow", err=True)
 
 
 @main.command()

@@ -21,7 +21,9 @@ __all__ = ["run_fit_bench", "format_fit_table", "save_held_out_grid"]
 
 
 def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto", max_frames: int | None = None,
-                  work_dir: str | Path | None = None, head: str | None = None, progress: bool = False) -> dict:
+                  work_dir: str | Path | None = None, head: str | None = None, progress: bool = False,
+                  config=None) -> dict:
+    """``config``: a ``ReconstructConfig`` to use instead of the preset's (ablations)."""
     from ..api import Avatar
     from ..device import resolve_device
     from ..perceive import FrameDataset, PreprocessConfig, preprocess
@@ -52,7 +54,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     tracking.save(tracking_dir)
     t2 = time.perf_counter()
     avatar = Avatar.from_dataset(data_dir, head=head, out_dir=work, preset=preset, device=str(dev), progress=progress,
-                                 tracking=tracking)
+                                 tracking=tracking, config=config)
     sync_cuda()
     t_total_fit = time.perf_counter() - t2
     t_opt = float(avatar.meta["fit_seconds"])

@@ -61,6 +61,8 @@ class FlameModel(nn.Module):
             self.vertex_region = None
         self.expr_names: list[str] | None = data.expr_names[:n_expr] if data.expr_names else None
         self.register_buffer("torso_vertices", None)  # [T, 3] relative to the translation; see with_torso
+        self.register_buffer("torso_motion_ref", None)  # [6] head translation + rotation the map is relative to
+        self.register_buffer("torso_motion_map", None)  # [6, 3] head motion -> torso shift (flame.torso)
         self.n_head_faces = int(self.faces.shape[0])
 
     # ------------------------------------------------------------------ construction
@@ -120,17 +122,21 @@ class FlameModel(nn.Module):
         m.expr_names = self.expr_names[:n_expr] if self.expr_names else None
         return m
 
-    def with_torso(self, vertices: Tensor, faces: Tensor) -> "FlameModel":
+    def with_torso(self, vertices: Tensor, faces: Tensor, motion: tuple[Tensor, Tensor] | None = None) -> "FlameModel":
         """This model with a torso sheet (``flame.torso``) appended: ``vertices [T, 3]`` relative
         to the head's translation (they follow it, not the rotation), ``faces [Ft, 3]`` indexing
         them. Forward then returns ``V + T`` vertices, ``faces`` has ``F + Ft`` rows and the
-        sheet's vertices carry the "torso" region. Replaces an existing sheet."""
+        sheet's vertices carry the "torso" region. Replaces an existing sheet. ``motion``
+        (``flame.torso.fit_torso_motion``: reference [6], map [6, 3]) predicts the sheet's shift
+        from the head's motion for parameters that carry no ``torso`` of their own."""
         from .torso import TORSO_REGION
 
         base = self.without_torso()
         m = base._derived()
         dev = base.faces.device
         m._buffers["torso_vertices"] = vertices.to(dev, torch.float32)
+        if motion is not None:
+            m._buffers["torso_motion_ref"], m._buffers["torso_motion_map"] = (t.to(dev, torch.float32) for t in motion)
         m._buffers["faces"] = torch.cat([base.faces, faces.to(dev, torch.long) + base.n_vertices])
         m.n_head_faces = int(base.faces.shape[0])
         if base.vertex_region is not None and base.region_names:
@@ -145,12 +151,27 @@ class FlameModel(nn.Module):
         if self.torso_vertices is None:
             return self
         m = self._derived()
-        m._buffers["torso_vertices"] = None
+        m._buffers["torso_vertices"] = m._buffers["torso_motion_ref"] = m._buffers["torso_motion_map"] = None
         m._buffers["faces"] = self.faces[:self.n_head_faces]
         if self.vertex_region is not None and self.region_names:
             m.region_names = list(self.region_names[:-1])
             m._buffers["vertex_region"] = self.vertex_region[:self.n_vertices]
         return m
+
+    @property
+    def torso_motion(self) -> tuple[Tensor, Tensor] | None:
+        """(reference [6], map [6, 3]) of ``with_torso``'s ``motion``, or None."""
+        if self.torso_motion_map is None:
+            return None
+        return self.torso_motion_ref, self.torso_motion_map
+
+    def predict_torso(self, params: FlameParams) -> Tensor:
+        """The torso sheet's shift that the head's translation and rotation predict (zeros without
+        a fitted map).  -> [B, 3]"""
+        if self.torso_motion_map is None:
+            return params.translation.new_zeros(params.translation.shape)
+        x = torch.cat([params.translation, params.rotation], -1) - self.torso_motion_ref  # [B, 6]
+        return x @ self.torso_motion_map.to(x.dtype)
 
     @property
     def torso_faces(self) -> Tensor | None:
@@ -177,6 +198,10 @@ class FlameModel(nn.Module):
         verts, joints = verts + t, joints + t
         lmk = self.landmarks(verts, landmark_set)
         if self.torso_vertices is not None:  # the sheet follows the head's translation only
+            if params.torso is not None:  # (+ the frame's own shoulder shift)
+                t = t + params.torso[:, None].to(verts.dtype)
+            elif self.torso_motion_map is not None:  # (+ the shift the head's motion predicts)
+                t = t + self.predict_torso(params)[:, None].to(verts.dtype)
             sheet = self.torso_vertices.to(verts.dtype)[None] + t  # [B, T, 3]
             verts = torch.cat([verts, sheet], 1)
         return FlameOutput(vertices=verts, joints=joints, landmarks=lmk)

@@ -27,8 +27,13 @@ class FlameParams:
     jaw: Tensor  # [B, 3]
     eyes: Tensor  # [B, 6]     left eye then right eye
     translation: Tensor  # [B, 3] added after skinning
+    # [B, 3] offset of the torso sheet (flame.torso) from where the translation puts it, metres:
+    # shoulders shift a little on their own while a person talks. None (the usual) means 0; a
+    # model without a torso sheet ignores it.
+    torso: Tensor | None = None
 
-    _WIDTHS = {"rotation": 3, "neck": 3, "jaw": 3, "eyes": 6, "translation": 3}
+    _WIDTHS = {"rotation": 3, "neck": 3, "jaw": 3, "eyes": 6, "translation": 3, "torso": 3}
+    _OPTIONAL = ("torso",)
 
     @classmethod
     def zeros(cls, batch: int, n_shape: int, n_expr: int, device=None, dtype=torch.float32) -> "FlameParams":
@@ -41,8 +46,17 @@ class FlameParams:
         return int(self.shape.shape[0])
 
     def fields(self) -> Iterator[tuple[str, Tensor]]:
+        """(name, tensor) of every field that is set (optional fields left at None are skipped)."""
         for f in dataclasses.fields(self):
-            yield f.name, getattr(self, f.name)
+            t = getattr(self, f.name)
+            if t is not None or f.name not in self._OPTIONAL:
+                yield f.name, t
+
+    def with_torso(self) -> "FlameParams":
+        """These parameters with ``torso`` set (zeros where it was None)."""
+        if self.torso is not None:
+            return self
+        return self.replace(torso=self.translation.new_zeros(self.translation.shape))
 
     def replace(self, **changes: Tensor) -> "FlameParams":
         return dataclasses.replace(self, **changes)
@@ -65,7 +79,9 @@ class FlameParams:
 
     @classmethod
     def cat(cls, items: list["FlameParams"]) -> "FlameParams":
-        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in items]) for f in dataclasses.fields(cls)})
+        if any(p.torso is not None for p in items):  # a missing optional field is its zeros
+            items = [p.with_torso() for p in items]
+        return cls(**{name: torch.cat([getattr(p, name) for p in items]) for name, _ in items[0].fields()})
 
     def pose(self) -> Tensor:
         """Axis-angle of the five joints in FLAME order.  -> [B, 5, 3]"""
@@ -77,7 +93,7 @@ class FlameParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Tensor]) -> "FlameParams":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d or f.name not in cls._OPTIONAL})
 
     def validate(self, n_shape: int | None = None, n_expr: int | None = None, check_finite: bool = True) -> None:
         """Raise InvalidParametersError for wrong shapes or NaN/inf, naming the field."""

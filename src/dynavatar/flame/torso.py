@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["torso_sheet", "TORSO_REGION"]
+__all__ = ["torso_sheet", "fit_torso_motion", "TORSO_REGION"]
 
 TORSO_REGION = "torso"
 
@@ -57,3 +57,27 @@ def torso_sheet(head_vertices: Tensor, neck_vertices: Tensor, cols: int = 24, ro
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     verts = torch.stack([gx, gy, torch.full_like(gx, float(neck[:, 2].mean()))], -1).reshape(-1, 3)
     return verts.to(head_vertices.device, head_vertices.dtype), _grid_faces(cols, rows).to(head_vertices.device)
+
+
+def fit_torso_motion(translation: Tensor, rotation: Tensor, shift: Tensor, ridge: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """A linear map from the head's motion to the torso sheet's shift, by ridge least squares.
+
+    The per-frame shifts learned in training mostly follow the head: when a person looks down, the
+    head's translation drops while the shoulders stay, so the sheet (which follows the translation)
+    must shift back up. Frames with no shift of their own (held-out frames, another clip's motion)
+    get this prediction instead of 0; on the shared wojtek clip it explains all but 1-2 mm of shifts
+    of 8-12 mm (std), and the held-out frames, which look further down than the training average,
+    need 1.5 cm.
+    translation, rotation: [N, 3] the training frames' motion; shift: [N, 3] their learned shifts.
+    ``ridge`` is relative to the inputs' mean variance. -> (reference [6], map [6, 3]); the
+    prediction is ``(cat(translation, rotation) - reference) @ map + mean(shift)``, and the trainer
+    centres the shifts so that mean is 0.
+    """
+    x = torch.cat([translation, rotation], -1).double()  # [N, 6]
+    ref = x.mean(0)
+    x = x - ref
+    y = (shift - shift.mean(0)).double()
+    gram = x.T @ x
+    lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
+    w = torch.linalg.solve(gram + lam * torch.eye(6, dtype=x.dtype, device=x.device), x.T @ y)
+    return ref.float(), w.float()

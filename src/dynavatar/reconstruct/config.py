@@ -20,6 +20,7 @@ class LearningRates:
     expr: float = 1e-3  # per-frame refinement of tracked FLAME parameters (small on purpose)
     pose: float = 1e-4  # rotation, jaw, eyes (radians)
     translation: float = 1e-5  # metres
+    torso: float = 1e-4  # metres: the torso sheet's per-frame shift (FlameParams.torso), untracked so faster
 
 
 @dataclasses.dataclass
@@ -38,6 +39,8 @@ class ReconstructConfig:
     scale_margin: float = 0.6
     eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
     refine_params: bool = True  # jointly refine per-frame expression/pose/translation
+    train_neck: bool = True  # refine the neck joint per frame too (the collar line); False: it stays 0 in
+    # training (then only the test-time tracking refinement moves it)
     torso: bool | str = "auto"  # torso sheet below the neck for shoulders/clothes (flame.torso); "auto":
     # when the parsed frames show clothes (or, unparsed, the matte reaches the bottom edge)
     checkpoint_every: int = 2000  # steps between checkpoints (0 = none)
@@ -56,10 +59,10 @@ def _tiny() -> ReconstructConfig:
 
 
 def _fast() -> ReconstructConfig:
-    # about 75 s of optimisation on one H200 (bench fit): inside the 2-minute end-to-end budget
+    # about 85 s of optimisation on one H200 (bench fit): inside the 2-minute end-to-end budget
     return ReconstructConfig(
-        resolution=512, steps=7500, batch_size=4, splats_per_face=2, checkpoint_every=2500,
-        densify=BindingStrategy(refine_start=500, refine_stop=5500, refine_every=100, reset_every=2500))
+        resolution=512, steps=9000, batch_size=4, splats_per_face=2, checkpoint_every=3000,
+        densify=BindingStrategy(refine_start=500, refine_stop=6000, refine_every=100, reset_every=2500))
 
 
 def _quality() -> ReconstructConfig:

@@ -26,18 +26,23 @@ from .metrics import ssim
 
 __all__ = ["RefineTrackingConfig", "refine_frame_params", "MOTION_FIELDS", "motion_optimizer"]
 
-#: The per-frame parameters that move (shape is the clip's identity and stays).
-MOTION_FIELDS = ("expr", "rotation", "jaw", "eyes", "translation")
+#: The per-frame parameters that move (shape is the clip's identity and stays). The tracker fits
+#: the head's rotation at FLAME's root; "neck" lets the photometric fit keep the base of the neck
+#: (the collar line) where the image has it while the head turns, and "torso" shifts the torso
+#: sheet on its own (``FlameParams.torso``): both start at zero.
+MOTION_FIELDS = ("expr", "rotation", "neck", "jaw", "eyes", "translation", "torso")
 #: Metres -> centimetres in the prior, so translation is weighed like expression units and radians.
-_PRIOR_SCALE = {"expr": 1.0, "rotation": 1.0, "jaw": 1.0, "eyes": 1.0, "translation": 100.0}
+_PRIOR_SCALE = {"expr": 1.0, "rotation": 1.0, "neck": 1.0, "jaw": 1.0, "eyes": 1.0, "translation": 100.0,
+                "torso": 100.0}
 
 
 def motion_optimizer(delta: dict[str, Tensor], lr_expr: float, lr_pose: float, lr_translation: float,
-                     fused: bool = False) -> torch.optim.Adam:
+                     lr_torso: float, fused: bool = False) -> torch.optim.Adam:
     """Adam over per-frame motion offsets (``MOTION_FIELDS``) with one rate per kind of unit."""
     return torch.optim.Adam([{"params": [delta["expr"]], "lr": lr_expr},
-                             {"params": [delta["rotation"], delta["jaw"], delta["eyes"]], "lr": lr_pose},
-                             {"params": [delta["translation"]], "lr": lr_translation}], fused=fused)
+                             {"params": [delta["rotation"], delta["neck"], delta["jaw"], delta["eyes"]], "lr": lr_pose},
+                             {"params": [delta["translation"]], "lr": lr_translation},
+                             {"params": [delta["torso"]], "lr": lr_torso}], fused=fused)
 
 
 @dataclasses.dataclass
@@ -47,6 +52,7 @@ class RefineTrackingConfig:
     lr_expr: float = 1e-2
     lr_pose: float = 1e-3  # radians
     lr_translation: float = 1e-4  # metres
+    lr_torso: float = 3e-4  # metres (starts at 0: the shoulders' shift is not tracked)
     w_prior: float = 1e-3  # squared distance to the tracked values (expression units / radians / cm)
     w_l1: float = 0.8
     w_dssim: float = 0.2
@@ -59,6 +65,7 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
     cfg = config or RefineTrackingConfig()
     dev = data.images.device
     frames = torch.as_tensor(frames, dtype=torch.long, device=dev).reshape(-1)
+    params = params.with_torso()
     bg = torch.tensor(background, device=dev, dtype=torch.float32)
     g0 = dataclasses.replace(avatar, **{f.name: getattr(avatar, f.name).detach() for f in dataclasses.fields(avatar)
                                         if isinstance(getattr(avatar, f.name), Tensor)})
@@ -67,7 +74,7 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
     for idx in tqdm(chunks, desc="refine tracking", disable=not progress, unit="chunk"):
         base = params[idx]
         delta = {k: torch.zeros_like(getattr(base, k), requires_grad=True) for k in MOTION_FIELDS}
-        opt = motion_optimizer(delta, cfg.lr_expr, cfg.lr_pose, cfg.lr_translation)
+        opt = motion_optimizer(delta, cfg.lr_expr, cfg.lr_pose, cfg.lr_translation, cfg.lr_torso)
         target, _ = data.targets(idx, bg)
         cams = data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])]
         for _ in range(cfg.steps):

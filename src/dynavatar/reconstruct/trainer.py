@@ -37,6 +37,12 @@ __all__ = ["FitResult", "fit_avatar", "attach_torso", "evaluate", "TrainingDiver
 logger = logging.getLogger("dynavatar.reconstruct")
 
 _REFINED = MOTION_FIELDS
+#: Joints the tracker leaves at zero whose training offsets are kept at zero mean: a constant offset
+#: is the canonical avatar's job (the splats absorb it); otherwise a neck bend traded against the
+#: root rotation becomes the avatar's rest pose, and every frame posed with tracked or another
+#: clip's parameters (neck 0) sits a few pixels off. (The torso's shift is centred once at the end:
+#: nothing trades against it.)
+_UNTRACKED = ("neck",)
 
 
 class TrainingDivergedError(DynavatarError):
@@ -164,7 +170,8 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     avatar = GaussianAvatar.init_on_mesh(model.faces.shape[0], cfg.splats_per_face, cfg.sh_degree, init_scale=0.5,
                                          init_opacity=0.5, jitter=0.2 if cfg.splats_per_face > 1 else 0.0,
                                          generator=gen, device=dev)
-    deltas = {k: torch.zeros_like(getattr(data.params, k)) for k in _REFINED} if cfg.refine_params else None
+    base = data.params.with_torso()  # every motion field present (the torso's shift starts at 0)
+    deltas = {k: torch.zeros_like(getattr(base, k)) for k in _REFINED} if cfg.refine_params else None
     if resume and ckpt_dir is not None and (ckpt_dir / "avatar.json").is_file() and not _same_config(ckpt_dir, cfg):
         logger.warning("%s was written with other settings; starting over instead of resuming", ckpt_dir)
         resume = False
@@ -183,7 +190,8 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     if deltas is not None:
         for v in deltas.values():
             v.requires_grad_(True)
-        opt_params = motion_optimizer(deltas, cfg.lr.expr, cfg.lr.pose, cfg.lr.translation, fused=fused)
+        opt_params = motion_optimizer(deltas, cfg.lr.expr, cfg.lr.pose, cfg.lr.translation, cfg.lr.torso,
+                                      fused=fused)
     state = DensifyState.zeros(avatar.num_splats, device=dev)
 
     def checkpoint(step: int) -> None:
@@ -202,7 +210,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         _decay_position_lr(opt, cfg, step)
         idx = train[torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=gen).to(train.device)]
         idx = dp.shard(idx)  # the same draw in every process; each renders its share
-        p = _frame_params(data.params, deltas, idx)
+        p = _frame_params(base, deltas, idx)
         verts = model(p, landmark_set=None, check_finite=False).vertices
         g = bind(avatar, verts, model.faces)
         out = renderer.render(g, data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])], background=bg)
@@ -229,6 +237,9 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         opt.step()
         if opt_params is not None:
             opt_params.step()
+            _zero_mean_(deltas, train, _UNTRACKED)
+            if not cfg.train_neck:
+                deltas["neck"].detach().zero_()
         avatar, state, info = densify_step(cfg.densify, state, avatar, opt, out, step, data.resolution,
                                            data.resolution, generator=gen,
                                            reduce_stats=dp.reduce_densify_stats)
@@ -241,14 +252,52 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         if cfg.checkpoint_every and step > start and step % cfg.checkpoint_every == 0:
             checkpoint(step)
     checkpoint(cfg.steps)
-    refined = data.params
+    refined = base
+    if deltas is not None and model.torso_vertices is not None:
+        model, deltas["torso"] = _centre_torso(model, deltas["torso"].detach(), data.train_idx)
     if deltas is not None:
-        refined = data.params.replace(**{k: getattr(data.params, k) + deltas[k].detach() for k in _REFINED})
+        refined = base.replace(**{k: getattr(base, k) + deltas[k].detach() for k in _REFINED})
         ev = data.eval_idx
         if len(ev):  # held-out frames keep their tracked parameters: they were never trained on
             refined = refined.replace(**{k: torch.where(_mask(ev, len(data.frame_index), dev)[:, None],
-                                                        getattr(data.params, k), getattr(refined, k)) for k in _REFINED})
+                                                        getattr(base, k), getattr(refined, k)) for k in _REFINED})
+        if model.torso_vertices is not None:  # ... and the torso shift their head's motion predicts
+            model, refined = _fit_torso_motion(model, refined, data.train_idx, ev)
     return FitResult(avatar.detach(), model, refined.detach(), history, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def _zero_mean_(deltas: dict[str, Tensor], train: Tensor, fields: tuple[str, ...]) -> None:
+    for k in fields:
+        d = deltas[k]
+        d[train] -= d[train].mean(0)
+
+
+def _fit_torso_motion(model: FlameModel, params: FlameParams, train: Tensor, held_out: Tensor
+                      ) -> tuple[FlameModel, FlameParams]:
+    """Fit ``flame.torso.fit_torso_motion`` on the training frames; held-out frames get its prediction."""
+    from ..flame.torso import fit_torso_motion
+
+    tr = params[train]
+    motion = fit_torso_motion(tr.translation, tr.rotation, tr.torso)
+    model = model.with_torso(model.torso_vertices, model.torso_faces, motion=motion)
+    torso = params.torso.clone()
+    if len(held_out):
+        torso[held_out] = model.predict_torso(params[held_out])
+    return model, params.replace(torso=torso)
+
+
+def _centre_torso(model: FlameModel, shift: Tensor, train_idx: Tensor) -> tuple[FlameModel, Tensor]:
+    """Move the torso sheet to the training frames' mean shift and make the shifts relative to it.
+
+    Bound splats follow a translated triangle exactly, so nothing renders differently; but a zero
+    shift (held-out frames before refinement, another clip's parameters) now means the average
+    shoulder position instead of the sheet's initial guess.  shift: [N, 3] -> (model, [N, 3])"""
+    mean = shift[train_idx].mean(0)  # [3]
+    model = model.with_torso(model.torso_vertices + mean, model.torso_faces)
+    out = shift - mean
+    out[_mask(train_idx, len(shift), shift.device).logical_not()] = 0  # untrained frames: the mean
+    return model, out
 
 
 def _mask(idx: Tensor, n: int, dev) -> Tensor:
