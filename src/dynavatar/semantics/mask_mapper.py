@@ -27,18 +27,47 @@ Design (and why):
   latent code over time (``box_grid_t`` nodes, read linearly: a video's head motion needs fine time
   detail) and low-frequency Fourier features of (t, pose) (the pose dependence is smooth): reading the
   3-D grid instead, it over-fitted the sparse bank (lips held-out IoU 0.85 vs 0.88, and 0.72 vs 0.81
-  on the synthetic avatar's lips).  The decoder then predicts the mask *inside that window* at
-  ``mask_size``, told the window's relative moments, and trained in the predicted windows (so it
-  learns to correct the head's small errors); ``paste_logits`` puts the logits back into the frame.
+  on the synthetic avatar's lips).  In a clip it adds a per-frame offset (see Frames).  Its own fit
+  runs ``box_steps`` = 1000 steps (300: 0.935 vs 0.950 on the talking lips below).  The decoder then
+  predicts the mask *inside that window* at ``mask_size``, told the window's relative moments, and
+  trained in the predicted windows (so it learns to correct the head's small errors); ``paste_logits``
+  puts the logits back into the frame.
   For lips the effective resolution grows by ~5-10x; hair's window stays near the full frame.
   ``crop=False`` keeps the window at the full frame (the format-/1 behaviour, for comparison).
-* **Frames.**  The exact route of a clip shows frame round(t (N - 1)): piecewise constant in t.  With
-  ``t_frames = N`` the codes are read at that frame's time, so the mapper need not average the
-  frames on either side of a node (synthetic avatar's lips: IoU 0.81 -> 0.92); the box head's time
-  code then has a node per frame (``box_per_frame``: in a talking clip the lips move every few
-  frames; an analytic "speech" clip of 160 frames: 0.57 with 32 nodes -> 0.78), and the bank's times
-  are spread evenly over the frames.  ``fit_mask_mapper`` sets it from the clip; with the default 0
-  the prediction is continuous in t.
+* **Frames (format /3).**  The exact route of a clip shows frame round(t (N - 1)): piecewise constant
+  in t.  With ``t_frames = N`` (``fit_mask_mapper`` sets it from the clip; with the default 0 the
+  prediction is continuous in t) the codes are read at that frame's time, so the mapper need not
+  average the frames on either side of a node (synthetic avatar's lips: IoU 0.81 -> 0.92).  A talking
+  clip's lips change shape every frame, and the held-out points are the clip's frames at *unseen
+  poses*, so the per-frame parameters must not be able to learn the pose:
+
+  - the decoder reads a code of the frame's own (``frame_codes [N, frame_latent]``, a small TV
+    ``frame_smooth_weight`` between neighbours for frames the bank misses) beside the grid's: inside
+    the window the shape at t is mostly the frame's, and ``grid_t`` nodes cannot follow a mouth that
+    opens and closes every 4-8 frames;
+  - the box head's smooth prediction (time code at ``box_grid_t`` nodes: head motion is slow) gets a
+    per-frame *offset* (``box_offsets [N, 4]``: a centre shift in units of the predicted spread, so
+    it foreshortens with the pose, and a log-spread; L2 ``box_offset_weight``).  A per-frame *code*
+    read by the head (``box_per_frame``, the format-/2 default), a per-frame pose shift or a per-frame
+    pose-dependent basis let the head fit each frame's two or three bank masks exactly and miss the
+    unseen poses (bank error 0.005 spreads, held-out 0.12): a lip is a few pixels thick, so its centre
+    must be right to a fraction of a pixel while it moves by ~3.5 spreads over the pitch range;
+  - the bank holds at least ``bank_per_frame`` = 3 masks of every frame (``bank_size`` is raised,
+    ``bank_total``), spread evenly over the frames, poses stratified.
+
+  Measured on the analytic talking-lips clip of the tests (``talk_route``: 240 frames at 25 fps whose
+  opening, width and corners follow 1-6 Hz sinusoids under a phrase envelope, slow head motion and
+  turn, lips 38 px wide and a few px thick at 192 px; "tiny" preset, 200 held-out (frame, unseen
+  pose), mean IoU): **0.75 before** (per-frame box code, 320 masks; 0.86 with 720) **-> 0.95**; without
+  the box offsets 0.85, with the old per-frame box code instead of them 0.87, without the decoder's
+  frame codes 0.91, with 2 masks per frame 0.93.  At the real clip's length (400 frames) with "fast":
+  0.81 -> 0.95 (min 0.32 -> 0.79).  An analytic "speech" clip (160 frames, opens every 5.3 frames, a
+  60-90 px ring at 128 px): 0.78 -> 0.88.  Unchanged where frames do not matter: lips ring with
+  continuous t 0.886 -> 0.894, ellipse pair 0.973 -> 0.973, synthetic avatar (24 frames, 13 masks per
+  frame) lips 0.923 -> 0.921, hair 0.860 -> 0.866.  Tried and left out: the frame's tracked motion
+  (jaw rotation + 10 expression coefficients, normalised) as decoder input beside or instead of its
+  free code: 0.952 / 0.951 vs 0.948 (400 frames, "fast"), no gain worth a second input; read by the
+  box head (with the head's rotation and translation): 0.87 vs 0.91, it over-fits like the code.
 * **Warp of a signed distance field, plus a smooth residual.** The sharp detail of a mask is already in
   the source mask; what changes with (t, p) is mostly motion and stretching. The decoder therefore
   predicts, at a quarter of the working resolution, a displacement field and a residual logit field;
@@ -84,9 +113,12 @@ __all__ = [
     "mask_moments", "source_crop_box", "boxes_from_moments", "crop_masks", "paste_logits",
 ]
 
-MASK_MAPPER_FORMAT = "dynavatar-mask-mapper/2"
+MASK_MAPPER_FORMAT = "dynavatar-mask-mapper/3"
 #: Layouts this version can no longer read, with what changed (for the error message).
 _OLD_FORMATS = {"dynavatar-mask-mapper/1": "the full-frame mapper from before region-centred crops"}
+#: Older layouts this version still reads: the config fields they predate, with the values that rebuild
+#: them exactly (format /3 added the decoder's per-frame codes and the box head's per-frame offsets).
+_COMPATIBLE_FORMATS = {"dynavatar-mask-mapper/2": {"frame_latent": 0, "box_frame_offset": False}}
 
 #: ``sample_fn(t [B], pose [B, P]) -> masks [B, H, W]`` — the exact route (renders the selected splats).
 SampleFn = Callable[[Tensor, Tensor], Tensor]
@@ -144,12 +176,20 @@ class MaskMapperConfig:
     #                               pixels per working pixel (capped by the exact route's own resolution)
     box_weight: float = 0.1  # weight of the box head's loss: Huber (1 px) of the window's error in working pixels
     box_bank: int = 1024  # bank points the box head sees per step (it is cheap: an MLP on few inputs)
-    box_steps: int = 300  # steps fitting the box head alone before the decoder's training
+    box_steps: int = 1000  # steps fitting the box head alone before the decoder's training (cheap: ~1-4 s on CPU)
     box_grid_t: int = 64  # nodes of the box head's own latent code over time (0 = Fourier features only) ...
-    box_per_frame: bool = True  # ... or, with t_frames > 1, one node per frame (a talking clip's lips move
-    #                             every few frames; speech route: 0.57 with 32 nodes, 0.76 with a node per frame)
+    box_per_frame: bool = False  # ... or, with t_frames > 1, one node per frame (format /2's default; with
+    #                              few bank masks per frame it learns the poses it saw, see "Frames")
     box_latent: int = 8  # its code length
     box_fourier: int = 2  # sin/cos octaves of the normalised (t, pose) the box head reads
+    # --- a clip's frames (t_frames > 1; see "Frames" in the module docstring) ---
+    frame_latent: int = 16  # length of the decoder's own code per frame (0 = none): the mouth's shape
+    #                         changes every frame of a talking clip, faster than grid_t nodes can follow
+    frame_smooth_weight: float = 1e-3  # TV weight between neighbouring frames' codes (fills frames with few
+    #                                    bank masks from their neighbours without blurring speech)
+    bank_per_frame: int = 3  # the bank holds at least this many masks per frame (bank_size is raised)
+    box_frame_offset: bool = True  # the box head adds a free per-frame offset to its smooth prediction
+    box_offset_weight: float = 1e-2  # L2 on those offsets (in units of the region's spread)
 
     def __post_init__(self) -> None:
         self.t_range = (float(self.t_range[0]), float(self.t_range[1]))
@@ -166,8 +206,8 @@ class MaskMapperConfig:
         self.crop_follow_scale = (float(self.crop_follow_scale[0]), float(self.crop_follow_scale[1]))
         if not 0.0 <= self.crop_follow_scale[0] <= self.crop_follow_scale[1]:
             raise ValueError(f"crop_follow_scale must be 0 <= lo <= hi, got {self.crop_follow_scale}")
-        if self.t_frames < 0 or self.box_grid_t < 0 or self.box_steps < 0:
-            raise ValueError("t_frames, box_grid_t and box_steps must be >= 0")
+        if min(self.t_frames, self.box_grid_t, self.box_steps, self.frame_latent, self.bank_per_frame) < 0:
+            raise ValueError("t_frames, box_grid_t, box_steps, frame_latent and bank_per_frame must be >= 0")
         if self.crop_max_aspect < 1.0 or self.bank_oversample <= 0.0 or self.crop_pad < 0.0 or self.crop_pad_px < 0.0:
             raise ValueError("crop_max_aspect >= 1, bank_oversample > 0 and crop_pad, crop_pad_px >= 0 are required")
 
@@ -175,6 +215,21 @@ class MaskMapperConfig:
     def box_time_nodes(self) -> int:
         """Nodes of the box head's time code (0: none)."""
         return self.t_frames if self.box_per_frame and self.t_frames > 1 else self.box_grid_t
+
+    @property
+    def box_offset_frames(self) -> int:
+        """Frames with a box offset of their own (0: none)."""
+        return self.t_frames if self.t_frames > 1 and self.box_frame_offset else 0
+
+    @property
+    def frame_code_frames(self) -> int:
+        """Frames with a decoder code of their own (0: none, the continuous-time mapper)."""
+        return self.t_frames if self.t_frames > 1 and self.frame_latent > 0 else 0
+
+    @property
+    def bank_total(self) -> int:
+        """Masks in the bank: bank_size, raised to bank_per_frame per frame of a clip."""
+        return max(self.bank_size, self.bank_per_frame * self.t_frames) if self.t_frames > 1 else self.bank_size
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -201,14 +256,15 @@ class MaskMapperConfig:
     @classmethod
     def preset(cls, name: str, **overrides) -> "MaskMapperConfig":
         """Named settings.  CPU training times measured on 1 busy core (the routes of the tests):
-        ``tiny`` ~10 s, ``fast`` (the defaults) ~40 s, ``quality`` several minutes (meant for a GPU;
+        ``tiny`` ~12 s, ``fast`` (the defaults) ~45 s, ``quality`` several minutes (meant for a GPU;
         pass ``device="cuda"`` to train_mask_mapper; 128-px working size there: ~25 s on an H200).
-        The exact route's bank renders come on top: bank_size x its cost per mask."""
+        The exact route's bank renders come on top: ``bank_total`` (bank_size, at least bank_per_frame
+        per frame of a clip: 1200 for 400 frames) x its cost per mask."""
         presets = {
             "tiny": dict(grid_t=8, grid_p=5, channels=16, steps=400, bank_size=320, val_size=0, batch_size=24,
                          box_grid_t=32),
             "fast": {},
-            "quality": dict(channels=32, steps=3000, bank_size=1536, batch_size=48, box_grid_t=128),
+            "quality": dict(channels=32, steps=3000, bank_size=1536, batch_size=48, box_grid_t=128, box_steps=2000),
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
@@ -537,7 +593,9 @@ class MaskMapper(nn.Module):
     codes (+ Fourier features, + the window's relative moments) to FiLM parameters, a small decoder at
     S/8 -> S/4 with a flow head and a residual head, one log-sharpness scalar, and the box head (an
     MLP from its own 1-D time code ``box_codes`` and Fourier features of (t, pose) to the region's
-    moments relative to the source's, whitened by the ``box_mean``/``box_scale`` buffers).
+    moments relative to the source's, whitened by the ``box_mean``/``box_scale`` buffers).  In a clip
+    (``t_frames`` > 1) also a code per frame for the decoder (``frame_codes``) and a moment offset per
+    frame for the box head (``box_offsets``); None otherwise.
     The source used in training is kept as buffers (its crop at working resolution, its window, its
     moments and its frame size) so that ``predict(t, pose)`` works without it.
     """
@@ -548,12 +606,16 @@ class MaskMapper(nn.Module):
         self.config = cfg
         c, P, L, Hd = cfg.channels, cfg.pose_dim, cfg.latent_dim, cfg.hidden
         self.codes = nn.Parameter(torch.zeros(*cfg.grid_shape, L))  # [Gt, Gp, ..., L]
+        nf = cfg.frame_code_frames  # a clip: the decoder's own code per frame [N, Lf]
+        self.frame_codes = nn.Parameter(torch.zeros(nf, cfg.frame_latent)) if nf else None
         self.encoder = _Encoder(c)
-        z_dim = 2 * L + 2 * (1 + P) * 2 * cfg.fourier_freqs
+        z_dim = 2 * L + 2 * (1 + P) * 2 * cfg.fourier_freqs + (cfg.frame_latent if nf else 0)
         self.cond = nn.Sequential(nn.Linear(z_dim + 4, Hd), nn.SiLU(), nn.Linear(Hd, Hd),
                                   nn.SiLU(), nn.Linear(Hd, 2 * (2 * c) + 2 * c))
         # the box head's own 1-D code over time (the pose dependence is smooth: Fourier features)
         self.box_codes = nn.Parameter(torch.zeros(max(cfg.box_time_nodes, 2), cfg.box_latent))
+        nb = cfg.box_offset_frames
+        self.box_offsets = nn.Parameter(torch.zeros(nb, 4)) if nb else None  # [N, 4] per frame
         bz = cfg.box_latent * (cfg.box_time_nodes > 0) + (1 + P) * (1 + 2 * cfg.box_fourier)
         self.box_head = nn.Sequential(nn.Linear(bz, Hd), nn.SiLU(), nn.Linear(Hd, Hd), nn.SiLU(), nn.Linear(Hd, 4))
         self.dec8 = _conv(2 * c, 2 * c)
@@ -591,17 +653,25 @@ class MaskMapper(nn.Module):
             x = torch.cat([(x[:, :1] * (n - 1)).round() / (n - 1), x[:, 1:]], dim=1)
         return x
 
+    def _frame_index(self, x: Tensor) -> Tensor:
+        """Normalised coordinates [B, D] -> the clip frame the exact route shows [B] (t_frames > 1)."""
+        n = self.config.t_frames
+        return (x[:, 0] * (n - 1)).round().long().clamp(0, n - 1)
+
     def latent(self, t: Tensor, pose: Tensor) -> Tensor:
         """The bilinear (multi-linear) read-out of the latent grid: t [B], pose [B, P] -> [B, L]."""
         return multilinear_read(self.codes, self.normalise(t, pose))
 
     def _latent_inputs(self, t: Tensor, pose: Tensor, t0: Tensor, pose0: Tensor) -> Tensor:
         """What the FiLM MLP reads (beside the window's relative moments): both grid codes + Fourier
-        features -> [B, Z]."""
+        features, and in a clip the target frame's own code -> [B, Z]."""
         x, x0 = self.normalise(t, pose), self.normalise(t0, pose0)  # [B, D]
         nf = self.config.fourier_freqs
-        return torch.cat([multilinear_read(self.codes, x), multilinear_read(self.codes, x0),
-                          fourier_features(x, nf), fourier_features(x0, nf)], dim=1)
+        parts = [multilinear_read(self.codes, x), multilinear_read(self.codes, x0),
+                 fourier_features(x, nf), fourier_features(x0, nf)]
+        if self.frame_codes is not None:
+            parts.append(self.frame_codes[self._frame_index(x)])
+        return torch.cat(parts, dim=1)
 
     def box_delta(self, t: Tensor, pose: Tensor) -> Tensor:
         """Box head: t [B], pose [B, P] -> the region's moments relative to the source's [B, 4]
@@ -612,7 +682,12 @@ class MaskMapper(nn.Module):
         parts = [x, fourier_features(x, self.config.box_fourier)]
         if self.config.box_time_nodes > 0:
             parts.insert(0, multilinear_read(self.box_codes, x[:, :1]))
-        return self.box_mean + self.box_scale * self.box_head(torch.cat(parts, dim=1))
+        delta = self.box_mean + self.box_scale * self.box_head(torch.cat(parts, dim=1))
+        if self.box_offsets is not None:  # the frame's own offset: centre in units of the region's spread
+            o = self.box_offsets[self._frame_index(x)]
+            ds = delta[:, 2:] + o[:, 2:]
+            delta = torch.cat([delta[:, :2] + o[:, :2] * ds.exp(), ds], dim=1)
+        return delta
 
     def boxes_from_delta(self, delta: Tensor, src: _Source) -> Tensor:
         """Relative moments [B, 4] -> windows [B, 4] carried from the source's."""
@@ -802,11 +877,12 @@ class MaskMapper(nn.Module):
         fmt = meta.get("format")
         if fmt in _OLD_FORMATS:
             raise MaskMapperError(f"{path}: format {fmt!r} is {_OLD_FORMATS[fmt]}; this version reads "
-                                  f"{MASK_MAPPER_FORMAT!r} only — re-train it (train_mask_mapper, Avatar.mask_mapper)")
-        if fmt != MASK_MAPPER_FORMAT:
+                                  f"{sorted([MASK_MAPPER_FORMAT, *_COMPATIBLE_FORMATS])} only — re-train it "
+                                  "(train_mask_mapper, Avatar.mask_mapper)")
+        if fmt != MASK_MAPPER_FORMAT and fmt not in _COMPATIBLE_FORMATS:
             raise MaskMapperError(f"{path}: format {fmt!r}, expected {MASK_MAPPER_FORMAT!r}")
         try:
-            cfg = MaskMapperConfig.from_dict(json.loads(meta["config"]))
+            cfg = MaskMapperConfig.from_dict({**_COMPATIBLE_FORMATS.get(fmt, {}), **json.loads(meta["config"])})
         except Exception as exc:  # noqa: BLE001
             raise MaskMapperError(f"{path}: unreadable config in the header ({exc})") from exc
         mapper = cls(cfg).to(device)
@@ -947,7 +1023,7 @@ def train_mask_mapper(sample_fn: SampleFn, config: MaskMapperConfig | None = Non
         src_mask = src_mask[0]
     side = bank_side(src_mask, cfg)
     if bank is None:
-        bt, bp = bank_points(cfg, cfg.bank_size, gen, cfg.bank_jitter_fraction)
+        bt, bp = bank_points(cfg, cfg.bank_total, gen, cfg.bank_jitter_fraction)
         targets = render_bank(sample_fn, bt, bp, None, cfg.render_batch, progress, max_side=side)
     else:
         bt, bp = bank[0].float().reshape(-1), bank[1].float().reshape(-1, cfg.pose_dim)
@@ -995,12 +1071,16 @@ def train_mask_mapper(sample_fn: SampleFn, config: MaskMapperConfig | None = Non
     def bank_box_loss() -> Tensor:
         """The box head on (a large draw of) the whole bank."""
         bi = valid_idx[torch.randperm(valid_idx.shape[0], generator=gen)[:cfg.box_bank].to(device)]
-        return box_loss_of(mapper.box_delta(bt[bi], bp[bi]), bi)
+        loss = box_loss_of(mapper.box_delta(bt[bi], bp[bi]), bi)
+        if mapper.box_offsets is not None:
+            loss = loss + cfg.box_offset_weight * mapper.box_offsets.pow(2).sum(1).mean()
+        return loss
 
     use_box = cfg.crop and valid_idx.shape[0] > 0
     if use_box and cfg.box_steps > 0:  # fit the (cheap) box head first: the decoder's windows come from it
         clock = time.perf_counter()
-        bopt = torch.optim.Adam([{"params": [mapper.box_codes], "lr": cfg.lr * cfg.grid_lr_scale},
+        box_grid = [mapper.box_codes] + ([mapper.box_offsets] if mapper.box_offsets is not None else [])
+        bopt = torch.optim.Adam([{"params": box_grid, "lr": cfg.lr * cfg.grid_lr_scale},
                                  {"params": list(mapper.box_head.parameters()), "lr": cfg.lr}])
         bsched = torch.optim.lr_scheduler.LambdaLR(
             bopt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.box_steps) / cfg.box_steps)))
@@ -1012,8 +1092,9 @@ def train_mask_mapper(sample_fn: SampleFn, config: MaskMapperConfig | None = Non
             bsched.step()
         history.box_seconds = time.perf_counter() - clock
 
-    grid_params = [mapper.codes, mapper.box_codes]
-    other = [p for n, p in mapper.named_parameters() if n not in ("codes", "box_codes")]
+    grid_names = ("codes", "box_codes", "frame_codes", "box_offsets")
+    grid_params = [p for n, p in mapper.named_parameters() if n in grid_names]
+    other = [p for n, p in mapper.named_parameters() if n not in grid_names]
     opt = torch.optim.Adam([{"params": grid_params, "lr": cfg.lr * cfg.grid_lr_scale},
                             {"params": other, "lr": cfg.lr}])
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -1040,6 +1121,8 @@ def train_mask_mapper(sample_fn: SampleFn, config: MaskMapperConfig | None = Non
         dice = soft_dice_loss(torch.sigmoid(logits) * w, tgt * w)
         tv = grid_tv(mapper.codes, D) + grid_tv(mapper.box_codes, 1)
         loss = bce + cfg.dice_weight * dice + cfg.smooth_weight * tv + cfg.box_weight * box_loss
+        if mapper.frame_codes is not None:
+            loss = loss + cfg.frame_smooth_weight * grid_tv(mapper.frame_codes, 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
