@@ -16,7 +16,7 @@ def test_demo_writes_video_and_sheet(tmp_path):
     r = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "demo"), "--head", str(head), "--frames", "4",
                                   "--resolution", "64", "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert "not yet in the demo" in r.output and "fitting skipped" in r.output  # honest about what ran
+    assert "fitting and the text edit skipped" in r.output  # honest about what ran
     frames = iio.imread(tmp_path / "demo" / "demo.mp4")
     assert frames.shape == (4, 64, 64, 3)
     sheet = iio.imread(tmp_path / "demo" / "contact_sheet.png")
