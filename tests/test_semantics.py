@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -161,3 +163,20 @@ def test_mask_mapper_learns_the_exact_route_of_an_avatar(head):
     # CPU-sized here (measured 0.80); the GPU run with the "fast" preset on a real avatar is the
     # judged number (see the closing note).
     assert ev["iou_mean"] >= 0.75
+
+
+def test_group_iou_and_group_argmax_against_hand_made_maps():
+    from dynavatar.semantics.metrics import group_argmax, group_iou
+
+    probs = np.zeros((NUM_LABELS, 2, 3), np.float32)
+    probs[label_index("skin")] = 0.4
+    probs[label_index("upper_lip")] = probs[label_index("lower_lip")] = 0.3  # lips as a group win everywhere...
+    probs[:, 1, 2] = 0
+    probs[label_index("hair"), 1, 2] = 1.0  # ...except one hair pixel
+    got = group_argmax(probs)
+    assert (got[0] == label_index("upper_lip")).all() and got[1, 2] == label_index("hair")
+    assert (probs.argmax(0)[0] == label_index("skin")).all()  # the plain argmax splits the lips
+    truth = np.full((2, 3), label_index("lower_lip"))
+    truth[1, 2] = truth[0, 0] = label_index("skin")
+    iou = group_iou(got, truth)  # lips: 4 shared of 5 predicted / 4 true; skin and hair: no overlap
+    assert iou["lips"] == 4 / 5 and iou["hair"] == 0.0 and iou["skin"] == 0.0 and np.isnan(iou["eyes"])

@@ -100,11 +100,11 @@ def _psnr_without_clothes(avatar) -> float | None:
 
 def _label_iou(avatar) -> dict:
     """Mean over held-out frames of rendered-label vs parser IoU per label group."""
-    from ..semantics.metrics import group_iou
+    from ..semantics.metrics import group_argmax, group_iou
 
     if avatar.data.parsing is None or not avatar.has_labels:
         return {}
-    ious = [group_iou(avatar.render_masks(frame=i).argmax(0), avatar.data.parsing[i].cpu().numpy())
+    ious = [group_iou(group_argmax(avatar.render_masks(frame=i)), avatar.data.parsing[i].cpu().numpy())
             for i in avatar.data.eval_idx.tolist()]
     return {k: float(np.nanmean([d[k] for d in ious])) for k in ious[0]} if ious else {}
 

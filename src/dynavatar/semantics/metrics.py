@@ -6,7 +6,7 @@ import numpy as np
 
 from ..perceive.labels import label_index
 
-__all__ = ["LABEL_GROUPS", "group_iou"]
+__all__ = ["LABEL_GROUPS", "group_iou", "group_argmax"]
 
 # The groups the issue judges: lips are one group (upper + lower), as a person would draw them.
 LABEL_GROUPS: dict[str, tuple[str, ...]] = {
@@ -25,3 +25,18 @@ def group_iou(pred: np.ndarray, truth: np.ndarray, groups: dict[str, tuple[str, 
         union = (p | t).sum()
         out[name] = float((p & t).sum() / union) if union else float("nan")
     return out
+
+
+def group_argmax(probs: np.ndarray, groups: dict[str, tuple[str, ...]] | None = None) -> np.ndarray:
+    """Label map of rendered label probabilities ``[K, H, W]`` where each group's channels count
+    together: a pixel that is 40 % skin, 30 % upper and 30 % lower lip is lips, as a person asking for
+    "the lips" would draw it (a plain argmax calls it skin and thins every two-part region at its
+    seams). Each pixel gets the first label of its winning group (or the winning ungrouped label).
+    -> int [H, W]"""
+    groups = groups or LABEL_GROUPS
+    members = [[label_index(n) for n in labs] for labs in groups.values()]
+    grouped = {k for idx in members for k in idx}
+    rest = [k for k in range(probs.shape[0]) if k not in grouped]
+    scores = np.stack([probs[idx].sum(0) for idx in members] + [probs[k] for k in rest])  # [G + R, H, W]
+    label_of = np.array([idx[0] for idx in members] + rest)
+    return label_of[scores.argmax(0)]
