@@ -5,6 +5,12 @@ splats to the posed triangles, render, compare with the matted frame (L1 + D-SSI
 binding regularisers of GaussianAvatars (splats stay near and small relative to their triangle),
 step Adam, densify with the binding-aware strategy. Checkpoints are written every N steps and a
 run resumes from the last one; a NaN/inf stops the run after saving the last good state.
+
+The per-frame motion that is refined (``refine_tracking.MOTION_FIELDS``) includes two things the
+landmark tracker does not fit: a neck bend (kept at zero mean, see ``_UNTRACKED``) and a shift of
+the torso sheet (centred at the end, then predicted from the head's motion for frames that have
+none: ``_fit_torso_motion``). Under ``accelerate launch`` the processes split each step's frames
+(``distributed.py``).
 """
 
 from __future__ import annotations
