@@ -175,3 +175,31 @@ def test_several_faces_follow_the_largest(real_clip):
     ds = preprocess(v, tmp / "two", progress=False)
     assert ds.n_faces.max() >= 1
     assert (ds.lmk_orig[:, 1, 0] < 512).all(), "followed the wrong (smaller) face"
+
+
+def test_parallel_parsing_matches_serial_and_shares_the_cache(tmp_path):
+    """Crops are parsed in worker processes (spawned) when the clip is long enough; the label maps
+    must be the serial ones, and the worker count is not part of the cache key."""
+    from conftest import REAL_DATA
+
+    from dynavatar.perceive import PreprocessConfig
+
+    path = REAL_DATA / "wojtek_512.mp4"
+    if not path.is_file():
+        pytest.skip("real shared data not available")
+    runs = {}
+    for workers in (1, 2):
+        cfg = PreprocessConfig(resolution=192, max_frames=36, workers=workers)
+        ds = preprocess(path, tmp_path / f"w{workers}", config=cfg, progress=False)
+        runs[workers] = np.stack([ds.parsing(k) for k in range(len(ds))])
+    assert runs[1].shape == (36, 192, 192) and len(np.unique(runs[1])) > 5
+    np.testing.assert_array_equal(runs[1], runs[2])
+
+    class Boom:
+        name = "boom"
+
+        def detect(self, image):
+            raise AssertionError("recomputed instead of using the cache")
+
+    cfg = PreprocessConfig(resolution=192, max_frames=36, workers=3)
+    assert len(preprocess(path, tmp_path / "w1", config=cfg, detector=Boom(), progress=False)) == 36
