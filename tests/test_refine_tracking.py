@@ -14,7 +14,8 @@ from dynavatar.render.cameras import Cameras
 from dynavatar.render.torch_renderer import TorchRenderer
 
 
-def test_refinement_recovers_perturbed_pose_and_expression():
+def _scene():
+    """A textured avatar of the default head rendered at two known poses (the truth)."""
     torch.manual_seed(0)
     model = FlameModel.load()
     renderer = TorchRenderer()
@@ -31,6 +32,11 @@ def test_refinement_recovers_perturbed_pose_and_expression():
         out = renderer.render(bind(avatar, verts, model.faces), cams, background=torch.zeros(3))
     data = TrainData((out.rgb.clamp(0, 1) * 255).round().byte(), (out.alpha[..., 0].clamp(0, 1) * 255).round().byte(),
                      cams, truth, np.arange(n), torch.arange(0), torch.arange(n))
+    return model, renderer, avatar, data, truth, cams, n
+
+
+def test_refinement_recovers_perturbed_pose_and_expression():
+    model, renderer, avatar, data, truth, cams, n = _scene()
     off = truth.replace(rotation=truth.rotation + torch.tensor([0.04, -0.05, 0.02]),
                         translation=truth.translation + torch.tensor([0.004, -0.003, 0.0]),
                         expr=truth.expr + 0.3 * torch.randn_like(truth.expr) * (torch.arange(truth.expr.shape[1]) < 10))
@@ -54,3 +60,26 @@ def test_refinement_recovers_perturbed_pose_and_expression():
 
     assert mesh_err(fixed) < 0.3 * mesh_err(off), (mesh_err(fixed), mesh_err(off))
     assert torch.equal(fixed.shape, off.shape)  # identity never moves
+
+
+def test_a_frame_whose_refinement_diverges_keeps_its_tracked_motion():
+    """A chunk whose loss turns NaN (here: the renderer returns NaN for frame 1) must not write NaN
+    motion; that frame keeps its tracked values while the others are refined."""
+    model, renderer, avatar, data, truth, cams, n = _scene()
+    off = truth.replace(rotation=truth.rotation + torch.tensor([0.04, -0.05, 0.02]))
+
+    class NaNForFrame1:
+        def render(self, g, cam, background):
+            out = renderer.render(g, cam, background=background)
+            if torch.equal(cam.viewmats.reshape(-1, 4, 4)[0], bad_cam) and cam.viewmats.reshape(-1, 4, 4).shape[0] == 1:
+                out.rgb = out.rgb * torch.nan
+            return out
+
+    cams.viewmats[1, 0, 3] += 1e-4  # frame 1's camera differs (by a 0.1 mm shift) so the renderer can tell
+    bad_cam = cams.viewmats[1].clone()
+    cfg = RefineTrackingConfig(steps=10, chunk=1, lr_pose=3e-3)
+    fixed = refine_frame_params(avatar, model, off, data, torch.arange(n), NaNForFrame1(), cfg)
+    for name, t in fixed.fields():
+        assert torch.isfinite(t).all(), name
+    assert torch.equal(fixed.rotation[1], off.rotation[1]) and torch.equal(fixed.expr[1], off.expr[1])
+    assert not torch.equal(fixed.rotation[0], off.rotation[0])  # frame 0 was refined
