@@ -44,7 +44,7 @@ from .plan import EditPlan
 from .splat_recolour import recolour_splats, splat_region_weight, splat_visibility
 
 __all__ = ["EditConfig", "EditResult", "region_selection", "region_masks", "render_views", "prepare_region",
-           "region_optimizer", "restore_outside", "recolour_region", "edit_splats"]
+           "region_optimizer", "restore_outside", "region_step", "recolour_region", "edit_splats"]
 
 logger = logging.getLogger("dynavatar.edit")
 
@@ -163,6 +163,21 @@ def restore_outside(g: GaussianAvatar, frozen: dict[str, Tensor], sel: Tensor) -
         v[~sel] = frozen[k][~sel]
 
 
+def region_step(loss: Tensor, opt: torch.optim.Optimizer, g: GaussianAvatar, frozen: dict[str, Tensor], sel: Tensor,
+                step: int, steps: int, history: list[dict], bar, what: str) -> None:
+    """One optimiser step on the region's splats (the IDU and SDS loops share it): stop on a
+    non-finite loss, step, put everything outside the region back, log every 20 steps."""
+    if not torch.isfinite(loss):
+        raise DynavatarError(f"{what} loss became {loss.item()} at step {step}; lower the learning rates")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    restore_outside(g, frozen, sel)
+    if step % 20 == 0 or step == steps - 1:
+        history.append({"step": step, "loss": loss.item()})
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+
+
 @torch.no_grad()
 def recolour_region(g: GaussianAvatar, sel: Tensor, plan: EditPlan, editor: PaletteEditor, model: FlameModel,
                     params: FlameParams, cameras: Cameras, views: list[View], renderer) -> GaussianAvatar:
@@ -226,13 +241,5 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
             opt_d.step()
             if step >= cfg.adv_start:
                 loss = loss + cfg.w_adv * generator_loss(disc, pred, m)
-        if not torch.isfinite(loss):
-            raise DynavatarError(f"edit loss became {loss.item()} at step {step}; lower the learning rates")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        restore_outside(g, frozen, sel)
-        if step % 20 == 0 or step == cfg.steps - 1:
-            history.append({"step": step, "loss": loss.item()})
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        region_step(loss, opt, g, frozen, sel, step, cfg.steps, history, bar, "edit")
     return EditResult(g.detach(), views, sel, history, time.perf_counter() - t0, recoloured)

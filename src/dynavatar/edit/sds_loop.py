@@ -18,12 +18,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import DynavatarError
 from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar
 from ..render.cameras import Cameras
 from .keyframes import View, farthest_point_keyframes
-from .loop import EditResult, prepare_region, region_masks, region_optimizer, render_views, restore_outside
+from .loop import EditResult, prepare_region, region_masks, region_optimizer, region_step, render_views
 from .plan import EditPlan
 
 __all__ = ["SDSEditConfig", "edit_splats_sds"]
@@ -83,16 +82,8 @@ def edit_splats_sds(gaussians: GaussianAvatar, model: FlameModel, params: FlameP
         loss = guidance.loss(pred, [math.degrees(v.yaw) for v in vs], [0.0] * len(vs),
                              [time_of(v.frame) for v in vs], step, cfg.steps, m, prompt=prompt,
                              negative=plan.negative_prompt)
-        if not torch.isfinite(loss):
-            raise DynavatarError(f"SDS loss became {loss.item()} at step {step}; lower the learning rates")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        restore_outside(g, frozen, sel)
+        region_step(loss, opt, g, frozen, sel, step, cfg.steps, history, bar, "SDS")
         views_seen += vs
-        if step % 20 == 0 or step == cfg.steps - 1:
-            history.append({"step": step, "loss": loss.item()})
-            bar.set_postfix(loss=f"{loss.item():.4f}")
     if cfg.personalise_steps > 0:
         guidance.remove_lora()
     return EditResult(g.detach(), views_seen[:32], sel, history, time.perf_counter() - t0)
