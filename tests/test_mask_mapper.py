@@ -388,21 +388,27 @@ def test_held_out_iou(trained):
     assert history.loss[-1] < history.loss[0]
 
 
+def _train_and_score(route, cfg: MaskMapperConfig, n_held_out: int, name: str, size: int):
+    """Train on ``route`` from its mask at (t=0, frontal) and score ``n_held_out`` unseen (t, pose).
+    -> (evaluate_mask_mapper's result, IoU of the unmoved source mask [n], region areas [n])"""
+    src = route(torch.zeros(1), torch.zeros(1, 2))[0]
+    mapper, history = train_mask_mapper(route, cfg, src_mask=src, t0=0.0, pose0=[0.0, 0.0], progress=False)
+    ts, poses = _held_out(n_held_out, seed=123)
+    res = evaluate_mask_mapper(mapper, route, ts, poses)
+    targets = route(ts, poses)
+    identity = mask_iou(src.expand_as(targets), targets)
+    area = targets.flatten(1).sum(1)
+    print(f"\n{name} held-out IoU mean {res['iou_mean']:.4f} min {res['iou_min']:.4f} (region {area.min():.0f}-"
+          f"{area.max():.0f} px of {size}^2); identity baseline {identity.mean():.4f}; box fit "
+          f"{history.box_seconds:.1f} s, train {history.train_seconds:.1f} s, bank {tuple(history.bank_shape)}")
+    return res, identity, area
+
+
 def test_lips_sized_region_held_out_iou():
     """A region a few pixels tall (lips_route) at the same CPU budget as the large one ("tiny").  The
     full-frame mapper (format /1, ``crop=False``) scored 0.64 mean here: at 64 working pixels the lips
     are 2-4 px tall.  In its window they are ~40 px tall (measured: 0.88 mean)."""
-    cfg = MaskMapperConfig.preset("tiny")
-    src = lips_route(torch.zeros(1), torch.zeros(1, 2))[0]
-    mapper, history = train_mask_mapper(lips_route, cfg, src_mask=src, t0=0.0, pose0=[0.0, 0.0], progress=False)
-    ts, poses = _held_out(100, seed=123)
-    res = evaluate_mask_mapper(mapper, lips_route, ts, poses)
-    targets = lips_route(ts, poses)
-    identity = mask_iou(src.expand_as(targets), targets)
-    area = targets.flatten(1).sum(1)
-    print(f"\nlips held-out IoU mean {res['iou_mean']:.4f} min {res['iou_min']:.4f} (region {area.min():.0f}-"
-          f"{area.max():.0f} px of {SIZE}^2); identity baseline {identity.mean():.4f}; box fit "
-          f"{history.box_seconds:.1f} s, train {history.train_seconds:.1f} s, bank {tuple(history.bank_shape)}")
+    res, identity, area = _train_and_score(lips_route, MaskMapperConfig.preset("tiny"), 100, "lips", SIZE)
     assert float(area.max()) < 0.02 * SIZE * SIZE  # lips-sized indeed
     assert res["iou_mean"] >= 0.85
     assert res["iou_min"] >= 0.5
@@ -417,16 +423,8 @@ def test_talking_clip_lips_held_out_iou():
     masks).  Measured now: 0.95 mean, min 0.76."""
     cfg = MaskMapperConfig.preset("tiny", t_frames=TALK_FRAMES)
     assert cfg.bank_total == 3 * TALK_FRAMES  # tiny's 320 masks raised to 3 per frame
-    src = talk_route(torch.zeros(1), torch.zeros(1, 2))[0]
-    mapper, history = train_mask_mapper(talk_route, cfg, src_mask=src, t0=0.0, pose0=[0.0, 0.0], progress=False)
-    ts, poses = _held_out(200, seed=123)  # every frame is in the bank, these poses are not
-    res = evaluate_mask_mapper(mapper, talk_route, ts, poses)
-    targets = talk_route(ts, poses)
-    identity = mask_iou(src.expand_as(targets), targets)
-    area = targets.flatten(1).sum(1)
-    print(f"\ntalking lips held-out IoU mean {res['iou_mean']:.4f} min {res['iou_min']:.4f} (region "
-          f"{area.min():.0f}-{area.max():.0f} px of {TALK_SIZE}^2); identity baseline {identity.mean():.4f}; "
-          f"box fit {history.box_seconds:.1f} s, train {history.train_seconds:.1f} s")
+    # every frame is in the bank, the held-out poses are not
+    res, identity, area = _train_and_score(talk_route, cfg, 200, "talking lips", TALK_SIZE)
     assert float(area.max()) < 0.02 * TALK_SIZE ** 2  # lips-sized
     assert res["iou_mean"] >= 0.92
     assert res["iou_min"] >= 0.6

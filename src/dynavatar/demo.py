@@ -82,11 +82,12 @@ def _edit_demo(avatar, out: Path, progress: bool) -> str:
     """Label the splats, apply "red hair", write before/after held-out frames; -> a summary line."""
     import imageio.v3 as iio
 
+    from .edit.loop import EditConfig
+    from .perceive.labels import label_index
+
     t0 = time.perf_counter()
     avatar.label_splats(progress=progress)
     hair = avatar.select("hair")
-    from .edit.loop import EditConfig
-
     # the palette edit recolours the hair splats directly; a short fine-tune is enough for a demo
     edited = avatar.edit("red hair", editor="palette", refiner="rules", config=EditConfig(steps=100),
                          progress=progress)
@@ -95,8 +96,6 @@ def _edit_demo(avatar, out: Path, progress: bool) -> str:
     after = [edited.render(frame=i) for i in frames]
     iio.imwrite(out / "edit_red_hair.png", np.concatenate([np.concatenate(before, 1), np.concatenate(after, 1)], 0))
     masks = [avatar.render_masks(frame=i) for i in frames]
-    from .perceive.labels import label_index
-
     outside = [np.abs(a.astype(float) - b.astype(float))[m[label_index("hair")] < 0.05].mean()
                for a, b, m in zip(before, after, masks)]
     return (f'text edit "red hair" (rule refiner, palette editor) on {int(hair.sum())} hair splats in '

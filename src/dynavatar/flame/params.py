@@ -92,8 +92,11 @@ class FlameParams:
         return dict(self.fields())
 
     @classmethod
-    def from_dict(cls, d: dict[str, Tensor]) -> "FlameParams":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d or f.name not in cls._OPTIONAL})
+    def from_dict(cls, d: dict[str, Tensor], prefix: str = "") -> "FlameParams":
+        """Inverse of ``to_dict``; with ``prefix`` the fields are read from ``d[prefix + name]`` (a
+        safetensors file holding other tensors too). Optional fields may be absent."""
+        return cls(**{f.name: d[prefix + f.name] for f in dataclasses.fields(cls)
+                      if prefix + f.name in d or f.name not in cls._OPTIONAL})
 
     def validate(self, n_shape: int | None = None, n_expr: int | None = None, check_finite: bool = True) -> None:
         """Raise InvalidParametersError for wrong shapes or NaN/inf, naming the field."""

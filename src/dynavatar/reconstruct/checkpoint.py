@@ -61,6 +61,6 @@ def load_state(folder: str | os.PathLike, device: str | torch.device = "cpu"):
     avatar = GaussianAvatar(**{k: t[f"avatar.{k}"] for k in fields}, sh_degree=int(meta["sh_degree"]))
     params = None
     if "params.shape" in t:
-        params = FlameParams.from_dict({k[len("params."):]: v for k, v in t.items() if k.startswith("params.")})
+        params = FlameParams.from_dict(t, prefix="params.")
     extra = {k[6:]: v for k, v in t.items() if k.startswith("extra.")}
     return avatar, params, meta, extra

@@ -209,8 +209,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
 
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), desc="fit avatar", disable=not (progress and dp.is_main), unit="step",
-               initial=start,
-               total=cfg.steps)
+               initial=start, total=cfg.steps)
     train = data.train_idx
     for step in bar:
         _decay_position_lr(opt, cfg, step)

@@ -88,7 +88,7 @@ class TrackingResult:
             raise DynavatarError(f"{path} holds no readable tracking result ({exc}); run `dynavatar track` again") from exc
         if meta.get("format") != TRACKING_FORMAT:
             raise DynavatarError(f"{path}: unknown tracking format {meta.get('format')!r}")
-        params = FlameParams.from_dict({k[len("params."):]: v for k, v in t.items() if k.startswith("params.")})
+        params = FlameParams.from_dict(t, prefix="params.")
         cams = Cameras(t["cameras.viewmats"], t["cameras.Ks"], int(meta["width"]), int(meta["height"]))
         return cls(params=params, cameras=cams, frame_index=t["frame_index"].numpy(), crop=t["crop"].numpy(),
                    detected=t["detected"].numpy(), landmarks_2d=t["landmarks_2d"].numpy(),
