@@ -180,3 +180,53 @@ def test_group_iou_and_group_argmax_against_hand_made_maps():
     truth[1, 2] = truth[0, 0] = label_index("skin")
     iou = group_iou(got, truth)  # lips: 4 shared of 5 predicted / 4 true; skin and hair: no overlap
     assert iou["lips"] == 4 / 5 and iou["hair"] == 0.0 and iou["skin"] == 0.0 and np.isnan(iou["eyes"])
+
+
+def test_refined_labels_render_thin_regions_better_on_unseen_frames(head):
+    """Votes blur twice (footprint in, footprint out): fitting the rendered labels to the parsed
+    frames sharpens them. Judged on frames the refinement never saw, on the lips (thin) and overall;
+    splats that no frame shows keep their labels exactly."""
+    from dynavatar.semantics import refine_labels
+    from dynavatar.semantics.metrics import group_argmax, group_iou
+
+    model, params, renderer, res = head
+    maps = torch.from_numpy(render_label_maps(model, params, renderer, res))
+    cams = crop_camera(res)
+    cams = Cameras(cams.viewmats.expand(8, 4, 4), cams.Ks.expand(8, 3, 3), res, res)
+    avatar = GaussianAvatar.init_on_mesh(model.faces.shape[0], 1, init_scale=0.9, init_opacity=0.9,
+                                         generator=torch.Generator().manual_seed(0))  # big, overlapping splats
+    seen = [0, 2, 4, 6]
+    voted = label_splats(avatar, model, params, cams, maps, renderer, frames=seen)
+    refined = refine_labels(avatar, model, params, cams, maps, voted.labels, renderer, frames=seen, steps=60)
+
+    def score(labels):
+        ious = []
+        for f in (1, 3, 5, 7):
+            g = bind(avatar, model(params[f], landmark_set=None).vertices, model.faces)
+            ious.append(group_iou(group_argmax(render_label_masks(g, cams[f], labels, renderer).numpy()), maps[f].numpy()))
+        return {k: float(np.nanmean([d[k] for d in ious])) for k in ("skin", "lips", "nose")}
+
+    before, after = score(voted.labels), score(refined)
+    print("unseen frames IoU, votes:", before, "refined:", after)
+    # measured: lips 0.893 -> 0.902, skin 0.883 -> 0.886, nose 0.860 -> 0.865 (the pull to the votes is
+    # worth 2 px a frame, a lot at 96 px; without it 0.906 / 0.901 / 0.879)
+    assert after["lips"] > before["lips"] + 0.005
+    assert all(after[k] > before[k] + 0.002 for k in before)
+    unseen = voted.visibility == 0
+    assert unseen.any() and torch.allclose(refined[unseen], voted.labels[unseen], atol=2e-3)
+    assert torch.allclose(refined.sum(1), torch.ones(avatar.num_splats), atol=1e-5)
+
+
+def test_label_comparison_row_colours_agreement_and_reports_iou():
+    from dynavatar.semantics.overlay import comparison_tile, label_comparison_row
+
+    img = np.full((40, 40, 3), 200, np.uint8)
+    truth = np.zeros((40, 40), np.uint8)
+    pred = np.zeros((40, 40), np.uint8)
+    truth[10:30, 10:30] = label_index("skin")
+    pred[10:30, 14:34] = label_index("skin")
+    tile = comparison_tile(img, truth > 0, pred > 0)
+    assert tuple(tile[20, 20]) == (40, 200, 60) and tuple(tile[20, 11]) == (230, 40, 40)
+    assert tuple(tile[20, 32]) == (50, 90, 255) and tuple(tile[2, 2]) == (90, 90, 90)
+    row = label_comparison_row(img, truth, pred, groups=("skin", "lips"))
+    assert row.shape == (40, 5 * 40, 3) and row.dtype == np.uint8

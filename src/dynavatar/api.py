@@ -164,19 +164,22 @@ class Avatar:
     def has_labels(self) -> bool:
         return self.gaussians.labels.shape[1] > 0
 
-    def label_splats(self, progress: bool = True, **kw) -> "Avatar":
+    def label_splats(self, progress: bool = True, refine_steps: int = 300, **kw) -> "Avatar":
         """Give every splat a soft label from the parsed training frames, fused with the head
-        model's regions (see ``dynavatar.semantics.labelling``). Without parsed frames the labels
-        come from the head model's regions alone. In place; returns self."""
-        from .semantics import label_splats, region_prior
+        model's regions, then ``refine_steps`` steps fitting the rendered labels to the parsed
+        frames (see ``dynavatar.semantics.labelling``). Without parsed frames the labels come from
+        the head model's regions alone. In place; returns self."""
+        from .semantics import label_splats, refine_labels, region_prior
 
         if self.data is not None and self.data.parsing is not None:
-            res = label_splats(self.gaussians, self.model, self.params,
-                               self.data.cameras, self.data.parsing, _renderer_for(self.device),
-                               frames=self.data.train_idx.tolist(), progress=progress, **kw)
-            self.gaussians.labels = res.labels
+            renderer, frames = _renderer_for(self.device), self.data.train_idx.tolist()
+            res = label_splats(self.gaussians, self.model, self.params, self.data.cameras, self.data.parsing,
+                               renderer, frames=frames, progress=progress, **kw)
+            self.gaussians.labels = refine_labels(self.gaussians, self.model, self.params, self.data.cameras,
+                                                  self.data.parsing, res.labels, renderer, frames=frames,
+                                                  steps=refine_steps, progress=progress)
             self.meta["labels"] = {"source": "parsing", "frames": int(len(self.data.train_idx)),
-                                   "visible_splats": int((res.visibility > 1).sum())}
+                                   "visible_splats": int((res.visibility > 1).sum()), "refine_steps": refine_steps}
         else:
             prior = region_prior(self.gaussians.binding, self.model)
             if prior.sum() == 0:

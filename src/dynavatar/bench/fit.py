@@ -17,7 +17,7 @@ import numpy as np
 
 from . import sync_cuda, warm_up_cuda
 
-__all__ = ["run_fit_bench", "format_fit_table", "save_held_out_grid"]
+__all__ = ["run_fit_bench", "format_fit_table", "save_held_out_grid", "save_label_grid"]
 
 
 def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto", max_frames: int | None = None,
@@ -68,6 +68,8 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     iou_refined = _label_iou(avatar)
     psnr_head = _psnr_without_clothes(avatar)
     grid = save_held_out_grid(avatar, work / "held_out.png")
+    if avatar.data.parsing is not None and avatar.has_labels:
+        save_label_grid(avatar, work / "labels_held_out.png")
     return {"video": str(video), "frames": len(ds), "resolution": avatar.resolution, "preset": preset,
             "device": dev.type, "compile_s": t_compile, "preprocess_s": t_pre, "track_s": t_track, "optimise_s": t_opt,
             "label_and_load_s": t_total_fit - t_opt, "end_to_end_s": (0 if t_pre != t_pre else t_pre) + t_track + t_total_fit,
@@ -118,6 +120,19 @@ def save_held_out_grid(avatar, path: Path, n: int = 3) -> Path:
     cols = [np.concatenate([gt, pred], 0) for _, gt, _, pred in pick]
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, np.concatenate(cols, 1))
+    return path
+
+
+def save_label_grid(avatar, path: Path, n: int = 4) -> Path:
+    """``n`` held-out frames x (frame, parser, render, skin / hair / lips agreement) as one PNG."""
+    import imageio.v3 as iio
+
+    from ..semantics.overlay import label_comparison_grid
+
+    ev = avatar.data.eval_idx.tolist()
+    pick = [ev[j] for j in np.linspace(0, len(ev) - 1, min(n, len(ev))).round().astype(int)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, label_comparison_grid(avatar, pick))
     return path
 
 

@@ -26,6 +26,9 @@ class TrainData:
     train_idx: Tensor  # [T] long
     eval_idx: Tensor  # [E] long (the last frames; never trained on)
     parsing: Tensor | None = None  # [N, R, R] uint8 label indices (LABEL_NAMES), when the dataset has them
+    landmarks: Tensor | None = None  # [N, L, 2] float detected face-mesh points in training pixels (the
+    #                                  photometric motion refinement's anchor, ``landmark_anchor``)
+    landmarks_valid: Tensor | None = None  # [N] bool: False where the detector found no face (interpolated)
 
     @property
     def resolution(self) -> int:
@@ -74,6 +77,9 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult, resolution:
     Ks[:, :2] *= s  # pixel-edge convention: scaling the principal point scales the image exactly
     cams = Cameras(tracking.cameras.viewmats.clone(), Ks, resolution, resolution).to(device)
     train_idx, eval_idx = split_train_eval(n, eval_fraction)
+    # Landmarks scale like the principal point (pixel-edge convention).
+    lmk = torch.as_tensor(dataset.lmk_crop[..., :2] * (resolution / dataset.resolution), dtype=torch.float32)
     return TrainData(torch.from_numpy(imgs).to(device), torch.from_numpy(mattes).to(device), cams,
                      tracking.params.to(device), dataset.frame_index.copy(), train_idx.to(device), eval_idx.to(device),
-                     None if parsing is None else torch.from_numpy(parsing).to(device))
+                     None if parsing is None else torch.from_numpy(parsing).to(device),
+                     lmk.to(device), torch.as_tensor(dataset.detected, dtype=torch.bool).to(device))

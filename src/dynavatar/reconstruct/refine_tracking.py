@@ -22,6 +22,7 @@ from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar
 from ..gaussians.binding import bind
 from .data import TrainData
+from .landmark_anchor import LANDMARK_SET, landmark_anchor
 from .metrics import ssim
 
 __all__ = ["RefineTrackingConfig", "refine_frame_params", "MOTION_FIELDS", "motion_optimizer"]
@@ -54,6 +55,8 @@ class RefineTrackingConfig:
     lr_translation: float = 1e-4  # metres
     lr_torso: float = 3e-4  # metres (starts at 0: the shoulders' shift is not tracked)
     w_prior: float = 1e-3  # squared distance to the tracked values (expression units / radians / cm)
+    w_landmarks: float = 0.0  # robust reprojection error of the detected landmarks (``landmark_anchor``); off:
+    # on held-out frames it cost 1.2 dB (wojtek, fast: 28.72 -> 27.53 at 0.01, 25.15 at 0.1) for +0.01 lips IoU
     w_l1: float = 0.8
     w_dssim: float = 0.2
 
@@ -77,12 +80,16 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
         opt = motion_optimizer(delta, cfg.lr_expr, cfg.lr_pose, cfg.lr_translation, cfg.lr_torso)
         target, _ = data.targets(idx, bg)
         cams = data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])]
+        anchored = cfg.w_landmarks > 0 and data.landmarks is not None and LANDMARK_SET in model.landmark_sets
         for _ in range(cfg.steps):
             p = base.replace(**{k: getattr(base, k) + delta[k] for k in MOTION_FIELDS})
             verts = model(p, landmark_set=None, check_finite=False).vertices
             pred = renderer.render(bind(g0, verts, model.faces), cams, background=bg).rgb
             loss = cfg.w_l1 * (pred - target).abs().mean() + cfg.w_dssim * (1 - ssim(pred, target).mean())
             loss = loss + cfg.w_prior * sum((_PRIOR_SCALE[k] * d).square().sum(-1).mean() for k, d in delta.items())
+            if anchored:
+                loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
+                                                                data.landmarks_valid[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -17,8 +17,10 @@ import torch
 from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar, rgb_to_sh
 from ..gaussians.binding import bind
+from ..geometry.cameras import project_points
 from ..render.cameras import Cameras
 from .data import TrainData, split_train_eval
+from .landmark_anchor import LANDMARK_SET
 
 __all__ = ["REGION_COLOURS", "scripted_performance", "face_albedo", "shade_faces", "synthetic_clip"]
 
@@ -114,8 +116,13 @@ def synthetic_clip(model: FlameModel, renderer, n_frames: int = 48, resolution: 
                    resolution, resolution)
     train_idx, eval_idx = split_train_eval(n_frames, eval_fraction)
     parsing = torch.from_numpy(render_label_maps(model, params, renderer, resolution)).to(dev)
+    lmk = None
+    if LANDMARK_SET in model.landmark_sets:  # a perfect detector: the true landmarks, projected
+        with torch.no_grad():
+            lmk, _ = project_points(model(params.to(dev), landmark_set=LANDMARK_SET).landmarks, cams.viewmats, cams.Ks)
     return TrainData(torch.from_numpy((fg * 255).round().astype(np.uint8)).to(dev), torch.from_numpy(alphas).to(dev),
-                     cams, params.to(dev), np.arange(n_frames), train_idx.to(dev), eval_idx.to(dev), parsing)
+                     cams, params.to(dev), np.arange(n_frames), train_idx.to(dev), eval_idx.to(dev), parsing,
+                     lmk, None if lmk is None else torch.ones(n_frames, dtype=torch.bool, device=dev))
 
 
 def face_labels(model: FlameModel) -> torch.Tensor:

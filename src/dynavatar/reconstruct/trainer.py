@@ -35,6 +35,7 @@ from .checkpoint import load_state, save_state
 from .config import ReconstructConfig
 from .data import TrainData
 from .distributed import DataParallel, data_parallel
+from .landmark_anchor import LANDMARK_SET, landmark_anchor
 from .metrics import psnr, ssim
 from .refine_tracking import MOTION_FIELDS, motion_optimizer
 
@@ -211,6 +212,8 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     bar = tqdm(range(start, cfg.steps), desc="fit avatar", disable=not (progress and dp.is_main), unit="step",
                initial=start, total=cfg.steps)
     train = data.train_idx
+    anchored = (deltas is not None and cfg.w_landmarks > 0 and data.landmarks is not None
+                and LANDMARK_SET in model.landmark_sets)
     for step in bar:
         _decay_position_lr(opt, cfg, step)
         idx = train[torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=gen).to(train.device)]
@@ -218,7 +221,8 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         p = _frame_params(base, deltas, idx)
         verts = model(p, landmark_set=None, check_finite=False).vertices
         g = bind(avatar, verts, model.faces)
-        out = renderer.render(g, data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])], background=bg)
+        cams = data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])]
+        out = renderer.render(g, cams, background=bg)
         if out.means2d.requires_grad:
             out.means2d.retain_grad()
         target, _ = data.targets(idx, bg)
@@ -226,6 +230,9 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         l1 = (pred - target).abs().mean()
         dssim = 1 - ssim(pred, target).mean()
         loss = cfg.w_l1 * l1 + cfg.w_dssim * dssim + _regularisers(avatar, cfg)
+        if anchored:
+            loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
+                                                            data.landmarks_valid[idx])
         opt.zero_grad(set_to_none=True)
         if opt_params is not None:
             opt_params.zero_grad(set_to_none=True)

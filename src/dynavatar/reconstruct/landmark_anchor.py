@@ -1,0 +1,57 @@
+"""Keep photometrically refined motion on the detected landmarks.
+
+Training refines every frame's expression and pose photometrically (``refine_tracking``), and the
+photometric loss alone lets the mesh drift from where the face really is wherever colour does not
+pin it: the lips' outline is pink against pink skin. The splats then follow the mesh, the RGB is
+still right (the splats learned it under the drifted motion), but the mouth region of the *mesh*
+moves by 2 px from frame to frame relative to the landmark detector's lip contour (measured on
+wojtek: lip-landmark residual after removing each landmark's mean offset 2.19 px, against 1.28 px
+for the landmark tracker itself). The face parser paints lips from that contour, so labels voted
+over frames smear across the lips' rim and rendered lip masks miss the parser's by that much.
+
+The anchor is the tracker's own data term, the robust (Cauchy) reprojection error of the 478
+mediapipe points with the face oval down-weighted, evaluated on the refined motion. It acts only on
+the motion (landmarks do not depend on splats), so it is a prior that says: move the face where the
+pixels ask, but not off the detector's contour.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..geometry.cameras import project_points
+from ..render.cameras import Cameras
+
+__all__ = ["landmark_anchor", "LANDMARK_SET"]
+
+#: The detector's landmarks are mediapipe's face mesh (``perceive.landmarks``).
+LANDMARK_SET = "mediapipe"
+
+
+def _weights(n_points: int, device) -> Tensor:
+    from ..track.tracker import MP_FACE_OVAL
+
+    w = torch.ones(n_points, device=device)
+    if n_points > max(MP_FACE_OVAL):
+        w[list(MP_FACE_OVAL)] = 0.5  # silhouette points slide under rotation (as the tracker weighs them)
+    return w
+
+
+def landmark_anchor(model, vertices: Tensor, cameras: Cameras, target: Tensor, valid: Tensor,
+                    sigma: float = 0.004) -> Tensor:
+    """Robust reprojection error of the head's landmarks against detected ones.
+
+    vertices: posed head [B, V, 3] (``model(params).vertices``); cameras: [B] (or one camera for
+    B = 1); target: detected points [B, L, 2] in the cameras' pixels; valid: bool [B] (frames
+    without a detection add nothing); sigma: Cauchy scale as a fraction of the image width.
+    -> scalar, mean over valid frames of ``mean_l w_l log(1 + (r_l / (sigma W))^2)``.
+    """
+    lmk = model.landmarks(vertices, LANDMARK_SET)  # [B, L, 3]
+    uv, _ = project_points(lmk, cameras.viewmats.to(lmk), cameras.Ks.to(lmk))  # [B, L, 2]
+    scale = sigma * cameras.width
+    r2 = (uv - target.to(uv)).square().sum(-1) / scale ** 2  # [B, L]
+    w = _weights(r2.shape[1], r2.device)
+    per_frame = (torch.log1p(r2) * w).sum(1) / w.sum()  # [B]
+    valid = valid.to(per_frame.device).float()
+    return (per_frame * valid).sum() / valid.sum().clamp_min(1.0)
