@@ -239,12 +239,13 @@ class Avatar:
         return render_selection(self._world(params), camera, selected.to(self.device),
                                 _renderer_for(self.device)).cpu().numpy()
 
-    def eval_frames(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield ``(frame_index, target_rgb, target_mask, rendered_rgb)`` for every held-out frame."""
+    def eval_frames(self, frames: list[int] | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(frame_index, target_rgb, target_mask, rendered_rgb)`` for every held-out frame
+        (or for ``frames``, indices into the clip)."""
         if self.data is None:
             raise DynavatarError("this avatar was loaded without its frames; evaluate right after fitting")
         bg = torch.tensor(self.background, device=self.device)
-        for i in self.data.eval_idx.tolist():
+        for i in self.data.eval_idx.tolist() if frames is None else frames:
             target, mask = self.data.targets(torch.tensor([i], device=self.device), bg)
             yield (int(self.data.frame_index[i]), (target[0].cpu().numpy() * 255).round().astype(np.uint8),
                    mask[0, ..., 0].cpu().numpy(), self.render(frame=i))

@@ -111,13 +111,17 @@ def _label_iou(avatar) -> dict:
     return {k: float(np.nanmean([d[k] for d in ious])) for k in ious[0]} if ious else {}
 
 
+def _spread_held_out(avatar, n: int) -> list[int]:
+    """``n`` held-out frames spread evenly from the first to the last (indices into the clip)."""
+    ev = avatar.data.eval_idx.tolist()
+    return [ev[j] for j in np.linspace(0, len(ev) - 1, min(n, len(ev))).round().astype(int)]
+
+
 def save_held_out_grid(avatar, path: Path, n: int = 3) -> Path:
     """Three held-out frames: ground truth over render, side by side, as one PNG."""
     import imageio.v3 as iio
 
-    frames = list(avatar.eval_frames())
-    pick = [frames[j] for j in np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)]
-    cols = [np.concatenate([gt, pred], 0) for _, gt, _, pred in pick]
+    cols = [np.concatenate([gt, pred], 0) for _, gt, _, pred in avatar.eval_frames(_spread_held_out(avatar, n))]
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, np.concatenate(cols, 1))
     return path
@@ -129,10 +133,8 @@ def save_label_grid(avatar, path: Path, n: int = 4) -> Path:
 
     from ..semantics.overlay import label_comparison_grid
 
-    ev = avatar.data.eval_idx.tolist()
-    pick = [ev[j] for j in np.linspace(0, len(ev) - 1, min(n, len(ev))).round().astype(int)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, label_comparison_grid(avatar, pick))
+    iio.imwrite(path, label_comparison_grid(avatar, _spread_held_out(avatar, n)))
     return path
 
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..geometry.cameras import project_points
 from ..render.cameras import Cameras
 
-__all__ = ["landmark_anchor", "LANDMARK_SET"]
+__all__ = ["landmark_anchor", "anchor_applies", "LANDMARK_SET"]
 
 #: The detector's landmarks are mediapipe's face mesh (``perceive.landmarks``).
 LANDMARK_SET = "mediapipe"
@@ -36,6 +36,12 @@ def _weights(n_points: int, device) -> Tensor:
     if n_points > max(MP_FACE_OVAL):
         w[list(MP_FACE_OVAL)] = 0.5  # silhouette points slide under rotation (as the tracker weighs them)
     return w
+
+
+def anchor_applies(weight: float, data, model) -> bool:
+    """Whether a motion fit can use the anchor: a positive weight, detected landmarks in ``data``
+    (a ``TrainData``), and the head model's embedding of the detector's points."""
+    return weight > 0 and data.landmarks is not None and LANDMARK_SET in model.landmark_sets
 
 
 def landmark_anchor(model, vertices: Tensor, cameras: Cameras, target: Tensor, valid: Tensor,

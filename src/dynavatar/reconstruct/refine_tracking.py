@@ -22,7 +22,7 @@ from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar
 from ..gaussians.binding import bind
 from .data import TrainData
-from .landmark_anchor import LANDMARK_SET, landmark_anchor
+from .landmark_anchor import anchor_applies, landmark_anchor
 from .metrics import ssim
 
 __all__ = ["RefineTrackingConfig", "refine_frame_params", "MOTION_FIELDS", "motion_optimizer"]
@@ -70,17 +70,16 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
     frames = torch.as_tensor(frames, dtype=torch.long, device=dev).reshape(-1)
     params = params.with_torso()
     bg = torch.tensor(background, device=dev, dtype=torch.float32)
-    g0 = dataclasses.replace(avatar, **{f.name: getattr(avatar, f.name).detach() for f in dataclasses.fields(avatar)
-                                        if isinstance(getattr(avatar, f.name), Tensor)})
+    g0 = avatar.detach()
     out = {k: getattr(params, k).detach().clone() for k in MOTION_FIELDS}
     chunks = list(frames.split(cfg.chunk))
+    anchored = anchor_applies(cfg.w_landmarks, data, model)
     for idx in tqdm(chunks, desc="refine tracking", disable=not progress, unit="chunk"):
         base = params[idx]
         delta = {k: torch.zeros_like(getattr(base, k), requires_grad=True) for k in MOTION_FIELDS}
         opt = motion_optimizer(delta, cfg.lr_expr, cfg.lr_pose, cfg.lr_translation, cfg.lr_torso)
         target, _ = data.targets(idx, bg)
         cams = data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])]
-        anchored = cfg.w_landmarks > 0 and data.landmarks is not None and LANDMARK_SET in model.landmark_sets
         for _ in range(cfg.steps):
             p = base.replace(**{k: getattr(base, k) + delta[k] for k in MOTION_FIELDS})
             verts = model(p, landmark_set=None, check_finite=False).vertices

@@ -35,7 +35,7 @@ from .checkpoint import load_state, save_state
 from .config import ReconstructConfig
 from .data import TrainData
 from .distributed import DataParallel, data_parallel
-from .landmark_anchor import LANDMARK_SET, landmark_anchor
+from .landmark_anchor import anchor_applies, landmark_anchor
 from .metrics import psnr, ssim
 from .refine_tracking import MOTION_FIELDS, motion_optimizer
 
@@ -212,8 +212,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     bar = tqdm(range(start, cfg.steps), desc="fit avatar", disable=not (progress and dp.is_main), unit="step",
                initial=start, total=cfg.steps)
     train = data.train_idx
-    anchored = (deltas is not None and cfg.w_landmarks > 0 and data.landmarks is not None
-                and LANDMARK_SET in model.landmark_sets)
+    anchored = deltas is not None and anchor_applies(cfg.w_landmarks, data, model)
     for step in bar:
         _decay_position_lr(opt, cfg, step)
         idx = train[torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=gen).to(train.device)]
