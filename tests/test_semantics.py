@@ -230,3 +230,15 @@ def test_label_comparison_row_colours_agreement_and_reports_iou():
     assert tuple(tile[20, 32]) == (50, 90, 255) and tuple(tile[2, 2]) == (90, 90, 90)
     row = label_comparison_row(img, truth, pred, groups=("skin", "lips"))
     assert row.shape == (40, 5 * 40, 3) and row.dtype == np.uint8
+
+
+def test_label_comparison_grid_needs_parsed_frames():
+    """An avatar loaded without its frames (or fitted from an unparsed clip) has nothing to compare
+    with: a clear error, not an AttributeError deep inside."""
+    from types import SimpleNamespace
+
+    from dynavatar.semantics.overlay import label_comparison_grid
+
+    for avatar in (SimpleNamespace(data=None), SimpleNamespace(data=SimpleNamespace(parsing=None))):
+        with pytest.raises(ValueError, match="no parsed frames"):
+            label_comparison_grid(avatar, [0])
