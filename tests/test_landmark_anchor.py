@@ -9,6 +9,9 @@ from dynavatar.flame import FlameModel
 from dynavatar.gaussians.avatar import GaussianAvatar, rgb_to_sh
 from dynavatar.geometry.cameras import project_points
 from dynavatar.reconstruct.data import TrainData
+import pytest
+
+from dynavatar.perceive.parsing import MOUTH_LANDMARKS
 from dynavatar.reconstruct.landmark_anchor import LANDMARK_SET, landmark_anchor
 from dynavatar.reconstruct.refine_tracking import RefineTrackingConfig, refine_frame_params
 from dynavatar.reconstruct.synthetic import crop_camera, scripted_performance
@@ -48,6 +51,23 @@ def test_anchor_is_zero_on_its_own_landmarks_and_the_cauchy_term_elsewhere():
     garbage[1] = 1e6
     only0 = landmark_anchor(model, verts, cams, garbage, torch.tensor([True, False])).item()
     assert abs(only0 - expected) < 1e-4
+
+
+def test_mouth_anchor_reads_only_the_lip_contours():
+    """points="mouth" holds the 40 lip-contour points the parser paints the lips from, each equally."""
+    model, params, cams, verts, target = _frames()
+    valid = torch.ones(2, dtype=torch.bool)
+    assert len(MOUTH_LANDMARKS) == 40
+    forehead = target.clone()
+    forehead[:, 10] += 50.0  # a face-oval point, not on the lips
+    assert landmark_anchor(model, verts, cams, forehead, valid, points="mouth").item() < 1e-9
+    assert landmark_anchor(model, verts, cams, forehead, valid).item() > 1e-3
+    lip = target.clone()
+    lip[:, 13, 1] += 2.0  # the upper lip's inner midpoint, 2 px down
+    expected = math.log1p((2.0 / (0.004 * 64)) ** 2) / 40
+    assert abs(landmark_anchor(model, verts, cams, lip, valid, points="mouth").item() - expected) < 1e-4
+    with pytest.raises(ValueError, match="mouth"):
+        landmark_anchor(model, verts, cams, target, valid, points="lips")
 
 
 def test_refinement_keeps_motion_on_the_landmarks_where_the_pixels_are_silent():

@@ -62,6 +62,8 @@ _LIP_OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
 _LIP_OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
 _LIP_INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 _LIP_INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+#: The distinct mediapipe points of the four lip contours the lips are painted from (40).
+MOUTH_LANDMARKS = tuple(sorted(set(_LIP_OUTER_UPPER + _LIP_OUTER_LOWER + _LIP_INNER_UPPER + _LIP_INNER_LOWER)))
 
 FACE_MESH_POLYGONS: dict[str, tuple[int, ...]] = {
     # FACEMESH_FACE_OVAL, clockwise from the forehead top (10) in the image.

@@ -42,6 +42,9 @@ class ReconstructConfig:
     w_landmarks: float = 0.0  # > 0: ... kept on the detected landmarks (``landmark_anchor``). Off: on wojtek
     # (fast) 0.01 brought the lips' mesh 2.2 -> 1.5 px from the detector's contour and lips label IoU
     # 0.834 -> 0.848, but cost 0.75 dB of held-out PSNR (28.72 -> 27.97)
+    landmark_points: str = "all"  # which landmarks the anchor holds: "all" or "mouth" (``ANCHOR_POINTS``). "mouth"
+    # at 0.01 costs less (28.72 -> 28.07 dB) and lifts lips on the training frames (0.816 -> 0.857), but not on
+    # held-out ones (0.830; 0.832 with the held-out refinement anchored too, 27.88 dB)
     train_neck: bool = True  # refine the neck joint per frame too (the collar line); False: it stays 0 in
     # training (then only the test-time tracking refinement moves it)
     torso: bool | str = "auto"  # torso sheet below the neck for shoulders/clothes (flame.torso); "auto":

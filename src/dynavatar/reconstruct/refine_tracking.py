@@ -57,6 +57,7 @@ class RefineTrackingConfig:
     w_prior: float = 1e-3  # squared distance to the tracked values (expression units / radians / cm)
     w_landmarks: float = 0.0  # robust reprojection error of the detected landmarks (``landmark_anchor``); off:
     # on held-out frames it cost 1.2 dB (wojtek, fast: 28.72 -> 27.53 at 0.01, 25.15 at 0.1) for +0.01 lips IoU
+    landmark_points: str = "all"  # "all" or "mouth" (``ANCHOR_POINTS``)
     w_l1: float = 0.8
     w_dssim: float = 0.2
 
@@ -88,7 +89,7 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
             loss = loss + cfg.w_prior * sum((_PRIOR_SCALE[k] * d).square().sum(-1).mean() for k, d in delta.items())
             if anchored:
                 loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
-                                                                data.landmarks_valid[idx])
+                                                                data.landmarks_valid[idx], points=cfg.landmark_points)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

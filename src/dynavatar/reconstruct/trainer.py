@@ -231,7 +231,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         loss = cfg.w_l1 * l1 + cfg.w_dssim * dssim + _regularisers(avatar, cfg)
         if anchored:
             loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
-                                                            data.landmarks_valid[idx])
+                                                            data.landmarks_valid[idx], points=cfg.landmark_points)
         opt.zero_grad(set_to_none=True)
         if opt_params is not None:
             opt_params.zero_grad(set_to_none=True)
