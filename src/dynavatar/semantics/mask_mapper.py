@@ -257,17 +257,20 @@ class MaskMapperConfig:
     def preset(cls, name: str, **overrides) -> "MaskMapperConfig":
         """Named settings.  CPU training times measured on 1 busy core (the routes of the tests):
         ``tiny`` ~12 s, ``fast`` (the defaults, with 2000 steps) ~90 s, ``quality`` several minutes (meant for a GPU;
-        pass ``device="cuda"`` to train_mask_mapper; 128-px working size there: ~25 s on an H200).
+        pass ``device="cuda"`` to train_mask_mapper: ~100 s on an H200 for a 400-frame clip, bank included).
         The exact route's bank renders come on top: ``bank_total`` (bank_size, at least bank_per_frame
         per frame of a clip: 1200 for 400 frames) x its cost per mask."""
         presets = {
             "tiny": dict(grid_t=8, grid_p=5, channels=16, steps=400, bank_size=320, val_size=0, batch_size=24,
                          box_grid_t=32),
             # 6 masks per frame of a clip (the default 3 is for CPU): real wojtek lips on an H200, fast 0.845 ->
-            # 0.883 (18 -> 32 s with 2000 steps), quality 0.878 -> 0.894 (48 s)
+            # 0.883 (18 -> 32 s with 2000 steps); 10 per frame and 3000 steps do not help fast (0.876, 51 s)
             "fast": dict(bank_per_frame=6, steps=2000),
-            "quality": dict(channels=32, steps=3000, bank_size=1536, batch_size=48, box_grid_t=128, box_steps=2000,
-                            bank_per_frame=6),
+            # quality, wojtek lips on an H200 (mean IoU vs the exact route, 48 held-out (t, pose)): 6 per frame and
+            # 3000 steps 0.879 (52 s); 10 and 4000 0.897 twice (66 s); 14 and 6000 0.900 (100 s). More views of
+            # each frame is what helps: a larger working size (96 px: 0.878) or frame code (32: 0.879) does not
+            "quality": dict(channels=32, steps=6000, bank_size=1536, batch_size=48, box_grid_t=128, box_steps=2000,
+                            bank_per_frame=14),
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
