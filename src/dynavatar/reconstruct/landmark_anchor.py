@@ -25,6 +25,8 @@ stays off by default.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -40,7 +42,9 @@ LANDMARK_SET = "mediapipe"
 ANCHOR_POINTS = ("all", "mouth")
 
 
-def _weights(n_points: int, points: str, device) -> Tensor:
+@functools.lru_cache(maxsize=8)
+def _weights(n_points: int, points: str, device: torch.device) -> Tensor:
+    """Per-point weights [L], built once per (set, device): the anchor runs in every training step."""
     from ..perceive.parsing import MOUTH_LANDMARKS
     from ..track.tracker import MP_FACE_OVAL
 
