@@ -93,6 +93,48 @@ def test_polygons_walk_mediapipe_connection_sets():
     assert {263, 362} <= set(FACE_MESH_POLYGONS["left_eye"])
 
 
+def _inside_by_winding(poly: np.ndarray, x: float, y: float) -> bool:
+    """Brute-force reference: the winding number of a simple polygon around (x, y) from the sum
+    of the angles its edges subtend (an independent route from the scan-line crossings)."""
+    d = poly - np.array([x, y])
+    a = np.arctan2(d[:, 1], d[:, 0])
+    turn = np.diff(np.concatenate([a, a[:1]]))
+    turn = (turn + np.pi) % (2 * np.pi) - np.pi
+    return abs(turn.sum()) > np.pi
+
+
+def test_polygon_fill_samples_pixel_centres():
+    """A pixel is inside a part when its centre is: an analytic rectangle, random sub-pixel star
+    polygons against a brute-force winding number, and a closed mouth's sub-pixel sliver, which
+    must paint nothing (cv2.fillPoly paints it as a full pixel line)."""
+    from dynavatar.perceive.parsing import _fill
+
+    # centres x + 0.5 in [1.3, 5.6) -> x = 1..5; y + 0.5 in [2.2, 4.9) -> y = 2..4
+    rect = np.array([[1.3, 2.2], [5.6, 2.2], [5.6, 4.9], [1.3, 4.9]])
+    expected = np.zeros((8, 9), bool)
+    expected[2:5, 1:6] = True
+    assert np.array_equal(_fill((8, 9), rect), expected)
+    assert np.array_equal(_fill((8, 9), rect[::-1]), expected)  # orientation does not matter
+
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        n = int(rng.integers(3, 12))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radii = rng.uniform(2, 9, n)
+        poly = np.stack([10.3 + radii * np.cos(angles), 9.7 + radii * np.sin(angles)], 1)  # star-shaped: simple
+        got = _fill((20, 22), poly)
+        ref = np.array([[_inside_by_winding(poly, x + 0.5, y + 0.5) for x in range(22)] for y in range(20)])
+        assert np.array_equal(got, ref)
+        assert abs(got.sum() - 0.5 * abs(np.cross(poly, np.roll(poly, -1, 0)).sum())) < 0.5 * 2 * np.pi * 9
+
+    sliver = np.array([[2.0, 5.6], [12.0, 5.55], [12.0, 5.8], [2.0, 5.85]])  # 0.25 px thick, between centres
+    assert not _fill((10, 14), sliver).any()
+    # off the image, and a vertex at infinity, paint nothing outside and do not fail
+    assert not _fill((5, 5), np.array([[-9.0, -9.0], [-3.0, -9.0], [-3.0, -2.0]])).any()
+    assert _fill((5, 5), np.array([[-1.0, -1.0], [9.0, -1.0], [9.0, 9.0], [-1.0, 9.0]])).all()
+    _fill((5, 5), np.array([[0.0, 0.0], [np.inf, 2.0], [1.0, 4.0]]))
+
+
 # ---------------------------------------------------------------------------------------------
 # Real photos and frames
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +312,7 @@ def test_preprocess_writes_parsing_and_old_datasets_upgrade(real_data, tmp_path)
         pytest.skip(f"{clip} missing")
     cfg = PreprocessConfig(resolution=256, max_frames=8)
     ds = preprocess(clip, tmp_path / "ds", config=cfg, progress=False)
-    assert ds.has_parsing and ds.meta["parser"] == "landmark-parser"
+    assert ds.has_parsing and ds.meta["parser"] == LandmarkParser.name
     assert ds.meta["label_names"] == list(LABEL_NAMES)
     for i in (0, len(ds) - 1):
         lab = ds.parsing(i)
@@ -293,7 +335,7 @@ def test_preprocess_writes_parsing_and_old_datasets_upgrade(real_data, tmp_path)
 
     # parse_dataset adds it ...
     new = parse_dataset(old, progress=False)
-    assert new.has_parsing and new.parsing(3).shape == (256, 256) and new.meta["parser"] == "landmark-parser"
+    assert new.has_parsing and new.parsing(3).shape == (256, 256) and new.meta["parser"] == LandmarkParser.name
     np.testing.assert_array_equal(new.parsing(0), ds.parsing(0))  # same inputs, same maps
     assert not (root / "parsing.partial").exists()
 
@@ -301,6 +343,14 @@ def test_preprocess_writes_parsing_and_old_datasets_upgrade(real_data, tmp_path)
     shutil.rmtree(root / "parsing")
     again = preprocess(clip, root, config=cfg, detector=_Boom(), progress=False)
     assert again.has_parsing and len(again) == 8
+
+    # A cache parsed by an older parser version is parsed again (only the parsing).
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps(dict(meta, parser="landmark-parser")))
+    (root / "parsing" / "000000.png").write_bytes((root / "parsing" / "000005.png").read_bytes())
+    fresh = preprocess(clip, root, config=cfg, detector=_Boom(), progress=False)
+    assert fresh.meta["parser"] == LandmarkParser.name
+    np.testing.assert_array_equal(fresh.parsing(0), ds.parsing(0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -144,8 +144,14 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
                     and old.get("source") == source:
                 logger.info("preprocess: using cached %s", out)
                 ds = FrameDataset.load(out)
-                if cfg.parse and not ds.has_parsing:  # cached before parsing existed: add it only
-                    ds = parse_dataset(ds, parser, progress=progress)
+                if cfg.parse:
+                    parser = parser or LandmarkParser()
+                    stale = ds.meta.get("parser") != getattr(parser, "name", type(parser).__name__)
+                    if stale or not ds.has_parsing:  # parsed by another parser (version), or before parsing existed
+                        if ds.has_parsing:
+                            logger.info("preprocess: %s was parsed by %s; parsing it again with %s", out,
+                                        ds.meta.get("parser"), getattr(parser, "name", type(parser).__name__))
+                        ds = parse_dataset(ds, parser, progress=progress, overwrite=stale)
                 return ds
         except (json.JSONDecodeError, OSError):
             pass
