@@ -164,22 +164,32 @@ class Avatar:
     def has_labels(self) -> bool:
         return self.gaussians.labels.shape[1] > 0
 
-    def label_splats(self, progress: bool = True, refine_steps: int = 300, **kw) -> "Avatar":
+    def label_splats(self, progress: bool = True, refine_steps: int = 300, motion: str = "tracked",
+                     **kw) -> "Avatar":
         """Give every splat a soft label from the parsed training frames, fused with the head
         model's regions, then ``refine_steps`` steps fitting the rendered labels to the parsed
         frames (see ``dynavatar.semantics.labelling``). Without parsed frames the labels come from
-        the head model's regions alone. In place; returns self."""
+        the head model's regions alone. In place; returns self.
+
+        ``motion``: pose the training frames with the landmark tracker's ``"tracked"`` motion (the
+        default) or with the photometrically ``"refined"`` motion the splats were fitted under. The
+        landmark parser draws the face parts from the same landmarks the tracker fitted, so under
+        tracked motion the mesh and the parsed lips line up without the refinement's 1-2 px drift.
+        Held-out lips IoU against the parser (fast avatars, parser v2, one H200): wojtek 0.856 ->
+        0.876, liveportrait 0.867 -> 0.875; skin and hair within +-0.004."""
         from .semantics import label_splats, refine_labels, region_prior
 
         if self.data is not None and self.data.parsing is not None:
+            params = self._training_motion(motion)
             renderer, frames = _renderer_for(self.device), self.data.train_idx.tolist()
-            res = label_splats(self.gaussians, self.model, self.params, self.data.cameras, self.data.parsing,
+            res = label_splats(self.gaussians, self.model, params, self.data.cameras, self.data.parsing,
                                renderer, frames=frames, progress=progress, **kw)
-            self.gaussians.labels = refine_labels(self.gaussians, self.model, self.params, self.data.cameras,
+            self.gaussians.labels = refine_labels(self.gaussians, self.model, params, self.data.cameras,
                                                   self.data.parsing, res.labels, renderer, frames=frames,
                                                   steps=refine_steps, progress=progress)
             self.meta["labels"] = {"source": "parsing", "frames": int(len(self.data.train_idx)),
-                                   "visible_splats": int((res.visibility > 1).sum()), "refine_steps": refine_steps}
+                                   "visible_splats": int((res.visibility > 1).sum()), "refine_steps": refine_steps,
+                                   "motion": motion}
         else:
             prior = region_prior(self.gaussians.binding, self.model)
             if prior.sum() == 0:
@@ -189,6 +199,23 @@ class Avatar:
             self.gaussians.labels = prior
             self.meta["labels"] = {"source": "head regions"}
         return self
+
+    def _training_motion(self, motion: str) -> FlameParams:
+        """The clip's per-frame parameters with the ``"refined"`` or ``"tracked"`` motion: tracked
+        keeps the fitted identity and takes expression, pose and translation from the tracker, with
+        the torso shift the head's motion predicts.  -> FlameParams [N]"""
+        if motion == "refined":
+            return self.params
+        if motion != "tracked":
+            raise DynavatarError(f"motion must be 'refined' or 'tracked', not {motion!r}")
+        from .reconstruct.refine_tracking import MOTION_FIELDS
+
+        tracked = self.data.params.to(self.device)
+        params = self.params.to(self.device)
+        params = params.replace(**{k: getattr(tracked, k) for k in MOTION_FIELDS if k != "torso"})
+        if params.torso is not None:
+            params = params.replace(torso=self.model.to(self.device).predict_torso(params))
+        return params
 
     def _labels(self) -> torch.Tensor:
         if not self.has_labels:
@@ -314,10 +341,13 @@ class Avatar:
         """The learned mask route: a MaskMapper trained (from the exact route) for a mask drawn on
         ``frame``'s render; ``mapper.predict(t, pose)`` then gives it at any time t in [0, 1] and head
         turn (yaw, pitch). Returns (mapper, {"iou_mean", "iou_min"} against the exact route on
-        held-out (t, pose)). ``config`` defaults to ``MaskMapperConfig.preset("fast")`` (wojtek's lips
-        0.87-0.88, ~35 s on an H200); ``preset("quality")`` reaches 0.90 there in ~100 s."""
-        from .semantics import fit_mask_mapper
+        held-out (t, pose)). ``config`` defaults to ``MaskMapperConfig.preset("quality")`` on a GPU
+        (lips vs the exact route: wojtek 0.900, liveportrait 0.909; 100-210 s on an H200) and to
+        ``preset("fast")`` on the CPU (0.86-0.88 on a GPU in 35-80 s)."""
+        from .semantics import MaskMapperConfig, fit_mask_mapper
 
+        if config is None:
+            config = MaskMapperConfig.preset("quality" if self.device.type == "cuda" else "fast")
         sel = self.splats_under_mask(mask, frame=frame)
         if not sel.any():
             raise DynavatarError("the mask covers no visible splat on that frame")
