@@ -7,6 +7,7 @@ clip, whose ground-truth parsing is known per triangle.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -112,10 +113,10 @@ def test_exact_route_moves_a_mask_with_the_head(head):
     assert set(LABEL_NAMES[i] for i in lips) == {"upper_lip", "lower_lip"}
 
 
-def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path):
-    """Fit briefly, label from the clip's parsing, then select / render masks / map a mask; labels
-    survive save/load."""
-    from dynavatar.api import Avatar
+@pytest.fixture(scope="module")
+def fitted_synthetic_clip():
+    """(model, renderer, data, fit) of a brief fit to the default head's 10-frame synthetic clip;
+    tests wrap a deep copy of ``fit.avatar`` so labels set by one do not leak into another."""
     from dynavatar.reconstruct import fit_avatar, preset
     from dynavatar.reconstruct.synthetic import synthetic_clip
 
@@ -123,8 +124,16 @@ def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path):
     renderer = TorchRenderer()
     data = synthetic_clip(model, renderer, n_frames=10, resolution=64)
     cfg = dataclasses.replace(preset("tiny"), steps=30, resolution=64, log_every=10)
-    fit = fit_avatar(data, model, renderer, cfg, progress=False)
-    avatar = Avatar(fit.avatar, fit.model, fit.params, data.cameras, {}, data)
+    return model, renderer, data, fit_avatar(data, model, renderer, cfg, progress=False)
+
+
+def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path, fitted_synthetic_clip):
+    """Fit briefly, label from the clip's parsing, then select / render masks / map a mask; labels
+    survive save/load."""
+    from dynavatar.api import Avatar
+
+    model, renderer, data, fit = fitted_synthetic_clip
+    avatar = Avatar(copy.deepcopy(fit.avatar), fit.model, fit.params, data.cameras, {}, data)
     with pytest.raises(Exception, match="label_splats"):
         avatar.select("hair")
     avatar.label_splats(progress=False)
@@ -143,27 +152,21 @@ def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path):
     assert torch.equal(back.select("hair"), hair)
 
 
-def test_labels_voted_under_tracked_motion_ignore_drift_in_the_refined_motion():
+def test_labels_voted_under_tracked_motion_ignore_drift_in_the_refined_motion(fitted_synthetic_clip):
     """If the photometrically refined motion drifts from the motion the parser's masks were drawn
     under, ``motion="tracked"`` labels from the tracker's parameters and stays right on held-out
     frames, while ``"refined"`` inherits the drift. (The synthetic clip's tracked motion is exact.)"""
     from dynavatar.api import Avatar
     from dynavatar.errors import DynavatarError
-    from dynavatar.reconstruct import fit_avatar, preset
-    from dynavatar.reconstruct.synthetic import synthetic_clip
 
-    model = FlameModel.load()
-    renderer = TorchRenderer()
-    data = synthetic_clip(model, renderer, n_frames=10, resolution=64)
-    cfg = dataclasses.replace(preset("tiny"), steps=30, resolution=64, log_every=10)
-    fit = fit_avatar(data, model, renderer, cfg, progress=False)
+    model, renderer, data, fit = fitted_synthetic_clip
     drift = torch.zeros_like(fit.params.translation)
     drift[data.train_idx] = torch.tensor([0.012, -0.008, 0.0])  # ~2-3 px at 64 px
     drifted = fit.params.replace(translation=fit.params.translation + drift)
     accuracy = {}
     for motion in ("refined", "tracked"):
-        avatar = Avatar(fit.avatar, fit.model, drifted, data.cameras, {}, data)
-        avatar.label_splats(progress=False, motion=motion, refine_steps=100)
+        avatar = Avatar(copy.deepcopy(fit.avatar), fit.model, drifted, data.cameras, {}, data)
+        avatar.label_splats(progress=False, motion=motion, refine_steps=0)  # the votes alone
         assert avatar.meta["labels"]["motion"] == motion
         truth = [data.parsing[i].numpy() for i in data.eval_idx.tolist()]
         pred = [avatar.render_masks(frame=int(i)).argmax(0) for i in data.eval_idx.tolist()]
