@@ -136,6 +136,9 @@ def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path, fitted_synthe
     avatar = Avatar(copy.deepcopy(fit.avatar), fit.model, fit.params, data.cameras, {}, data)
     with pytest.raises(Exception, match="label_splats"):
         avatar.select("hair")
+    with pytest.raises(Exception, match="label_splats"):
+        avatar.render_video(tmp_path / "unlabelled.mp4", labels=True)
+    assert not (tmp_path / "unlabelled.mp4").exists()
     avatar.label_splats(progress=False)
     assert avatar.label_names[10] == "hair" and avatar.has_labels
     hair = avatar.select("hair")
@@ -150,6 +153,27 @@ def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path, fitted_synthe
     avatar.save(tmp_path / "a")
     back = Avatar.load(tmp_path / "a", head=model)
     assert torch.equal(back.select("hair"), hair)
+
+    # The label picture: background pixels are the plain render, labelled ones half their colour.
+    from dynavatar.perceive.labels import LABEL_COLOURS
+
+    shown, plain = back.render_labels(frame=2).astype(int), back.render(frame=2).astype(int)
+    top = back.render_masks(frame=2).argmax(0)
+    assert np.array_equal(shown[top == 0], plain[top == 0])
+    hair_px = top == label_index("hair")
+    assert hair_px.sum() > 20
+    expected = np.round(plain[hair_px] * 0.5 + np.array(LABEL_COLOURS[label_index("hair")]) * 0.5)
+    assert np.abs(shown[hair_px] - expected).max() <= 1
+    from click.testing import CliRunner
+
+    from dynavatar.cli import main
+
+    r = CliRunner().invoke(main, ["render", str(tmp_path / "a"), "-o", str(tmp_path / "labels.mp4"), "--labels",
+                                  "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    import imageio.v3 as iio
+
+    assert iio.imread(tmp_path / "labels.mp4").shape == (10, 64, 128, 3)
 
 
 def test_labels_voted_under_tracked_motion_ignore_drift_in_the_refined_motion(fitted_synthetic_clip):

@@ -296,17 +296,32 @@ class Avatar:
             self.meta["held_out_tracking"] = "photometrically refined"
         return res
 
+    @torch.no_grad()
+    def render_labels(self, frame: int | None = None, params: FlameParams | None = None,
+                      camera: Cameras | None = None, alpha: float = 0.5) -> np.ndarray:
+        """The render with each pixel's most likely label blended over it in the parser's colours
+        (background left as rendered), uint8 [H, W, 3]: what ``select`` and the edits will address."""
+        from .perceive.parsing import overlay
+
+        labels = self.render_masks(frame=frame, params=params, camera=camera).argmax(0)
+        return overlay(self.render(frame=frame, params=params, camera=camera), labels, alpha)
+
     def render_video(self, path: str | os.PathLike, frames=None, side_by_side: bool = True, fps: float = 25.0,
-                     compare: "Avatar | None" = None) -> Path:
+                     compare: "Avatar | None" = None, labels: bool = False) -> Path:
         """Render the clip's frames (all by default); on the left, the real frame if known, or
-        ``compare``'s render (e.g. the avatar before an edit)."""
+        ``compare``'s render (e.g. the avatar before an edit); ``labels`` adds ``render_labels``
+        on the right."""
         from .io.video import write_video
 
         frames = range(self.params.batch_size) if frames is None else frames
+        if labels:
+            self._labels()  # a clear error before any frame is written
 
         def gen():
             for i in frames:
                 img = self.render(frame=i)
+                if labels:
+                    img = np.concatenate([img, self.render_labels(frame=i)], 1)
                 if compare is not None:
                     img = np.concatenate([compare.render(frame=i), img], 1)
                 elif side_by_side and self.data is not None:

@@ -240,13 +240,14 @@ def fit(video: Path, out_dir: Path, preset: str, head: Path | None, device: str,
 @click.argument("avatar_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path))
 @click.option("--device", default="auto", show_default=True)
-def render(avatar_dir: Path, out_path: Path, device: str) -> None:
+@click.option("--labels", is_flag=True, help="Beside each frame, its semantic labels in the parser's colours.")
+def render(avatar_dir: Path, out_path: Path, device: str, labels: bool) -> None:
     """Render a saved avatar over its clip's frames to a video."""
     from .api import Avatar
     from .errors import DynavatarError
 
     try:
-        Avatar.load(avatar_dir, device=device).render_video(out_path, side_by_side=False)
+        Avatar.load(avatar_dir, device=device).render_video(out_path, side_by_side=False, labels=labels)
     except DynavatarError as exc:
         _fail(exc)
     click.echo(f"wrote {out_path}")
