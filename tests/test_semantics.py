@@ -176,6 +176,59 @@ def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path, fitted_synthe
     assert iio.imread(tmp_path / "labels.mp4").shape == (10, 64, 128, 3)
 
 
+def test_mask_command_carries_a_drawn_mask_through_the_clip(tmp_path, fitted_synthetic_clip):
+    """``dynavatar mask``: a label or a drawn PNG on one frame -> masks at every frame equal to the
+    exact route computed through the API; a head turn moves them; bad input fails cleanly."""
+    import imageio.v3 as iio
+    from click.testing import CliRunner
+
+    from dynavatar.api import Avatar
+    from dynavatar.cli import main
+    from dynavatar.semantics import MaskMapperConfig
+
+    model, renderer, data, fit = fitted_synthetic_clip
+    avatar = Avatar(copy.deepcopy(fit.avatar), fit.model, fit.params, data.cameras, {}, data)
+    avatar.label_splats(progress=False, refine_steps=0)
+    avatar.save(tmp_path / "a")
+    run = lambda *args: CliRunner().invoke(main, ["mask", str(tmp_path / "a"), "--device", "cpu", *args])  # noqa: E731
+
+    r = run("-o", str(tmp_path / "m"), "--label", "hair", "--frame", "0")
+    assert r.exit_code == 0, r.output
+    masks = np.load(tmp_path / "m" / "masks.npz")["masks"]
+    assert masks.shape == (10, 64, 64) and masks.dtype == np.uint8
+    drawn = avatar.label_mask("hair", 0)
+    exact = avatar.render_selection(avatar.splats_under_mask(drawn, frame=0), frame=3)
+    assert np.abs(masks[3] / 255 - exact).max() <= 1 / 255 + 1e-6
+    at_source = masks[0] > 127
+    assert (at_source & drawn).sum() / (at_source | drawn).sum() > 0.8
+    assert iio.imread(tmp_path / "m" / "mask.mp4").shape == (10, 64, 64, 3)
+
+    rgba = np.zeros((64, 64, 4), np.uint8)  # a red stroke on a transparent layer
+    rgba[drawn] = (255, 0, 0, 255)
+    iio.imwrite(tmp_path / "drawn.png", rgba)
+    r = run("-o", str(tmp_path / "turned"), "--mask", str(tmp_path / "drawn.png"), "--yaw", "25")
+    assert r.exit_code == 0, r.output
+    turned = np.load(tmp_path / "turned" / "masks.npz")["masks"]
+    cols = np.arange(64)
+    centre = lambda m: float((m.astype(float) * cols).sum() / m.sum())  # noqa: E731
+    assert abs(centre(turned[0]) - centre(masks[0])) > 1.0  # the head turned, the mask with it
+
+    mapped, info = avatar.map_mask(drawn, 0, learned=True, progress=False,
+                                   config=MaskMapperConfig.preset("tiny", steps=20, bank_size=40, box_steps=20))
+    assert mapped.shape == (10, 64, 64) and 0 <= mapped.min() and mapped.max() <= 1
+    assert info["route"] == "learned" and 0 <= info["iou_mean"] <= 1
+
+    iio.imwrite(tmp_path / "small.png", np.zeros((32, 32), np.uint8))
+    for args, message in ((["--label", "hair", "--mask", str(tmp_path / "drawn.png")], "exactly one"),
+                          (["--label", "whiskers"], "unknown label"),
+                          (["--mask", str(tmp_path / "missing.png")], "not found"),
+                          (["--mask", str(tmp_path / "small.png")], "renders at"),
+                          (["--label", "hair", "--frame", "99"], "out of range")):
+        r = run("-o", str(tmp_path / "bad"), *args)
+        assert r.exit_code == 2 and message in r.output, (args, r.output)
+    assert not (tmp_path / "bad" / "masks.npz").exists()
+
+
 def test_labels_voted_under_tracked_motion_ignore_drift_in_the_refined_motion(fitted_synthetic_clip):
     """If the photometrically refined motion drifts from the motion the parser's masks were drawn
     under, ``motion="tracked"`` labels from the tracker's parameters and stays right on held-out

@@ -253,6 +253,70 @@ def render(avatar_dir: Path, out_path: Path, device: str, labels: bool) -> None:
     click.echo(f"wrote {out_path}")
 
 
+def _drawn_mask(img):
+    """bool [H, W] from a drawn mask image: bright pixels of a grey or RGB image; of an RGBA image
+    (a stroke on a transparent layer), bright pixels that are also opaque."""
+    import numpy as np
+
+    img = np.asarray(img)
+    thr = 127 if img.dtype == np.uint8 else 0.5
+    if img.ndim == 2:
+        return img > thr
+    inside = img[..., :3].max(-1) > thr
+    return inside & (img[..., 3] > thr) if img.shape[-1] == 4 else inside
+
+
+@main.command()
+@click.argument("avatar_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for mask.mp4 (each frame with the mask tinted) and masks.npz (uint8 [N, H, W]).")
+@click.option("--mask", "mask_path", type=click.Path(path_type=Path),
+              help="A mask drawn on FRAME's render (an image the render's size; white = inside).")
+@click.option("--label", help="Or start from FRAME's rendered label: a label name or a group (lips, eyes, brows).")
+@click.option("--frame", default=0, show_default=True, help="The frame the mask was drawn on.")
+@click.option("--yaw", default=0.0, show_default=True, help="Turn the head by this many degrees (left/right).")
+@click.option("--pitch", default=0.0, show_default=True, help="... and this many (up/down).")
+@click.option("--learned", is_flag=True, help="Use a MaskMapper trained for this mask instead of the exact route.")
+@click.option("--device", default="auto", show_default=True)
+def mask(avatar_dir: Path, out_dir: Path, mask_path: Path | None, label: str | None, frame: int, yaw: float,
+         pitch: float, learned: bool, device: str) -> None:
+    """Carry a mask drawn on one frame to every frame of the clip (and any head turn)."""
+    import math
+
+    import imageio.v3 as iio
+    import numpy as np
+
+    from .api import Avatar
+    from .errors import DynavatarError
+    from .io.atomic import atomic_path
+
+    try:
+        if (mask_path is None) == (label is None):
+            raise DynavatarError("give exactly one of --mask PNG or --label NAME")
+        avatar = Avatar.load(avatar_dir, device=device)
+        if not 0 <= frame < avatar.params.batch_size:
+            raise DynavatarError(f"--frame {frame} is out of range (the clip has {avatar.params.batch_size} frames)")
+        if mask_path is not None:
+            if not mask_path.is_file():
+                raise DynavatarError(f"mask image not found: {mask_path}")
+            try:
+                img = np.asarray(iio.imread(mask_path))
+            except Exception as exc:  # noqa: BLE001 - any unreadable image gets the same clear message
+                raise DynavatarError(f"cannot read {mask_path} as an image ({exc})") from exc
+            drawn = _drawn_mask(img)
+        else:
+            drawn = avatar.label_mask(label, frame)
+        yaw, pitch = math.radians(yaw), math.radians(pitch)
+        masks, info = avatar.map_mask(drawn, frame, yaw, pitch, learned=learned)
+        with atomic_path(out_dir / "masks.npz", suffix=".npz") as tmp:
+            np.savez_compressed(tmp, masks=(masks * 255).round().astype(np.uint8))
+        avatar.mask_video(out_dir / "mask.mp4", masks, yaw, pitch)
+    except DynavatarError as exc:
+        _fail(exc)
+    extra = f", IoU vs the exact route {info['iou_mean']:.3f}" if learned else f", {info['splats']} splats"
+    click.echo(f"wrote {out_dir / 'mask.mp4'} and masks.npz ({info['route']} route{extra})")
+
+
 @main.command()
 @click.argument("avatar_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path))
