@@ -209,6 +209,10 @@ def test_mask_command_carries_a_drawn_mask_through_the_clip(tmp_path, fitted_syn
     r = run("-o", str(tmp_path / "turned"), "--mask", str(tmp_path / "drawn.png"), "--yaw", "25")
     assert r.exit_code == 0, r.output
     turned = np.load(tmp_path / "turned" / "masks.npz")["masks"]
+    r = run("-o", str(tmp_path / "every4"), "--label", "hair", "--stride", "4")
+    assert r.exit_code == 0, r.output
+    every4 = np.load(tmp_path / "every4" / "masks.npz")
+    assert every4["frames"].tolist() == [0, 4, 8] and np.array_equal(every4["masks"], masks[::4])
     cols = np.arange(64)
     centre = lambda m: float((m.astype(float) * cols).sum() / m.sum())  # noqa: E731
     assert abs(centre(turned[0]) - centre(masks[0])) > 1.0  # the head turned, the mask with it

@@ -384,47 +384,56 @@ class Avatar:
         return sum(masks[label_index(n)] for n in names) > 0.5
 
     def map_mask(self, mask: np.ndarray, frame: int, yaw: float = 0.0, pitch: float = 0.0, learned: bool = False,
-                 config=None, progress: bool = True) -> tuple[np.ndarray, dict]:
-        """A mask drawn on ``frame``'s render, carried to every frame of the clip with the head
-        turned by (``yaw``, ``pitch``) radians: by the exact route (the splats under it, rendered),
-        or ``learned`` by a MaskMapper trained for it (``mask_mapper``). Returns (masks float32
-        [N, H, W] in [0, 1], info: the splats selected, and for the learned route its IoU against
-        the exact route on held-out (t, pose))."""
+                 config=None, frames=None, progress: bool = True) -> tuple[np.ndarray, dict]:
+        """A mask drawn on ``frame``'s render, carried to every frame of the clip (or to ``frames``)
+        with the head turned by (``yaw``, ``pitch``) radians: by the exact route (the splats under
+        it, rendered), or ``learned`` by a MaskMapper trained for it (``mask_mapper``). Returns
+        (masks float32 [F, H, W] in [0, 1], info: the splats selected, and for the learned route its
+        IoU against the exact route on held-out (t, pose))."""
         from .flame.pose import rotate_head
 
         n = self.params.batch_size
+        frames = self._frame_list(frames)
         if not learned:
             sel = self.splats_under_mask(mask, frame=frame)
             if not sel.any():
                 raise DynavatarError("the mask covers no visible splat on that frame")
             out = [self.render_selection(sel, params=rotate_head(self.params[i].to(self.device), yaw, pitch),
-                                         camera=self.cameras[i]) for i in tqdm(range(n), desc="exact mask route",
-                                                                              disable=not progress)]
+                                         camera=self.cameras[i])
+                   for i in tqdm(frames, desc="exact mask route", disable=not progress)]
             return np.stack(out).astype(np.float32), {"route": "exact", "splats": int(sel.sum())}
         mapper, score = self.mask_mapper(mask, frame, config=config, progress=progress)
-        t = torch.arange(n, dtype=torch.float32) / max(n - 1, 1)
-        pose = torch.tensor([[yaw, pitch]], dtype=torch.float32).expand(n, 2)
+        t = torch.tensor(frames, dtype=torch.float32) / max(n - 1, 1)
+        pose = torch.tensor([[yaw, pitch]], dtype=torch.float32).expand(len(frames), 2)
         dev = next(mapper.parameters()).device
         with torch.no_grad():
             out = torch.cat([mapper.predict(t[i:i + 64].to(dev), pose[i:i + 64].to(dev),
                                             out_size=(self.resolution, self.resolution)).cpu()
-                             for i in range(0, n, 64)])
+                             for i in range(0, len(frames), 64)])
         return out.numpy().astype(np.float32), {"route": "learned", "iou_mean": score["iou_mean"],
                                                 "iou_min": score["iou_min"]}
 
+    def _frame_list(self, frames) -> list[int]:
+        n = self.params.batch_size
+        frames = list(range(n)) if frames is None else [int(i) for i in frames]
+        if not frames or min(frames) < 0 or max(frames) >= n:
+            raise DynavatarError(f"frames must be a non-empty list of indices below {n}")
+        return frames
+
     def mask_video(self, path: str | os.PathLike, masks: np.ndarray, yaw: float = 0.0, pitch: float = 0.0,
-                   fps: float = 25.0) -> Path:
-        """Write the clip rendered with the head turned by (yaw, pitch) radians and ``masks``
-        ([N, H, W] in [0, 1], e.g. from ``map_mask``) tinted red over it."""
+                   frames=None, fps: float = 25.0) -> Path:
+        """Write the clip (or ``frames``) rendered with the head turned by (yaw, pitch) radians and
+        ``masks`` ([F, H, W] in [0, 1], e.g. from ``map_mask``) tinted red over it."""
         from .flame.pose import rotate_head
         from .io.video import write_video
 
-        if len(masks) != self.params.batch_size:
-            raise DynavatarError(f"{len(masks)} masks for a clip of {self.params.batch_size} frames")
+        frames = self._frame_list(frames)
+        if len(masks) != len(frames):
+            raise DynavatarError(f"{len(masks)} masks for {len(frames)} frames")
         red = np.array([255.0, 40.0, 40.0], dtype=np.float32)
 
         def gen():
-            for i, m in enumerate(masks):
+            for i, m in zip(frames, masks):
                 params = rotate_head(self.params[i].to(self.device), yaw, pitch)
                 img = self.render(params=params, camera=self.cameras[i]).astype(np.float32)
                 a = 0.5 * np.asarray(m, dtype=np.float32)[..., None]

@@ -269,7 +269,7 @@ def _drawn_mask(img):
 @main.command()
 @click.argument("avatar_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder for mask.mp4 (each frame with the mask tinted) and masks.npz (uint8 [N, H, W]).")
+              help="Folder for mask.mp4 (each frame with the mask tinted) and masks.npz (masks uint8 [F, H, W], frames).")
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path),
               help="A mask drawn on FRAME's render (an image the render's size; white = inside).")
 @click.option("--label", help="Or start from FRAME's rendered label: a label name or a group (lips, eyes, brows).")
@@ -277,9 +277,11 @@ def _drawn_mask(img):
 @click.option("--yaw", default=0.0, show_default=True, help="Turn the head by this many degrees (left/right).")
 @click.option("--pitch", default=0.0, show_default=True, help="... and this many (up/down).")
 @click.option("--learned", is_flag=True, help="Use a MaskMapper trained for this mask instead of the exact route.")
+@click.option("--stride", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Every STRIDE-th frame only (a quick look on a CPU, ~2 s a 512-px frame).")
 @click.option("--device", default="auto", show_default=True)
 def mask(avatar_dir: Path, out_dir: Path, mask_path: Path | None, label: str | None, frame: int, yaw: float,
-         pitch: float, learned: bool, device: str) -> None:
+         pitch: float, learned: bool, stride: int, device: str) -> None:
     """Carry a mask drawn on one frame to every frame of the clip (and any head turn)."""
     import math
 
@@ -307,10 +309,11 @@ def mask(avatar_dir: Path, out_dir: Path, mask_path: Path | None, label: str | N
         else:
             drawn = avatar.label_mask(label, frame)
         yaw, pitch = math.radians(yaw), math.radians(pitch)
-        masks, info = avatar.map_mask(drawn, frame, yaw, pitch, learned=learned)
+        frames = list(range(0, avatar.params.batch_size, stride))
+        masks, info = avatar.map_mask(drawn, frame, yaw, pitch, learned=learned, frames=frames)
         with atomic_path(out_dir / "masks.npz", suffix=".npz") as tmp:
-            np.savez_compressed(tmp, masks=(masks * 255).round().astype(np.uint8))
-        avatar.mask_video(out_dir / "mask.mp4", masks, yaw, pitch)
+            np.savez_compressed(tmp, masks=(masks * 255).round().astype(np.uint8), frames=np.array(frames))
+        avatar.mask_video(out_dir / "mask.mp4", masks, yaw, pitch, frames=frames)
     except DynavatarError as exc:
         _fail(exc)
     extra = f", IoU vs the exact route {info['iou_mean']:.3f}" if learned else f", {info['splats']} splats"
