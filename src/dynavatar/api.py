@@ -359,7 +359,7 @@ class Avatar:
         turn (yaw, pitch). Returns (mapper, {"iou_mean", "iou_min"} against the exact route on
         held-out (t, pose)). ``config`` defaults to ``MaskMapperConfig.preset("quality")`` on a GPU
         (lips vs the exact route: wojtek 0.900, liveportrait 0.909; 100-210 s on an H200) and to
-        ``preset("fast")`` on the CPU (0.86-0.88 on a GPU in 35-80 s)."""
+        ``preset("fast")`` on the CPU (0.86-0.88 on a GPU in 35-82 s)."""
         from .semantics import MaskMapperConfig, fit_mask_mapper
 
         if config is None:
