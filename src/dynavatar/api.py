@@ -313,6 +313,7 @@ class Avatar:
         ``compare``'s render (e.g. the avatar before an edit); ``labels`` adds ``render_labels``
         on the right."""
         from .io.video import write_video
+        from .perceive.parsing import overlay
 
         frames = range(self.params.batch_size) if frames is None else frames
         if labels:
@@ -321,8 +322,8 @@ class Avatar:
         def gen():
             for i in frames:
                 img = self.render(frame=i)
-                if labels:
-                    img = np.concatenate([img, self.render_labels(frame=i)], 1)
+                if labels:  # render_labels, reusing this frame's render
+                    img = np.concatenate([img, overlay(img, self.render_masks(frame=i).argmax(0))], 1)
                 if compare is not None:
                     img = np.concatenate([compare.render(frame=i), img], 1)
                 elif side_by_side and self.data is not None:
@@ -364,11 +365,16 @@ class Avatar:
 
         if config is None:
             config = MaskMapperConfig.preset("quality" if self.device.type == "cuda" else "fast")
+        sel = self._covered_splats(mask, frame)
+        return fit_mask_mapper(self.gaussians, self.model, self.params, self.cameras, sel, _renderer_for(self.device),
+                               frame, config, progress=progress)
+
+    def _covered_splats(self, mask: np.ndarray, frame: int) -> torch.Tensor:
+        """``splats_under_mask``, refusing a mask that selects nothing (both mask routes need some)."""
         sel = self.splats_under_mask(mask, frame=frame)
         if not sel.any():
             raise DynavatarError("the mask covers no visible splat on that frame")
-        return fit_mask_mapper(self.gaussians, self.model, self.params, self.cameras, sel, _renderer_for(self.device),
-                               frame, config, progress=progress)
+        return sel
 
     def label_mask(self, name: str, frame: int) -> np.ndarray:
         """bool [H, W]: where ``frame``'s rendered labels say ``name`` (a label, or a group of
@@ -395,9 +401,7 @@ class Avatar:
         n = self.params.batch_size
         frames = self._frame_list(frames)
         if not learned:
-            sel = self.splats_under_mask(mask, frame=frame)
-            if not sel.any():
-                raise DynavatarError("the mask covers no visible splat on that frame")
+            sel = self._covered_splats(mask, frame)
             out = [self.render_selection(sel, params=rotate_head(self.params[i].to(self.device), yaw, pitch),
                                          camera=self.cameras[i])
                    for i in tqdm(frames, desc="exact mask route", disable=not progress)]

@@ -296,8 +296,6 @@ def mask(avatar_dir: Path, out_dir: Path, mask_path: Path | None, label: str | N
         if (mask_path is None) == (label is None):
             raise DynavatarError("give exactly one of --mask PNG or --label NAME")
         avatar = Avatar.load(avatar_dir, device=device)
-        if not 0 <= frame < avatar.params.batch_size:
-            raise DynavatarError(f"--frame {frame} is out of range (the clip has {avatar.params.batch_size} frames)")
         if mask_path is not None:
             if not mask_path.is_file():
                 raise DynavatarError(f"mask image not found: {mask_path}")
