@@ -202,6 +202,12 @@ def test_mask_command_carries_a_drawn_mask_through_the_clip(tmp_path, fitted_syn
     at_source = masks[0] > 127
     assert (at_source & drawn).sum() / (at_source | drawn).sum() > 0.8
     assert iio.imread(tmp_path / "m" / "mask.mp4").shape == (10, 64, 64, 3)
+    # the command renders each frame once (coverage as a feature channel beside RGB): the same
+    # image and mask as two separate renders
+    sel = avatar.splats_under_mask(drawn, frame=0)
+    rgb, coverage = avatar._render_with_coverage(avatar.params[3], avatar.cameras[3], sel)
+    assert np.abs(rgb.astype(int) - avatar.render(frame=3)).max() <= 1
+    assert np.abs(coverage - exact).max() < 1e-5
 
     rgba = np.zeros((64, 64, 4), np.uint8)  # a red stroke on a transparent layer
     rgba[drawn] = (255, 0, 0, 255)
@@ -280,6 +286,8 @@ def test_mask_mapper_learns_the_exact_route_of_an_avatar(head):
     # CPU-sized here (measured 0.80); the GPU run with the "fast" preset on a real avatar is the
     # judged number (see the closing note).
     assert ev["iou_mean"] >= 0.75
+    assert len(ev["eval_iou"]) == len(ev["eval_t"]) == len(ev["eval_pose"]) == 12
+    assert min(ev["eval_iou"]) == pytest.approx(ev["iou_min"]) and np.mean(ev["eval_iou"]) == pytest.approx(ev["iou_mean"])
 
 
 def test_group_iou_and_group_argmax_against_hand_made_maps():

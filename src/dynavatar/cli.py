@@ -308,10 +308,10 @@ def mask(avatar_dir: Path, out_dir: Path, mask_path: Path | None, label: str | N
             drawn = avatar.label_mask(label, frame)
         yaw, pitch = math.radians(yaw), math.radians(pitch)
         frames = list(range(0, avatar.params.batch_size, stride))
-        masks, info = avatar.map_mask(drawn, frame, yaw, pitch, learned=learned, frames=frames)
+        masks, info = avatar.map_mask(drawn, frame, yaw, pitch, learned=learned, frames=frames,
+                                      video=out_dir / "mask.mp4")
         with atomic_path(out_dir / "masks.npz", suffix=".npz") as tmp:
             np.savez_compressed(tmp, masks=(masks * 255).round().astype(np.uint8), frames=np.array(frames))
-        avatar.mask_video(out_dir / "mask.mp4", masks, yaw, pitch, frames=frames)
     except DynavatarError as exc:
         _fail(exc)
     extra = f", IoU vs the exact route {info['iou_mean']:.3f}" if learned else f", {info['splats']} splats"

@@ -40,7 +40,9 @@ def fit_mask_mapper(gaussians, model, params: FlameParams, cameras, selected: Te
                     config: MaskMapperConfig | None = None, n_eval: int = 48, seed: int = 123,
                     progress: bool = True) -> tuple[MaskMapper, dict]:
     """Train a MaskMapper for the splats ``selected`` (the exact route's first half) seen at
-    ``frame0``, and report its IoU against the exact route at ``n_eval`` random held-out (t, pose).
+    ``frame0``, and report its IoU against the exact route at ``n_eval`` random held-out (t, pose):
+    {"iou_mean", "iou_min", "history", and per point "eval_t", "eval_pose", "eval_iou"} (lists, so
+    that where it fails — which frames, which head turns — can be looked at).
 
     The mapper is told the clip's frame count (``t_frames``, unless the config sets one): the exact
     route shows frame round(t (N - 1)), and reading the codes at that frame's time instead of in between
@@ -58,4 +60,5 @@ def fit_mask_mapper(gaussians, model, params: FlameParams, cameras, selected: Te
     hi = torch.tensor([r[1] for r in cfg.pose_range])
     poses = lo + (hi - lo) * torch.rand(n_eval, cfg.pose_dim, generator=g)
     ev = evaluate_mask_mapper(mapper, sample, ts, poses)
-    return mapper, {"iou_mean": float(ev["iou_mean"]), "iou_min": float(ev["iou_min"]), "history": history}
+    return mapper, {"iou_mean": float(ev["iou_mean"]), "iou_min": float(ev["iou_min"]), "history": history,
+                    "eval_t": ts.tolist(), "eval_pose": poses.tolist(), "eval_iou": ev["per_sample"].tolist()}
