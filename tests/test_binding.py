@@ -1,6 +1,5 @@
 """bind(): splats follow their triangles; covariance identity; derivatives vs finite differences."""
 
-import math
 
 import pytest
 import torch

@@ -101,7 +101,6 @@ def manual_forward_backward(v, faces, binding, ml, ql, sl, g_mu, g_q, g_s):
     for i in range(3):
         gm[..., i, i] += g_cand[..., 0] * signs[..., i]
     # off-diagonal: per candidate row, coefficient of each m_ij in each entry
-    gr = g_row
     # entries of the chosen row: index (best ^ 1) holds m21 -+ m12, (best ^ 2) m02 -+ m20,
     # (best ^ 3) m10 -+ m01; the sign of the second term depends on the row:
     # row 0: [., m21-m12, m02-m20, m10-m01]   row 1: [m21-m12, ., m10+m01, m02+m20]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import zipfile
 
 import numpy as np
 import pytest

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dynavatar.errors import NoFaceError, VideoError
-from dynavatar.perceive import FrameDataset, preprocess, probe_video
+from dynavatar.perceive import preprocess, probe_video
 from dynavatar.perceive.crop import crop_image, plan_crops, smooth_series, to_crop, to_original
 from dynavatar.perceive.video import iter_frames
 

@@ -1,6 +1,5 @@
 """3DGS .ply export: header layout, round trip, atomic write."""
 
-import math
 
 import numpy as np
 import torch

@@ -1,6 +1,5 @@
 """triangle_frames: the frame definition of DESIGN.md §3, its invariances and derivatives."""
 
-import math
 
 import pytest
 import torch

@@ -14,7 +14,6 @@ sphere, 150 components) is used and the row says so.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -47,7 +46,7 @@ class _StandInHead:
 
 def _load_head(device):
     try:
-        from ..flame import FlameModel, FlameParams
+        from ..flame import FlameModel
 
         model = FlameModel.load().to(device)
         return "flame", model, model.faces.long()
