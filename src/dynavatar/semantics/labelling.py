@@ -30,6 +30,7 @@ from ..gaussians.avatar import GaussianAvatar
 from ..gaussians.binding import WorldGaussians, bind
 from ..perceive.labels import NUM_LABELS, REGION_TO_LABEL, label_index
 from ..render.cameras import Cameras
+from .coverage import render_coverage
 
 __all__ = ["splat_pixel_votes", "region_prior", "label_splats", "LabelResult", "render_label_masks",
            "selection_from_mask", "render_selection", "refine_labels"]
@@ -190,6 +191,6 @@ def selection_from_mask(g: WorldGaussians, camera: Cameras, mask: Tensor, render
 
 
 def render_selection(g: WorldGaussians, camera: Cameras, selected: Tensor, renderer) -> Tensor:
-    """The exact route's second half: the selected splats' coverage at any pose.  -> [H, W] in [0, 1]"""
-    out = renderer.render(g, camera, features=selected.float()[:, None].to(g.means))
-    return out.features[0, ..., 0].clamp(0, 1)
+    """The exact route's second half: the selected splats' coverage at any pose.  -> [H, W] in [0, 1]
+    (rendered in a window around them: ``coverage.render_coverage``)."""
+    return render_coverage(g, camera[:1], selected, renderer)[0]

@@ -15,6 +15,7 @@ from torch import Tensor
 from ..flame import FlameParams
 from ..flame.pose import rotate_head
 from ..gaussians.binding import bind
+from .coverage import render_coverage
 from .mask_mapper import MaskMapper, MaskMapperConfig, evaluate_mask_mapper, train_mask_mapper
 
 __all__ = ["exact_route_sampler", "fit_mask_mapper"]
@@ -31,8 +32,7 @@ def exact_route_sampler(gaussians, model, params: FlameParams, cameras, selected
         p = FlameParams.cat([rotate_head(params[f], float(yp[0]), float(yp[1])) for f, yp in zip(frames, pose.tolist())])
         verts = model(p.to(dev), landmark_set=None).vertices
         g = bind(gaussians, verts, model.faces)
-        out = renderer.render(g, cameras[torch.tensor(frames)].to(dev), features=selected.float()[:, None].to(g.means))
-        return out.features[..., 0].clamp(0, 1)  # [B, H, W], as render_selection per frame
+        return render_coverage(g, cameras[torch.tensor(frames)].to(dev), selected, renderer)  # [B, H, W]
     return sample
 
 
