@@ -361,7 +361,7 @@ class Avatar:
             return list(gen())
         return write_video(path, gen(), fps=fps)
 
-    def mask_mapper(self, mask: np.ndarray, frame: int, config=None, progress: bool = True):
+    def mask_mapper(self, mask: np.ndarray, frame: int, config=None, progress: bool = True, n_eval: int = 48):
         """The learned mask route: a MaskMapper trained (from the exact route) for a mask drawn on
         ``frame``'s render; ``mapper.predict(t, pose)`` then gives it at any time t in [0, 1] and head
         turn (yaw, pitch). Returns (mapper, {"iou_mean", "iou_min"} against the exact route on
@@ -374,7 +374,7 @@ class Avatar:
             config = MaskMapperConfig.preset("quality" if self.device.type == "cuda" else "fast")
         sel = self._covered_splats(mask, frame)
         return fit_mask_mapper(self.gaussians, self.model, self.params, self.cameras, sel, _renderer_for(self.device),
-                               frame, config, progress=progress)
+                               frame, config, n_eval=n_eval, progress=progress)
 
     def _covered_splats(self, mask: np.ndarray, frame: int) -> torch.Tensor:
         """``splats_under_mask``, refusing a mask that selects nothing (both mask routes need some)."""

@@ -436,5 +436,25 @@ def bench_fit(video: Path, preset: str, head: Path | None, device: str, max_fram
     click.echo(format_fit_table(r))
 
 
+@bench.command("mask")
+@click.argument("avatar_dir", type=click.Path(path_type=Path))
+@click.option("--group", default="lips", show_default=True, help="Label or label group drawn as the user's mask.")
+@click.option("--frame", type=int, default=None, help="Frame it is drawn on (default: the middle training frame).")
+@click.option("--preset", default=None, type=click.Choice(["tiny", "fast", "quality"]),
+              help="MaskMapper preset (default: quality on a GPU, fast on a CPU).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--eval", "n_eval", default=48, show_default=True, help="Held-out (t, pose) points scored.")
+def bench_mask(avatar_dir: Path, group: str, frame: int | None, preset: str | None, device: str, n_eval: int) -> None:
+    """MaskMapper vs the exact mask route on a saved avatar: IoU on held-out (t, pose), time per mask."""
+    from .bench.mask import format_mask_table, run_mask_bench
+    from .errors import DynavatarError
+
+    try:
+        r = run_mask_bench(avatar_dir, group, frame, preset, device, n_eval, progress=True)
+    except DynavatarError as exc:
+        _fail(exc)
+    click.echo(format_mask_table(r))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

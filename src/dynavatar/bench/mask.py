@@ -1,0 +1,99 @@
+"""``dynavatar bench mask AVATAR``: the two mask routes of a saved avatar, side by side.
+
+A label group (``--group lips``) rendered on one training frame is the user's mask. The exact route
+(the splats under it, rendered at (t, pose)) is the reference; a MaskMapper is trained from it
+(``Avatar.mask_mapper``) and scored on ``n_eval`` random held-out (t, pose) (IoU against the exact
+route at full resolution), overall and by how far the head is turned. Both routes are timed per
+mask on the same points after a warm-up: the learned route's point is being quick where the exact
+one must render every splat. This is the judged figure of dual tracking (MaskMapper IoU >= 0.9)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import sync_cuda, warm_up_cuda
+
+__all__ = ["run_mask_bench", "format_mask_table"]
+
+#: |yaw| bins (radians) the held-out IoU is broken down by
+YAW_BINS = ((0.0, 0.2), (0.2, 0.4), (0.4, 10.0))
+
+
+def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | None = None, preset: str | None = None,
+                   device: str = "auto", n_eval: int = 48, progress: bool = False) -> dict:
+    """Train and score a MaskMapper for ``group`` drawn on ``frame`` (default: the middle training
+    frame) of the avatar saved in ``avatar_dir``; ``preset`` defaults to the avatar's own choice
+    (``quality`` on a GPU, ``fast`` on a CPU)."""
+    from ..api import Avatar, _renderer_for
+    from ..semantics import MaskMapperConfig
+    from ..semantics.mapping import exact_route_sampler
+
+    avatar = Avatar.load(avatar_dir, device=device)
+    t_compile = warm_up_cuda(avatar.device)
+    if frame is None:
+        train = avatar._train_idx()
+        frame = int(train[len(train) // 2])
+    mask = avatar.label_mask(group, frame)
+    preset = preset or ("quality" if avatar.device.type == "cuda" else "fast")
+    sync_cuda()
+    t0 = time.perf_counter()
+    mapper, score = avatar.mask_mapper(mask, frame, config=MaskMapperConfig.preset(preset), progress=progress,
+                                         n_eval=n_eval)
+    sync_cuda()
+    total = time.perf_counter() - t0
+    hist = score["history"]
+
+    # per-mask time of both routes on the same 16 held-out points, after one warm-up call each
+    n = avatar.params.batch_size
+    sel = avatar.splats_under_mask(mask, frame=frame)
+    exact = exact_route_sampler(avatar.gaussians, avatar.model, avatar.params, avatar.cameras, sel,
+                                _renderer_for(avatar.device))
+    ts = torch.tensor(score["eval_t"][:16])
+    poses = torch.tensor(score["eval_pose"][:16])
+    dev = next(mapper.parameters()).device
+    timings = {}
+    for name, fn in (("exact", lambda: exact(ts, poses)),
+                     ("learned", lambda: mapper.predict(ts.to(dev), poses.to(dev), out_size=(avatar.resolution,) * 2))):
+        fn()
+        sync_cuda()
+        t = time.perf_counter()
+        fn()
+        sync_cuda()
+        timings[name] = (time.perf_counter() - t) / len(ts)
+
+    ious, yaw = np.array(score["eval_iou"]), np.abs(np.array(score["eval_pose"])[:, 0])
+    by_yaw = {f"{lo:.1f}-{hi:.1f}" if hi < 10 else f">{lo:.1f}": (float(ious[(yaw >= lo) & (yaw < hi)].mean())
+                                                                   if ((yaw >= lo) & (yaw < hi)).any() else None,
+                                                                   int(((yaw >= lo) & (yaw < hi)).sum()))
+              for lo, hi in YAW_BINS}
+    worst = int(np.argmin(ious))
+    return {"avatar": str(avatar_dir), "group": group, "frame": frame, "frames": n, "preset": preset,
+            "device": str(avatar.device), "compile_s": t_compile, "selected_splats": int(sel.sum()),
+            "splats": avatar.gaussians.num_splats, "bank_masks": int(mapper.config.bank_total),
+            "bank_s": hist.bank_seconds, "box_s": hist.box_seconds, "train_s": hist.train_seconds,
+            "total_s": total, "iou_mean": score["iou_mean"], "iou_min": score["iou_min"], "n_eval": len(ious),
+            "iou_by_yaw": by_yaw, "worst": (float(ious[worst]), score["eval_t"][worst], score["eval_pose"][worst]),
+            "exact_ms": 1e3 * timings["exact"], "learned_ms": 1e3 * timings["learned"]}
+
+
+def format_mask_table(r: dict) -> str:
+    f = lambda v, d=1: "n/a" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
+    _, wt, wp = r["worst"]
+    rows = [("avatar", Path(r["avatar"]).name), ("device", r["device"]), ("preset", r["preset"]),
+            ("CUDA kernels build/load, once per machine [s]", f(r.get("compile_s"))),
+            ("mask", f"{r['group']} on frame {r['frame']} of {r['frames']}"),
+            ("splats selected / all", f"{r['selected_splats']} / {r['splats']}"),
+            ("bank (exact-route masks)", r["bank_masks"]),
+            ("bank render [s]", f(r["bank_s"])), ("box head fit [s]", f(r["box_s"])),
+            ("decoder training [s]", f(r["train_s"])), ("total incl. held-out scoring [s]", f(r["total_s"])),
+            (f"IoU vs exact route, {r['n_eval']} held-out (t, pose): mean", f(r["iou_mean"], 3)),
+            ("  min", f(r["iou_min"], 3) + f"  (frame t={wt:.3f}, yaw {wp[0]:+.2f}, pitch {wp[1]:+.2f} rad)")]
+    rows += [(f"  |yaw| {k} rad", f"{f(v, 3)}  ({c} points)") for k, (v, c) in r["iou_by_yaw"].items()]
+    rows += [("exact route [ms / mask]", f(r["exact_ms"], 2)), ("learned route [ms / mask]", f(r["learned_ms"], 2)),
+             ("learned speed-up", f"{r['exact_ms'] / max(r['learned_ms'], 1e-9):.1f}x")]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
