@@ -436,6 +436,27 @@ def bench_fit(video: Path, preset: str, head: Path | None, device: str, max_fram
     click.echo(format_fit_table(r))
 
 
+def _config_overrides(config_cls, items: tuple[str, ...]) -> dict:
+    """``("steps=8000", "lr=1e-3")`` -> {"steps": 8000, "lr": 0.001}, typed by the dataclass's scalar
+    fields; an unknown field or a value of the wrong type is a DynavatarError naming it."""
+    import dataclasses
+
+    from .errors import DynavatarError
+
+    types = {f.name: type(f.default) for f in dataclasses.fields(config_cls) if isinstance(f.default, (bool, int, float))}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise DynavatarError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}")
+        kind = types[key]
+        try:
+            out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise DynavatarError(f"--set {item!r}: {key} takes {'an integer' if kind is int else 'a number'}") from None
+    return out
+
+
 @bench.command("mask")
 @click.argument("avatar_dir", type=click.Path(path_type=Path))
 @click.option("--group", default="lips", show_default=True, help="Label or label group drawn as the user's mask.")
@@ -444,13 +465,18 @@ def bench_fit(video: Path, preset: str, head: Path | None, device: str, max_fram
               help="MaskMapper preset (default: quality on a GPU, fast on a CPU).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--eval", "n_eval", default=48, show_default=True, help="Held-out (t, pose) points scored.")
-def bench_mask(avatar_dir: Path, group: str, frame: int | None, preset: str | None, device: str, n_eval: int) -> None:
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="Change a MaskMapperConfig field of the preset, e.g. --set bank_per_frame=20 (repeatable).")
+def bench_mask(avatar_dir: Path, group: str, frame: int | None, preset: str | None, device: str, n_eval: int,
+               overrides: tuple[str, ...]) -> None:
     """MaskMapper vs the exact mask route on a saved avatar: IoU on held-out (t, pose), time per mask."""
     from .bench.mask import format_mask_table, run_mask_bench
     from .errors import DynavatarError
+    from .semantics import MaskMapperConfig
 
     try:
-        r = run_mask_bench(avatar_dir, group, frame, preset, device, n_eval, progress=True)
+        changes = _config_overrides(MaskMapperConfig, overrides)
+        r = run_mask_bench(avatar_dir, group, frame, preset, device, n_eval, progress=True, overrides=changes)
     except DynavatarError as exc:
         _fail(exc)
     click.echo(format_mask_table(r))

@@ -24,10 +24,10 @@ YAW_BINS = ((0.0, 0.2), (0.2, 0.4), (0.4, 10.0))
 
 
 def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | None = None, preset: str | None = None,
-                   device: str = "auto", n_eval: int = 48, progress: bool = False) -> dict:
+                   device: str = "auto", n_eval: int = 48, progress: bool = False, overrides: dict | None = None) -> dict:
     """Train and score a MaskMapper for ``group`` drawn on ``frame`` (default: the middle training
     frame) of the avatar saved in ``avatar_dir``; ``preset`` defaults to the avatar's own choice
-    (``quality`` on a GPU, ``fast`` on a CPU)."""
+    (``quality`` on a GPU, ``fast`` on a CPU), ``overrides`` change its fields (ablations)."""
     from ..api import Avatar, _renderer_for
     from ..semantics import MaskMapperConfig
     from ..semantics.mapping import exact_route_sampler
@@ -41,7 +41,8 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
     preset = preset or ("quality" if avatar.device.type == "cuda" else "fast")
     sync_cuda()
     t0 = time.perf_counter()
-    mapper, score = avatar.mask_mapper(mask, frame, config=MaskMapperConfig.preset(preset), progress=progress,
+    mapper, score = avatar.mask_mapper(mask, frame, config=MaskMapperConfig.preset(preset, **(overrides or {})),
+                                         progress=progress,
                                          n_eval=n_eval)
     sync_cuda()
     total = time.perf_counter() - t0
@@ -71,6 +72,8 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
                                                                    int(((yaw >= lo) & (yaw < hi)).sum()))
               for lo, hi in YAW_BINS}
     worst = int(np.argmin(ious))
+    if overrides:
+        preset += " + " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     return {"avatar": str(avatar_dir), "group": group, "frame": frame, "frames": n, "preset": preset,
             "device": str(avatar.device), "compile_s": t_compile, "selected_splats": int(sel.sum()),
             "splats": avatar.gaussians.num_splats, "bank_masks": int(mapper.config.bank_total),
