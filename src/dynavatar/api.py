@@ -364,10 +364,12 @@ class Avatar:
     def mask_mapper(self, mask: np.ndarray, frame: int, config=None, progress: bool = True, n_eval: int = 48):
         """The learned mask route: a MaskMapper trained (from the exact route) for a mask drawn on
         ``frame``'s render; ``mapper.predict(t, pose)`` then gives it at any time t in [0, 1] and head
-        turn (yaw, pitch). Returns (mapper, {"iou_mean", "iou_min"} against the exact route on
-        held-out (t, pose)). ``config`` defaults to ``MaskMapperConfig.preset("quality")`` on a GPU
-        (lips vs the exact route: wojtek 0.900, liveportrait 0.909; 100-210 s on an H200) and to
-        ``preset("fast")`` on the CPU (0.86-0.88 on a GPU in 35-82 s)."""
+        turn (yaw, pitch). Returns (mapper, {"iou_mean", "iou_min", "history", and per held-out point
+        "eval_t", "eval_pose", "eval_iou"}: IoU against the exact route on ``n_eval`` held-out (t, pose)).
+        ``config`` defaults to ``MaskMapperConfig.preset("quality")`` on a GPU (lips vs the exact route:
+        wojtek 0.890-0.907 on three avatars, liveportrait 0.909; 100-210 s on an H200, 25 min on 2 CPU
+        cores) and to ``preset("fast")`` on the CPU (0.86-0.88; 35-82 s on an H200, 9.5 min on 2 cores
+        for 400 frames). ``dynavatar bench mask`` prints these figures for a saved avatar."""
         from .semantics import MaskMapperConfig, fit_mask_mapper
 
         if config is None:
