@@ -372,6 +372,7 @@ def test_label_comparison_grid_needs_parsed_frames():
 def test_bench_mask_scores_both_routes_of_a_saved_avatar(tmp_path, fitted_synthetic_clip):
     """``dynavatar bench mask``: a MaskMapper trained and scored on held-out points (the breakdown by
     head turn covers every one), both routes timed, the table printed; bad input fails with one line."""
+    import imageio.v3 as iio
     from click.testing import CliRunner
 
     from dynavatar.api import Avatar
@@ -382,7 +383,8 @@ def test_bench_mask_scores_both_routes_of_a_saved_avatar(tmp_path, fitted_synthe
     avatar = Avatar(copy.deepcopy(fit.avatar), fit.model, fit.params, data.cameras, {}, data)
     avatar.label_splats(progress=False, refine_steps=0)
     avatar.save(tmp_path / "a")
-    r = run_mask_bench(tmp_path / "a", "hair", frame=2, preset="tiny", device="cpu", n_eval=8)
+    r = run_mask_bench(tmp_path / "a", "hair", frame=2, preset="tiny", device="cpu", n_eval=8, out_dir=tmp_path / "g")
+    assert iio.imread(r["grid"]).shape == (2 * 192, 4 * 192, 3)  # 8 held-out points, worst first
     assert r["n_eval"] == 8 and r["frame"] == 2 and r["bank_masks"] == 320
     assert 0.5 < r["iou_mean"] <= 1 and r["iou_min"] <= r["iou_mean"]
     counts = [c for _, c in r["iou_by_yaw"].values()]

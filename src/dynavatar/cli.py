@@ -467,8 +467,10 @@ def _config_overrides(config_cls, items: tuple[str, ...]) -> dict:
 @click.option("--eval", "n_eval", default=48, show_default=True, help="Held-out (t, pose) points scored.")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="Change a MaskMapperConfig field of the preset, e.g. --set bank_per_frame=20 (repeatable).")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Also write mask_routes.png: held-out points, learned vs exact, worst first.")
 def bench_mask(avatar_dir: Path, group: str, frame: int | None, preset: str | None, device: str, n_eval: int,
-               overrides: tuple[str, ...]) -> None:
+               overrides: tuple[str, ...], out_dir: Path | None) -> None:
     """MaskMapper vs the exact mask route on a saved avatar: IoU on held-out (t, pose), time per mask."""
     from .bench.mask import format_mask_table, run_mask_bench
     from .errors import DynavatarError
@@ -476,7 +478,8 @@ def bench_mask(avatar_dir: Path, group: str, frame: int | None, preset: str | No
 
     try:
         changes = _config_overrides(MaskMapperConfig, overrides)
-        r = run_mask_bench(avatar_dir, group, frame, preset, device, n_eval, progress=True, overrides=changes)
+        r = run_mask_bench(avatar_dir, group, frame, preset, device, n_eval, progress=True, overrides=changes,
+                           out_dir=out_dir)
     except DynavatarError as exc:
         _fail(exc)
     click.echo(format_mask_table(r))

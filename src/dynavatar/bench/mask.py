@@ -17,17 +17,19 @@ import torch
 
 from . import sync_cuda, warm_up_cuda
 
-__all__ = ["run_mask_bench", "format_mask_table"]
+__all__ = ["run_mask_bench", "format_mask_table", "save_route_grid"]
 
 #: |yaw| bins (radians) the held-out IoU is broken down by
 YAW_BINS = ((0.0, 0.2), (0.2, 0.4), (0.4, 10.0))
 
 
 def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | None = None, preset: str | None = None,
-                   device: str = "auto", n_eval: int = 48, progress: bool = False, overrides: dict | None = None) -> dict:
+                   device: str = "auto", n_eval: int = 48, progress: bool = False, overrides: dict | None = None,
+                   out_dir: str | Path | None = None) -> dict:
     """Train and score a MaskMapper for ``group`` drawn on ``frame`` (default: the middle training
     frame) of the avatar saved in ``avatar_dir``; ``preset`` defaults to the avatar's own choice
-    (``quality`` on a GPU, ``fast`` on a CPU), ``overrides`` change its fields (ablations)."""
+    (``quality`` on a GPU, ``fast`` on a CPU), ``overrides`` change its fields (ablations).
+    ``out_dir``: also write ``mask_routes.png``, the held-out points from worst to best (``save_route_grid``)."""
     from ..api import Avatar, _renderer_for
     from ..semantics import MaskMapperConfig
     from ..semantics.mapping import exact_route_sampler
@@ -72,6 +74,7 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
                                                                    int(((yaw >= lo) & (yaw < hi)).sum()))
               for lo, hi in YAW_BINS}
     worst = int(np.argmin(ious))
+    grid = save_route_grid(Path(out_dir) / "mask_routes.png", avatar, mapper, exact, score) if out_dir else None
     if overrides:
         preset += " + " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     return {"avatar": str(avatar_dir), "group": group, "frame": frame, "frames": n, "preset": preset,
@@ -80,7 +83,7 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
             "bank_s": hist.bank_seconds, "box_s": hist.box_seconds, "train_s": hist.train_seconds,
             "total_s": total, "iou_mean": score["iou_mean"], "iou_min": score["iou_min"], "n_eval": len(ious),
             "iou_by_yaw": by_yaw, "worst": (float(ious[worst]), score["eval_t"][worst], score["eval_pose"][worst]),
-            "exact_ms": 1e3 * timings["exact"], "learned_ms": 1e3 * timings["learned"]}
+            "exact_ms": 1e3 * timings["exact"], "learned_ms": 1e3 * timings["learned"], "grid": grid}
 
 
 def format_mask_table(r: dict) -> str:
@@ -98,5 +101,38 @@ def format_mask_table(r: dict) -> str:
     rows += [(f"  |yaw| {k} rad", f"{f(v, 3)}  ({c} points)") for k, (v, c) in r["iou_by_yaw"].items()]
     rows += [("exact route [ms / mask]", f(r["exact_ms"], 2)), ("learned route [ms / mask]", f(r["learned_ms"], 2)),
              ("learned speed-up", f"{r['exact_ms'] / max(r['learned_ms'], 1e-9):.1f}x")]
+    if r.get("grid"):
+        rows.append(("held-out points, worst first", r["grid"]))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def save_route_grid(path: Path, avatar, mapper, exact, score: dict, n: int = 8, per_row: int = 4) -> str:
+    """The ``n`` held-out points spread from the worst IoU to the best, each the learned mask
+    against the exact route's over the turned head's render (``semantics.overlay.mask_route_tile``)."""
+    import imageio.v3 as iio
+
+    from ..flame.pose import rotate_head
+    from ..io.atomic import atomic_path
+    from ..semantics.overlay import mask_route_tile
+
+    order = np.argsort(score["eval_iou"])
+    picks = order[np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int)]
+    frames = avatar.params.batch_size
+    dev = next(mapper.parameters()).device
+    tiles = []
+    for i in picks.tolist():
+        t, pose = score["eval_t"][i], score["eval_pose"][i]
+        f = round(t * (frames - 1))
+        image = avatar.render(params=rotate_head(avatar.params[f].to(avatar.device), *pose), camera=avatar.cameras[f])
+        truth = exact(torch.tensor([t]), torch.tensor([pose]))[0].cpu().numpy() > 0.5
+        pred = mapper.predict(torch.tensor([t], device=dev), torch.tensor([pose], device=dev),
+                              out_size=truth.shape)[0].cpu().numpy() > 0.5
+        tiles.append(mask_route_tile(image, truth, pred, f"f{f} yaw {pose[0]:+.2f} IoU {score['eval_iou'][i]:.2f}"))
+    while len(tiles) % per_row:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = np.concatenate([np.concatenate(tiles[k:k + per_row], 1) for k in range(0, len(tiles), per_row)], 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".png") as tmp:
+        iio.imwrite(tmp, grid, extension=".png")
+    return str(path)

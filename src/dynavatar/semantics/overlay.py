@@ -12,7 +12,7 @@ import numpy as np
 from ..perceive.labels import label_index
 from .metrics import LABEL_GROUPS, group_iou
 
-__all__ = ["comparison_tile", "label_comparison_row", "label_comparison_grid"]
+__all__ = ["comparison_tile", "label_comparison_row", "label_comparison_grid", "mask_route_tile"]
 
 _BOTH, _PARSER_ONLY, _RENDER_ONLY = (40, 200, 60), (230, 40, 40), (50, 90, 255)
 
@@ -69,3 +69,25 @@ def label_comparison_grid(avatar, frames, groups: tuple[str, ...] = ("skin", "ha
             row = cv2.resize(row, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         rows.append(row)
     return np.concatenate(rows, 0)
+
+
+def mask_route_tile(image: np.ndarray, exact: np.ndarray, learned: np.ndarray, caption: str,
+                    size: int = 192) -> np.ndarray:
+    """The learned mask against the exact route's (bool [H, W] each) over a render (uint8 [H, W, 3]),
+    cropped to a square around them (a lip is a few pixels thick in the frame) and resized to
+    ``size``: green both, red exact only, blue learned only. -> uint8 [size, size, 3]"""
+    import cv2
+
+    both = exact | learned
+    H, W = both.shape
+    if both.any():
+        ys, xs = np.nonzero(both)
+        cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+        half = max(ys.max() - ys.min(), xs.max() - xs.min(), 16) * 0.75
+    else:
+        cy, cx, half = H / 2, W / 2, max(H, W) / 2
+    y0, x0 = int(max(0, cy - half)), int(max(0, cx - half))
+    y1, x1 = int(min(H, cy + half)), int(min(W, cx + half))
+    tile = comparison_tile(image, exact, learned)[y0:y1, x0:x1]
+    tile = cv2.resize(tile, (size, size), interpolation=cv2.INTER_NEAREST)
+    return _write(np.ascontiguousarray(tile), caption)
