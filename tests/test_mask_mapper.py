@@ -513,3 +513,16 @@ def test_clip_mapper_round_trip_and_format_2_files(tmp_path):
         loaded = MaskMapper.load(path)
         assert loaded.config == m.config and (loaded.frame_codes is not None) == new
         assert torch.equal(loaded.predict(ts, poses), m.predict(ts, poses))
+
+
+def test_bank_kept_as_bytes_is_the_float_bank_rounded():
+    """The training bank is rendered straight to uint8 (a quarter of the memory); nothing else changes."""
+    from dynavatar.semantics.mask_mapper import render_bank
+
+    t = torch.linspace(0, 1, 10)
+    pose = torch.stack([torch.linspace(-0.5, 0.5, 10), torch.linspace(0.3, -0.3, 10)], -1)
+    floats = render_bank(ellipse_route, t, pose, None, batch=4, max_side=96)
+    as_bytes = render_bank(ellipse_route, t, pose, None, batch=4, max_side=96, as_bytes=True)
+    assert as_bytes.dtype == torch.uint8 and as_bytes.shape == floats.shape == (10, 96, 96)
+    assert torch.equal(as_bytes, (floats.clamp(0, 1) * 255).round().to(torch.uint8))
+    assert 0 < floats.mean() < 1 and floats.unique().numel() > 2  # area resampling left partial pixels
