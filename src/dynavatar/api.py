@@ -138,10 +138,15 @@ class Avatar:
         verts = self.model.to(self.device)(params.to(self.device), landmark_set=None).vertices
         return bind(self.gaussians, verts, self.model.faces)
 
-    def _render(self, params: FlameParams, camera: Cameras) -> torch.Tensor:
+    def _render_output(self, params: FlameParams, camera: Cameras, features: torch.Tensor | None = None):
+        """The renderer's output for one pose, over the avatar's background (``features`` [N, D]: extra
+        per-splat channels blended in the same pass)."""
         bg = torch.tensor(self.background, device=self.device)
-        return _renderer_for(self.device).render(self._world(params), camera.to(self.device),
-                                                 background=bg).rgb[0].clamp(0, 1)
+        return _renderer_for(self.device).render(self._world(params), camera.to(self.device), background=bg,
+                                                 features=features)
+
+    def _render(self, params: FlameParams, camera: Cameras) -> torch.Tensor:
+        return self._render_output(params, camera).rgb[0].clamp(0, 1)
 
     def _pose(self, frame: int | None, params: FlameParams | None, camera: Cameras | None):
         """Resolve ``frame=`` / ``params=`` (+ optional camera) into (params [1], camera [1])."""
@@ -448,9 +453,7 @@ class Avatar:
     def _render_with_coverage(self, params: FlameParams, camera: Cameras,
                               selected: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """One pass: the render, uint8 [H, W, 3], and the ``selected`` splats' coverage, float32 [H, W]."""
-        bg = torch.tensor(self.background, device=self.device)
-        out = _renderer_for(self.device).render(self._world(params), camera.to(self.device), background=bg,
-                                                features=selected.to(self.device).float()[:, None])
+        out = self._render_output(params, camera, features=selected.to(self.device).float()[:, None])
         rgb = (out.rgb[0].clamp(0, 1) * 255).round().byte().cpu().numpy()
         return rgb, out.features[0, ..., 0].clamp(0, 1).cpu().numpy()
 

@@ -69,10 +69,11 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
         timings[name] = (time.perf_counter() - t) / len(ts)
 
     ious, yaw = np.array(score["eval_iou"]), np.abs(np.array(score["eval_pose"])[:, 0])
-    by_yaw = {f"{lo:.1f}-{hi:.1f}" if hi < 10 else f">{lo:.1f}": (float(ious[(yaw >= lo) & (yaw < hi)].mean())
-                                                                   if ((yaw >= lo) & (yaw < hi)).any() else None,
-                                                                   int(((yaw >= lo) & (yaw < hi)).sum()))
-              for lo, hi in YAW_BINS}
+    by_yaw = {}  # bin name -> (mean IoU or None, points)
+    for lo, hi in YAW_BINS:
+        inside = (yaw >= lo) & (yaw < hi)
+        by_yaw[f"{lo:.1f}-{hi:.1f}" if hi < 10 else f">{lo:.1f}"] = (
+            float(ious[inside].mean()) if inside.any() else None, int(inside.sum()))
     worst = int(np.argmin(ious))
     grid = save_route_grid(Path(out_dir) / "mask_routes.png", avatar, mapper, exact, score) if out_dir else None
     if overrides:

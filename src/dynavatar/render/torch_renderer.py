@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 ALPHA_THRESHOLD = 1.0 / 255.0
+MAX_EXTENT_SIGMAS = 3.33  # a splat's screen half-extent is at most this many standard deviations (gsplat's)
 T_THRESHOLD = 1e-4
 MAX_ALPHA = 0.999
 
@@ -129,7 +130,7 @@ def project_gaussians(
         op = opacities.detach()
         vis = in_depth & ok_det & (op >= ALPHA_THRESHOLD)
         extend = torch.sqrt(2.0 * torch.log(op.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
-        extend = extend.clamp_max(3.33)
+        extend = extend.clamp_max(MAX_EXTENT_SIGMAS)
         rx = torch.ceil(extend * a.detach().clamp_min(0).sqrt())
         ry = torch.ceil(extend * c.detach().clamp_min(0).sqrt())
         vis &= ~((rx <= radius_clip) & (ry <= radius_clip))

@@ -23,13 +23,9 @@ from torch import Tensor
 
 from ..gaussians.binding import WorldGaussians
 from ..render.cameras import Cameras
-from ..render.torch_renderer import broadcast_gaussians
+from ..render.torch_renderer import MAX_EXTENT_SIGMAS, broadcast_gaussians
 
 __all__ = ["selection_windows", "render_coverage"]
-
-#: how far (in standard deviations) a splat reaches: the renderers' cut-off at alpha 1/255
-_REACH_SIGMAS = 3.33
-
 
 def selection_windows(g: WorldGaussians, cameras: Cameras, selected: Tensor, eps2d: float = 0.3,
                       pad: int = 2) -> Tensor:
@@ -50,8 +46,8 @@ def selection_windows(g: WorldGaussians, cameras: Cameras, selected: Tensor, eps
     cx, cy = cameras.Ks[:, 0, 2, None], cameras.Ks[:, 1, 2, None]
     u, v = fx * pc[..., 0] / z + cx, fy * pc[..., 1] / z + cy  # [C, M] projected centres
     slope2 = 1.0 + (pc[..., 0] / z) ** 2 + (pc[..., 1] / z) ** 2  # bounds both Jacobian rows' norms
-    rx = _REACH_SIGMAS * torch.sqrt((fx / z) ** 2 * slope2 * s_max ** 2 + eps2d) + 1 + pad
-    ry = _REACH_SIGMAS * torch.sqrt((fy / z) ** 2 * slope2 * s_max ** 2 + eps2d) + 1 + pad
+    rx = MAX_EXTENT_SIGMAS * torch.sqrt((fx / z) ** 2 * slope2 * s_max ** 2 + eps2d) + 1 + pad
+    ry = MAX_EXTENT_SIGMAS * torch.sqrt((fy / z) ** 2 * slope2 * s_max ** 2 + eps2d) + 1 + pad
     big = torch.finfo(u.dtype).max
     lo_x = torch.where(front, u - rx, big).amin(1).floor()
     lo_y = torch.where(front, v - ry, big).amin(1).floor()
