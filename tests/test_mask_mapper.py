@@ -526,3 +526,19 @@ def test_bank_kept_as_bytes_is_the_float_bank_rounded():
     assert as_bytes.dtype == torch.uint8 and as_bytes.shape == floats.shape == (10, 96, 96)
     assert torch.equal(as_bytes, (floats.clamp(0, 1) * 255).round().to(torch.uint8))
     assert 0 < floats.mean() < 1 and floats.unique().numel() > 2  # area resampling left partial pixels
+
+
+def test_a_given_bank_of_bytes_trains_like_the_same_bank_as_floats():
+    """``bank=`` takes render_bank's uint8 masks as they are (no 4x float copy of a large bank)."""
+    from dynavatar.semantics.mask_mapper import render_bank
+
+    t = torch.linspace(0, 1, 12)
+    pose = torch.stack([torch.linspace(-0.5, 0.5, 12), torch.linspace(0.3, -0.3, 12)], -1)
+    as_bytes = render_bank(ellipse_route, t, pose, None, batch=4, max_side=64, as_bytes=True)
+    cfg = MaskMapperConfig.preset("tiny", steps=3, box_steps=3, val_size=0)
+    src = ellipse_route(torch.zeros(1), torch.zeros(1, 2), size=64)[0]
+    weights = []
+    for masks in (as_bytes, as_bytes.float() / 255):
+        m, _ = train_mask_mapper(None, cfg, src_mask=src, progress=False, bank=(t, pose, masks))
+        weights.append(m.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -113,6 +113,50 @@ def test_exact_route_moves_a_mask_with_the_head(head):
     assert set(LABEL_NAMES[i] for i in lips) == {"upper_lip", "lower_lip"}
 
 
+def _lips_over_hidden_teeth():
+    """A dense opaque sheet of "lip" splats, a layer of "mouth interior" splats right behind it (hidden:
+    a sliver of their weight shows through), and one "skin" splat in front at the sheet's edge.
+    -> (g, camera, labels [N, K], part index per splat: 0 lip, 1 hidden, 2 skin)."""
+    xs = torch.linspace(-0.03, 0.03, 7)
+    front = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
+    behind = torch.stack(torch.meshgrid(xs[1:-1:2], xs[1:-1:2], indexing="ij"), -1).reshape(-1, 2)
+    xy = torch.cat([front, behind, torch.tensor([[0.03, 0.0]])])
+    z = torch.cat([torch.full((len(front),), 0.5), torch.full((len(behind),), 0.52), torch.tensor([0.49])])
+    part = torch.cat([torch.zeros(len(front)), torch.ones(len(behind)), torch.full((1,), 2.0)]).long()
+    n = len(xy)
+    scale = torch.tensor([0.008, 0.005, 0.008])[part]
+    g = WorldGaussians(means=torch.cat([xy, z[:, None]], 1)[None], quats=torch.tensor([[1.0, 0, 0, 0]]).expand(1, n, 4),
+                       scales=scale[None, :, None].expand(1, n, 3), opacities=torch.tensor([0.99, 0.9, 0.9])[part][None],
+                       colors=torch.rand(1, n, 3), sh_degree=None)
+    which = torch.tensor([label_index("upper_lip"), label_index("mouth_interior"), label_index("skin")])[part]
+    labels = torch.nn.functional.one_hot(which, NUM_LABELS).float()
+    K = torch.tensor([[500.0, 0, 32], [0, 500.0, 32], [0, 0, 1]])
+    return g, Cameras(torch.eye(4)[None], K[None], 64, 64), labels, part
+
+
+def test_selection_leaves_out_hidden_splats_of_another_label():
+    """The user draws around the lips (and a bit of skin at the edge); the mouth-interior splats
+    behind catch a sliver of weight inside the mask. Without labels they are selected (and would show
+    once the mouth opens); with labels, barely visible splats whose label is not the mask's are left
+    out, while the clearly visible skin splat, a minor label of the mask, stays."""
+    renderer = TorchRenderer()
+    g, cam, labels, part = _lips_over_hidden_teeth()
+    drawn = renderer.render(g, cam, features=(part != 1).float()[:, None]).features[0, ..., 0] > 0.5
+    votes = splat_pixel_votes(g, cam, torch.stack([drawn.float(), torch.ones_like(drawn, dtype=torch.float)], -1),
+                              renderer)
+    assert (votes[part == 1, 1] > 1e-3).all() and votes[part == 1, 1].max() < votes[part != 1, 1].median()
+    assert votes[part == 2, 1].sum() < 0.1 * votes[:, 1].sum()  # skin: a minor share of the mask
+    plain = selection_from_mask(g, cam, drawn.float(), renderer)
+    assert plain[part == 1].all() and plain[part == 2].all()  # the hidden layer rides along
+    sel = selection_from_mask(g, cam, drawn.float(), renderer, labels=labels)
+    assert torch.equal(sel[part == 0], plain[part == 0]) and sel[part == 2].all()
+    assert not sel[part == 1].any()
+    # open the mouth: move the lips out of the way; only the plain selection shows the teeth
+    opened = dataclasses.replace(g, opacities=torch.where(part == 0, 0.0, g.opacities[0])[None])
+    assert render_selection(opened, cam, plain, renderer).max() > 0.5
+    assert render_selection(opened, cam, sel & (part != 2), renderer).max() == 0
+
+
 @pytest.fixture(scope="module")
 def fitted_synthetic_clip():
     """(model, renderer, data, fit) of a brief fit to the default head's 10-frame synthetic clip;
@@ -390,7 +434,13 @@ def test_bench_mask_scores_both_routes_of_a_saved_avatar(tmp_path, fitted_synthe
     counts = [c for _, c in r["iou_by_yaw"].values()]
     assert sum(counts) == 8
     assert r["exact_ms"] > 0 and r["learned_ms"] > 0
+    agree = r["route_vs_labels"]  # the exact route against the avatar's own hair labels at those points
+    assert agree["points"] == 8
+    (m1, lo1, k1), (m0, lo0, k0) = agree["with labels"], agree["without labels"]
+    assert 0.5 < m1 <= 1 and lo1 <= m1 and 0 < m0 <= 1 and lo0 <= m0
+    assert 0 < k1 <= k0 and k1 == r["selected_splats"]  # labels only ever leave splats out
     table = format_mask_table(r)
+    assert "exact route vs hair labels, 8 points: with labels" in table
     assert f"{r['iou_mean']:.3f}" in table and "learned speed-up" in table
     for args, message in ((["--group", "whiskers"], "unknown label"), (["--frame", "99"], "out of range"),
                           (["--set", "bank_per_frame"], "FIELD=VALUE"), (["--set", "colour=red"], "FIELD=VALUE"),

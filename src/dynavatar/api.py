@@ -259,14 +259,16 @@ class Avatar:
     def splats_under_mask(self, mask: np.ndarray, frame: int | None = None, params: FlameParams | None = None,
                           camera: Cameras | None = None, threshold: float = 0.5) -> torch.Tensor:
         """Exact mask route, first half: the splats a user mask ([H, W], drawn on this frame's
-        render) covers.  -> bool [N]"""
+        render) covers; with labels, barely visible splats only where their label is the mask's
+        (``semantics.selection_from_mask``).  -> bool [N]"""
         from .semantics import selection_from_mask
 
         params, camera = self._pose(frame, params, camera)
         m = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=self.device)
         if m.shape != (camera.height, camera.width):
             raise DynavatarError(f"mask is {tuple(m.shape)} but the frame renders at {camera.height}x{camera.width}")
-        return selection_from_mask(self._world(params), camera, m, _renderer_for(self.device), threshold)
+        return selection_from_mask(self._world(params), camera, m, _renderer_for(self.device), threshold,
+                                   labels=self.gaussians.labels if self.has_labels else None)
 
     @torch.no_grad()
     def render_selection(self, selected: torch.Tensor, frame: int | None = None, params: FlameParams | None = None,

@@ -17,7 +17,7 @@ import torch
 
 from . import sync_cuda, warm_up_cuda
 
-__all__ = ["run_mask_bench", "format_mask_table", "save_route_grid"]
+__all__ = ["run_mask_bench", "format_mask_table", "save_route_grid", "exact_route_vs_labels"]
 
 #: |yaw| bins (radians) the held-out IoU is broken down by
 YAW_BINS = ((0.0, 0.2), (0.2, 0.4), (0.4, 10.0))
@@ -68,6 +68,7 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
         sync_cuda()
         timings[name] = (time.perf_counter() - t) / len(ts)
 
+    agreement = exact_route_vs_labels(avatar, group, frame, mask, sel, ts, poses)
     ious, yaw = np.array(score["eval_iou"]), np.abs(np.array(score["eval_pose"])[:, 0])
     by_yaw = {}  # bin name -> (mean IoU or None, points)
     for lo, hi in YAW_BINS:
@@ -84,7 +85,44 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
             "bank_s": hist.bank_seconds, "box_s": hist.box_seconds, "train_s": hist.train_seconds,
             "total_s": total, "iou_mean": score["iou_mean"], "iou_min": score["iou_min"], "n_eval": len(ious),
             "iou_by_yaw": by_yaw, "worst": (float(ious[worst]), score["eval_t"][worst], score["eval_pose"][worst]),
-            "exact_ms": 1e3 * timings["exact"], "learned_ms": 1e3 * timings["learned"], "grid": grid}
+            "exact_ms": 1e3 * timings["exact"], "learned_ms": 1e3 * timings["learned"], "grid": grid,
+            "route_vs_labels": agreement}
+
+
+def exact_route_vs_labels(avatar, group: str, frame: int, mask: np.ndarray, selected: torch.Tensor, ts: torch.Tensor,
+                          poses: torch.Tensor) -> dict:
+    """How well the exact route carries a label mask: IoU of its masks at (ts, poses) against the
+    avatar's own rendered labels for ``group`` there (the selection's independent check: the labels
+    come from the parser over all frames, the selection from one drawn frame), for the selection
+    ``selected`` and for the same mask selected without labels (``selection_from_mask(labels=None)``).
+    -> {"with labels": (mean, min), "without labels": (mean, min), "points": n}."""
+    from ..api import _renderer_for
+    from ..flame.pose import rotate_head
+    from ..perceive.labels import label_index
+    from ..semantics import selection_from_mask
+    from ..semantics.mapping import exact_route_sampler
+    from ..semantics.metrics import LABEL_GROUPS
+
+    names = LABEL_GROUPS.get(group, (group,))
+    n = avatar.params.batch_size
+    refs = []
+    for t, pose in zip(ts.tolist(), poses.tolist()):
+        f = round(t * (n - 1))
+        masks = avatar.render_masks(params=rotate_head(avatar.params[f].to(avatar.device), *pose),
+                                    camera=avatar.cameras[f])
+        refs.append(sum(masks[label_index(k)] for k in names) > 0.5)
+    refs = torch.from_numpy(np.stack(refs))
+    params, camera = avatar._pose(frame, None, None)
+    renderer = _renderer_for(avatar.device)
+    plain = selection_from_mask(avatar._world(params), camera, torch.as_tensor(mask, dtype=torch.float32,
+                                device=avatar.device), renderer)
+    out = {"points": len(refs)}
+    for name, sel in (("with labels", selected), ("without labels", plain)):
+        route = exact_route_sampler(avatar.gaussians, avatar.model, avatar.params, avatar.cameras, sel, renderer)
+        pred = route(ts, poses).cpu() > 0.5
+        iou = (pred & refs).sum((1, 2)).float() / (pred | refs).sum((1, 2)).clamp(min=1).float()
+        out[name] = (float(iou.mean()), float(iou.min()), int(sel.sum()))
+    return out
 
 
 def format_mask_table(r: dict) -> str:
@@ -100,6 +138,12 @@ def format_mask_table(r: dict) -> str:
             (f"IoU vs exact route, {r['n_eval']} held-out (t, pose): mean", f(r["iou_mean"], 3)),
             ("  min", f(r["iou_min"], 3) + f"  (frame t={wt:.3f}, yaw {wp[0]:+.2f}, pitch {wp[1]:+.2f} rad)")]
     rows += [(f"  |yaw| {k} rad", f"{f(v, 3)}  ({c} points)") for k, (v, c) in r["iou_by_yaw"].items()]
+    agree = r.get("route_vs_labels")
+    if agree:
+        for name in ("with labels", "without labels"):
+            m, lo, k = agree[name]
+            rows.append((f"exact route vs {r['group']} labels, {agree['points']} points: {name}",
+                         f"{f(m, 3)}  (min {f(lo, 3)}, {k} splats)"))
     rows += [("exact route [ms / mask]", f(r["exact_ms"], 2)), ("learned route [ms / mask]", f(r["learned_ms"], 2)),
              ("learned speed-up", f"{r['exact_ms'] / max(r['learned_ms'], 1e-9):.1f}x")]
     if r.get("grid"):

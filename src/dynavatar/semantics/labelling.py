@@ -177,17 +177,35 @@ def render_label_masks(g: WorldGaussians, camera: Cameras, labels: Tensor, rende
 
 
 def selection_from_mask(g: WorldGaussians, camera: Cameras, mask: Tensor, renderer, threshold: float = 0.5,
-                        min_weight: float = 1e-3) -> Tensor:
+                        min_weight: float = 1e-3, labels: Tensor | None = None, label_share: float = 0.1,
+                        weak_quantile: float = 0.5) -> Tensor:
     """The exact route's first half: splats that a user mask covers, as seen in one frame.
 
     mask: [H, W] in [0, 1] drawn on the frame rendered by ``camera`` -> bool [N]: splats whose
     blending weight falls mostly (> ``threshold``) inside the mask. Splats the frame does not show
     (total weight < ``min_weight`` pixels) are not selected: nothing in the mask speaks for them.
+
+    ``labels`` [N, K] (the splats' semantic labels, "dual tracking"): a splat the frame barely shows
+    — visible weight below the ``weak_quantile`` of the covered splats' — is kept only if its label
+    is one of the mask's own, those holding at least ``label_share`` of the covered splats' visible
+    weight. Why: a dense avatar hides splats behind the surface the user drew on (a closed mouth
+    covers the teeth and mouth interior, which are bound to lip triangles); their sliver of weight
+    falls inside the mask, yet at other times and poses they show as specks and rims around it. On
+    real lips (wojtek, two avatars) this took the exact route's agreement with the avatar's own lip
+    labels at 16 held-out (t, pose) from 0.75-0.76 to 0.87-0.88 IoU; a rectangle over a cheek, eye
+    and hair keeps its visible splats (drawn-frame IoU 0.967 -> 0.966).
     """
     w = torch.stack([mask.float(), torch.ones_like(mask, dtype=torch.float)], -1)
     v = splat_pixel_votes(g, camera, w, renderer)
     inside, total = v[:, 0], v[:, 1]
-    return (total > min_weight) & (inside > threshold * total)
+    covered = (total > min_weight) & (inside > threshold * total)
+    if labels is None or int(covered.sum()) < 2:
+        return covered
+    labels = labels.to(total)
+    profile = (labels[covered] * total[covered, None]).sum(0) / total[covered].sum()  # [K] the mask's labels
+    own_label = labels[:, profile >= label_share].sum(1) >= 0.5
+    weak = total < torch.quantile(total[covered], weak_quantile)
+    return covered & (own_label | ~weak)
 
 
 def render_selection(g: WorldGaussians, camera: Cameras, selected: Tensor, renderer) -> Tensor:

@@ -1021,7 +1021,8 @@ def train_mask_mapper(sample_fn: SampleFn, config: MaskMapperConfig | None = Non
     there.  The exact route is slow, so it is called only for a bank of ``bank_size`` (t, pose) points
     (stratified-jittered + uniform, see ``bank_points``), rendered once and kept at ``bank_side``
     (enough resolution for the source's window); each step draws a batch from the bank and crops it to
-    the windows.  ``bank=(t [N], pose [N, P], masks [N, H, W])`` reuses renders made elsewhere.
+    the windows.  ``bank=(t [N], pose [N, P], masks [N, H, W])`` reuses renders made elsewhere (float in [0, 1], or
+    uint8 x 255 as ``render_bank(as_bytes=True)`` returns them, kept without a float copy).
     """
     from tqdm.auto import tqdm
 
@@ -1046,7 +1047,11 @@ def train_mask_mapper(sample_fn: SampleFn, config: MaskMapperConfig | None = Non
     else:
         bt, bp = bank[0].float().reshape(-1), bank[1].float().reshape(-1, cfg.pose_dim)
         masks = torch.as_tensor(bank[2])
-        targets = _mask_bytes(resize_masks(masks, _fit_size(*masks.shape[-2:], side)))
+        size = _fit_size(*masks.shape[-2:], side)
+        if masks.dtype == torch.uint8 and tuple(masks.shape[-2:]) == size:  # render_bank(as_bytes=True)'s own
+            targets = masks
+        else:
+            targets = _mask_bytes(resize_masks(masks.float() / (255 if masks.dtype == torch.uint8 else 1), size))
     val = None
     if cfg.val_size > 0:
         vt, vp = bank_points(cfg, cfg.val_size, gen, 0.0)
