@@ -373,10 +373,11 @@ class Avatar:
         ``frame``'s render; ``mapper.predict(t, pose)`` then gives it at any time t in [0, 1] and head
         turn (yaw, pitch). Returns (mapper, {"iou_mean", "iou_min", "history", and per held-out point
         "eval_t", "eval_pose", "eval_iou"}: IoU against the exact route on ``n_eval`` held-out (t, pose)).
-        ``config`` defaults to ``MaskMapperConfig.preset("quality")`` on a GPU (lips vs the exact route:
-        wojtek 0.890-0.907 on three avatars, liveportrait 0.909; 100-210 s on an H200, 25 min on 2 CPU
-        cores) and to ``preset("fast")`` on the CPU (0.86-0.88; 35-82 s on an H200, 9.5 min on 2 cores
-        for 400 frames). ``dynavatar bench mask`` prints these figures for a saved avatar."""
+        ``config`` defaults to ``MaskMapperConfig.preset("quality")`` on a GPU (lips vs the exact route
+        with the label-aware selection: wojtek 0.921 / 0.928 on two CPU-fitted avatars, 22-25 min on 2
+        CPU cores; 0.890-0.909 before it, 100-210 s on an H200) and to ``preset("fast")`` on the CPU
+        (0.86-0.88 before it; 35-82 s on an H200, 9.5 min on 2 cores for 400 frames).
+        ``dynavatar bench mask`` prints these figures for a saved avatar."""
         from .semantics import MaskMapperConfig, fit_mask_mapper
 
         if config is None:
