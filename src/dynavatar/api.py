@@ -374,9 +374,9 @@ class Avatar:
         turn (yaw, pitch). Returns (mapper, {"iou_mean", "iou_min", "history", and per held-out point
         "eval_t", "eval_pose", "eval_iou"}: IoU against the exact route on ``n_eval`` held-out (t, pose)).
         ``config`` defaults to ``MaskMapperConfig.preset("quality")`` on a GPU (lips vs the exact route
-        with the label-aware selection: wojtek 0.921 / 0.928 on two CPU-fitted avatars, 22-25 min on 2
-        CPU cores; 0.890-0.909 before it, 100-210 s on an H200) and to ``preset("fast")`` on the CPU
-        (0.86-0.88 before it; 35-82 s on an H200, 9.5 min on 2 cores for 400 frames).
+        with the label-aware selection: 0.921 on a CPU-fitted wojtek avatar, 25 min on 2 CPU cores;
+        0.890-0.909 before it, 100-210 s on an H200) and to ``preset("fast")`` on the CPU (0.893 on that
+        avatar, 9 min on 2 cores for 400 frames; 0.86-0.88 before it, 35-82 s on an H200).
         ``dynavatar bench mask`` prints these figures for a saved avatar."""
         from .semantics import MaskMapperConfig, fit_mask_mapper
 
