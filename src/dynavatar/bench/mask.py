@@ -52,7 +52,7 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
 
     # per-mask time of both routes on the same 16 held-out points, after one warm-up call each
     n = avatar.params.batch_size
-    sel = avatar.splats_under_mask(mask, frame=frame)
+    sel = score["selected"]  # the exact route's splats, as the mapper was trained on them
     exact = exact_route_sampler(avatar.gaussians, avatar.model, avatar.params, avatar.cameras, sel,
                                 _renderer_for(avatar.device))
     ts = torch.tensor(score["eval_t"][:16])
