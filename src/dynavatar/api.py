@@ -257,10 +257,11 @@ class Avatar:
 
     @torch.no_grad()
     def splats_under_mask(self, mask: np.ndarray, frame: int | None = None, params: FlameParams | None = None,
-                          camera: Cameras | None = None, threshold: float = 0.5) -> torch.Tensor:
+                          camera: Cameras | None = None, threshold: float = 0.5, use_labels: bool = True
+                          ) -> torch.Tensor:
         """Exact mask route, first half: the splats a user mask ([H, W], drawn on this frame's
-        render) covers; with labels, barely visible splats only where their label is the mask's
-        (``semantics.selection_from_mask``).  -> bool [N]"""
+        render) covers; with labels (and ``use_labels``), barely visible splats only where their label
+        is the mask's (``semantics.selection_from_mask``).  -> bool [N]"""
         from .semantics import selection_from_mask
 
         params, camera = self._pose(frame, params, camera)
@@ -268,7 +269,7 @@ class Avatar:
         if m.shape != (camera.height, camera.width):
             raise DynavatarError(f"mask is {tuple(m.shape)} but the frame renders at {camera.height}x{camera.width}")
         return selection_from_mask(self._world(params), camera, m, _renderer_for(self.device), threshold,
-                                   labels=self.gaussians.labels if self.has_labels else None)
+                                   labels=self.gaussians.labels if use_labels and self.has_labels else None)
 
     @torch.no_grad()
     def render_selection(self, selected: torch.Tensor, frame: int | None = None, params: FlameParams | None = None,
@@ -395,9 +396,11 @@ class Avatar:
             raise DynavatarError("the mask covers no visible splat on that frame")
         return sel
 
-    def label_mask(self, name: str, frame: int) -> np.ndarray:
-        """bool [H, W]: where ``frame``'s rendered labels say ``name`` (a label, or a group of
-        ``semantics.metrics.LABEL_GROUPS`` such as "lips") has probability above one half."""
+    def label_mask(self, name: str, frame: int | None = None, params: FlameParams | None = None,
+                   camera: Cameras | None = None) -> np.ndarray:
+        """bool [H, W]: where the labels rendered at ``frame`` (or at any ``params`` + ``camera``, as
+        ``render_masks``) say ``name`` (a label, or a group of ``semantics.metrics.LABEL_GROUPS`` such
+        as "lips") has probability above one half."""
         from .perceive.labels import LABEL_NAMES, label_index
         from .semantics.metrics import LABEL_GROUPS
 
@@ -405,7 +408,7 @@ class Avatar:
         if any(n not in LABEL_NAMES for n in names):
             raise DynavatarError(f"unknown label {name!r}; choose from {list(LABEL_NAMES)} or the groups "
                                  f"{sorted(LABEL_GROUPS)}")
-        masks = self.render_masks(frame=frame)
+        masks = self.render_masks(frame, params, camera)
         return sum(masks[label_index(n)] for n in names) > 0.5
 
     def map_mask(self, mask: np.ndarray, frame: int, yaw: float = 0.0, pitch: float = 0.0, learned: bool = False,

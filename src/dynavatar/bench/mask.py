@@ -94,33 +94,26 @@ def exact_route_vs_labels(avatar, group: str, frame: int, mask: np.ndarray, sele
     """How well the exact route carries a label mask: IoU of its masks at (ts, poses) against the
     avatar's own rendered labels for ``group`` there (the selection's independent check: the labels
     come from the parser over all frames, the selection from one drawn frame), for the selection
-    ``selected`` and for the same mask selected without labels (``selection_from_mask(labels=None)``).
-    -> {"with labels": (mean, min), "without labels": (mean, min), "points": n}."""
+    ``selected`` and for the same mask selected without labels (``splats_under_mask(use_labels=False)``).
+    -> {"with labels": (mean, min, splats), "without labels": (mean, min, splats), "points": n}."""
     from ..api import _renderer_for
     from ..flame.pose import rotate_head
-    from ..perceive.labels import label_index
-    from ..semantics import selection_from_mask
     from ..semantics.mapping import exact_route_sampler
-    from ..semantics.metrics import LABEL_GROUPS
+    from ..semantics.mask_mapper import mask_iou
 
-    names = LABEL_GROUPS.get(group, (group,))
     n = avatar.params.batch_size
     refs = []
     for t, pose in zip(ts.tolist(), poses.tolist()):
         f = round(t * (n - 1))
-        masks = avatar.render_masks(params=rotate_head(avatar.params[f].to(avatar.device), *pose),
-                                    camera=avatar.cameras[f])
-        refs.append(sum(masks[label_index(k)] for k in names) > 0.5)
-    refs = torch.from_numpy(np.stack(refs))
-    params, camera = avatar._pose(frame, None, None)
-    renderer = _renderer_for(avatar.device)
-    plain = selection_from_mask(avatar._world(params), camera, torch.as_tensor(mask, dtype=torch.float32,
-                                device=avatar.device), renderer)
+        refs.append(avatar.label_mask(group, params=rotate_head(avatar.params[f].to(avatar.device), *pose),
+                                      camera=avatar.cameras[f]))
+    refs = torch.from_numpy(np.stack(refs)).float()
+    plain = avatar.splats_under_mask(mask, frame=frame, use_labels=False)
     out = {"points": len(refs)}
     for name, sel in (("with labels", selected), ("without labels", plain)):
-        route = exact_route_sampler(avatar.gaussians, avatar.model, avatar.params, avatar.cameras, sel, renderer)
-        pred = route(ts, poses).cpu() > 0.5
-        iou = (pred & refs).sum((1, 2)).float() / (pred | refs).sum((1, 2)).clamp(min=1).float()
+        route = exact_route_sampler(avatar.gaussians, avatar.model, avatar.params, avatar.cameras, sel,
+                                    _renderer_for(avatar.device))
+        iou = mask_iou(route(ts, poses).cpu(), refs)
         out[name] = (float(iou.mean()), float(iou.min()), int(sel.sum()))
     return out
 
