@@ -70,6 +70,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     grid = save_held_out_grid(avatar, work / "held_out.png")
     if avatar.data.parsing is not None and avatar.has_labels:
         save_label_grid(avatar, work / "labels_held_out.png")
+    saved = avatar.save(work / "avatar")  # so `bench mask` / `edit` can follow on the very same fit
     return {"video": str(video), "frames": len(ds), "resolution": avatar.resolution, "preset": preset,
             "device": dev.type, "compile_s": t_compile, "preprocess_s": t_pre, "track_s": t_track, "optimise_s": t_opt,
             "label_and_load_s": t_total_fit - t_opt, "end_to_end_s": (0 if t_pre != t_pre else t_pre) + t_track + t_total_fit,
@@ -77,7 +78,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
             "lpips": metrics["lpips"], "eval_frames": metrics["frames"], "label_iou": iou,
             "refine_s": t_refine, "psnr_refined": refined["psnr"], "ssim_refined": refined["ssim"],
             "lpips_refined": refined["lpips"], "psnr_refined_no_clothes": psnr_head, "label_iou_refined": iou_refined, "grid": str(grid),
-            "torso": avatar.model.torso_vertices is not None, "avatar": avatar}
+            "avatar_dir": str(saved), "torso": avatar.model.torso_vertices is not None, "avatar": avatar}
 
 
 def _psnr_without_clothes(avatar) -> float | None:
@@ -158,5 +159,7 @@ def format_fit_table(r: dict) -> str:
                                                              if k in r.get("label_iou_refined", {}) else ""))
              for k, v in r["label_iou"].items()]
     rows.append(("held-out renders", r["grid"]))
+    if r.get("avatar_dir"):
+        rows.append(("avatar (for bench mask / edit)", r["avatar_dir"]))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
