@@ -113,6 +113,14 @@ def test_exact_route_moves_a_mask_with_the_head(head):
     assert set(LABEL_NAMES[i] for i in lips) == {"upper_lip", "lower_lip"}
 
 
+def test_route_frames_is_the_frame_the_exact_route_renders():
+    """t in [0, 1] -> round(t (n - 1)), clamped; the bench's reference masks index with it."""
+    from dynavatar.semantics.mapping import route_frames
+
+    assert route_frames(torch.tensor([0.0, 0.24, 0.26, 0.5, 1.0, 1.3, -0.2]), 5) == [0, 1, 1, 2, 4, 4, 0]
+    assert route_frames([0.5], 1) == [0]
+
+
 def _lips_over_hidden_teeth():
     """A dense opaque sheet of "lip" splats, a layer of "mouth interior" splats right behind it (hidden:
     a sliver of their weight shows through), and one "skin" splat in front at the sheet's edge.

@@ -376,9 +376,9 @@ class Avatar:
         "eval_t", "eval_pose", "eval_iou"}: IoU against the exact route on ``n_eval`` held-out (t, pose);
         "selected": the splats under the mask, bool [N]).
         ``config`` defaults to ``MaskMapperConfig.preset("quality")`` on a GPU (lips vs the exact route
-        with the label-aware selection: 0.921 on a CPU-fitted wojtek avatar, 25 min on 2 CPU cores;
-        0.890-0.909 before it, 100-210 s on an H200) and to ``preset("fast")`` on the CPU (0.893 on that
-        avatar, 9 min on 2 cores for 400 frames; 0.86-0.88 before it, 35-82 s on an H200).
+        with the label-aware selection: 0.922 / 0.909 on H100-fitted wojtek / liveportrait avatars,
+        about 130 s on an H100; 0.921 / 0.935 on CPU-fitted ones, 20-25 min on 2 CPU cores) and to
+        ``preset("fast")`` on the CPU (0.893 on the CPU wojtek avatar, 9 min on 2 cores for 400 frames).
         ``dynavatar bench mask`` prints these figures for a saved avatar."""
         from .semantics import MaskMapperConfig, fit_mask_mapper
 

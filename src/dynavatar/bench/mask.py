@@ -98,13 +98,11 @@ def exact_route_vs_labels(avatar, group: str, frame: int, mask: np.ndarray, sele
     -> {"with labels": (mean, min, splats), "without labels": (mean, min, splats), "points": n}."""
     from ..api import _renderer_for
     from ..flame.pose import rotate_head
-    from ..semantics.mapping import exact_route_sampler
+    from ..semantics.mapping import exact_route_sampler, route_frames
     from ..semantics.mask_mapper import mask_iou
 
-    n = avatar.params.batch_size
     refs = []
-    for t, pose in zip(ts.tolist(), poses.tolist()):
-        f = round(t * (n - 1))
+    for f, pose in zip(route_frames(ts, avatar.params.batch_size), poses.tolist()):
         refs.append(avatar.label_mask(group, params=rotate_head(avatar.params[f].to(avatar.device), *pose),
                                       camera=avatar.cameras[f]))
     refs = torch.from_numpy(np.stack(refs)).float()
@@ -152,6 +150,7 @@ def save_route_grid(path: Path, avatar, mapper, exact, score: dict, n: int = 8, 
 
     from ..flame.pose import rotate_head
     from ..io.atomic import atomic_path
+    from ..semantics.mapping import route_frames
     from ..semantics.overlay import mask_route_tile
 
     order = np.argsort(score["eval_iou"])
@@ -161,7 +160,7 @@ def save_route_grid(path: Path, avatar, mapper, exact, score: dict, n: int = 8, 
     tiles = []
     for i in picks.tolist():
         t, pose = score["eval_t"][i], score["eval_pose"][i]
-        f = round(t * (frames - 1))
+        f = route_frames(torch.tensor([t]), frames)[0]
         image = avatar.render(params=rotate_head(avatar.params[f].to(avatar.device), *pose), camera=avatar.cameras[f])
         truth = exact(torch.tensor([t]), torch.tensor([pose]))[0].cpu().numpy() > 0.5
         pred = mapper.predict(torch.tensor([t], device=dev), torch.tensor([pose], device=dev),

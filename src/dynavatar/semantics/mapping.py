@@ -18,7 +18,13 @@ from ..gaussians.binding import bind
 from .coverage import render_coverage
 from .mask_mapper import MaskMapper, MaskMapperConfig, evaluate_mask_mapper, train_mask_mapper
 
-__all__ = ["exact_route_sampler", "fit_mask_mapper"]
+__all__ = ["exact_route_sampler", "fit_mask_mapper", "route_frames"]
+
+
+def route_frames(t: Tensor, n: int) -> list[int]:
+    """The clip frame the exact route shows at each time t [B] in [0, 1] of an n-frame clip:
+    round(t (n - 1)). Anything set beside the route (reference masks, pictures) indexes with this."""
+    return (torch.as_tensor(t).clamp(0, 1) * (n - 1)).round().long().tolist()
 
 
 def exact_route_sampler(gaussians, model, params: FlameParams, cameras, selected: Tensor, renderer):
@@ -28,7 +34,7 @@ def exact_route_sampler(gaussians, model, params: FlameParams, cameras, selected
 
     @torch.no_grad()
     def sample(t: Tensor, pose: Tensor) -> Tensor:
-        frames = (t.clamp(0, 1) * (n - 1)).round().long().tolist()
+        frames = route_frames(t, n)
         p = FlameParams.cat([rotate_head(params[f], float(yp[0]), float(yp[1])) for f, yp in zip(frames, pose.tolist())])
         verts = model(p.to(dev), landmark_set=None).vertices
         g = bind(gaussians, verts, model.faces)
