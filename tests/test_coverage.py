@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dynavatar.gaussians.binding import WorldGaussians
-from dynavatar.render.cameras import Cameras
+from dynavatar.geometry.cameras import Cameras
 from dynavatar.render.torch_renderer import TorchRenderer
 from dynavatar.semantics import render_coverage, selection_windows
 

@@ -18,7 +18,7 @@ from dynavatar.edit.keyframes import farthest_point_keyframes, rotate_head
 from dynavatar.edit.loop import EditConfig
 from dynavatar.edit.palette import PaletteEditor
 from dynavatar.flame import FlameModel, FlameParams
-from dynavatar.perceive.labels import label_index
+from dynavatar.geometry.labels import label_index
 from dynavatar.reconstruct import fit_avatar, preset
 from dynavatar.reconstruct.synthetic import synthetic_clip
 from dynavatar.render.torch_renderer import TorchRenderer

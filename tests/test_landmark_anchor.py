@@ -11,13 +11,12 @@ from dynavatar.geometry.cameras import project_points
 from dynavatar.reconstruct.data import TrainData
 import pytest
 
-from dynavatar.perceive.parsing import MOUTH_LANDMARKS
+from dynavatar.geometry.landmark_sets import MOUTH_LANDMARKS, MP_FACE_OVAL
 from dynavatar.reconstruct.landmark_anchor import LANDMARK_SET, landmark_anchor
 from dynavatar.reconstruct.refine_tracking import RefineTrackingConfig, refine_frame_params
 from dynavatar.reconstruct.synthetic import crop_camera, scripted_performance
-from dynavatar.render.cameras import Cameras
+from dynavatar.geometry.cameras import Cameras
 from dynavatar.render.torch_renderer import TorchRenderer
-from dynavatar.track.tracker import MP_FACE_OVAL
 
 
 def _frames(n=2, res=64):

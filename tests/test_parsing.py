@@ -19,8 +19,9 @@ import pytest
 from dynavatar.errors import DynavatarError, InvalidParametersError, MissingDependencyError
 from dynavatar.perceive import (FaceParser, FacerParser, FrameDataset, LandmarkParser, PreprocessConfig, colourise,
                                 overlay, parse_dataset, parse_to_labels, preprocess)
-from dynavatar.perceive.labels import LABEL_COLOURS, LABEL_NAMES, NUM_LABELS, label_index
-from dynavatar.perceive.parsing import CELEBM_TO_LABEL, FACE_MESH_POLYGONS, LAPA_TO_LABEL, facer_five_points
+from dynavatar.geometry.labels import LABEL_COLOURS, LABEL_NAMES, NUM_LABELS, label_index
+from dynavatar.geometry.landmark_sets import FACE_MESH_POLYGONS
+from dynavatar.perceive.parsing import CELEBM_TO_LABEL, LAPA_TO_LABEL, facer_five_points
 
 L = {n: i for i, n in enumerate(LABEL_NAMES)}
 

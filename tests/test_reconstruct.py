@@ -12,7 +12,7 @@ import torch
 from dynavatar.api import Avatar
 from dynavatar.flame import FlameModel
 from dynavatar.reconstruct import TrainingDivergedError, evaluate, fit_avatar, preset
-from dynavatar.reconstruct.metrics import psnr, ssim
+from dynavatar.geometry.photometric import psnr, ssim
 from dynavatar.reconstruct.synthetic import synthetic_clip
 from dynavatar.render.torch_renderer import TorchRenderer
 from flame_fixtures import ellipsoid_head

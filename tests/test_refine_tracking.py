@@ -7,10 +7,10 @@ from dynavatar.flame import FlameModel
 from dynavatar.gaussians.avatar import GaussianAvatar, rgb_to_sh
 from dynavatar.gaussians.binding import bind
 from dynavatar.reconstruct.data import TrainData
-from dynavatar.reconstruct.metrics import psnr
+from dynavatar.geometry.photometric import psnr
 from dynavatar.reconstruct.refine_tracking import RefineTrackingConfig, refine_frame_params
 from dynavatar.reconstruct.synthetic import crop_camera, face_albedo, scripted_performance
-from dynavatar.render.cameras import Cameras
+from dynavatar.geometry.cameras import Cameras
 from dynavatar.render.torch_renderer import TorchRenderer
 
 

@@ -18,12 +18,12 @@ import torch
 from dynavatar.flame import FlameModel
 from dynavatar.gaussians.avatar import GaussianAvatar
 from dynavatar.gaussians.binding import bind
-from dynavatar.perceive.labels import LABEL_NAMES, NUM_LABELS, label_index
+from dynavatar.geometry.labels import LABEL_NAMES, NUM_LABELS, label_index
 from dynavatar.reconstruct.synthetic import crop_camera, face_labels, render_label_maps, scripted_performance
 from dynavatar.render.torch_renderer import TorchRenderer
 from dynavatar.semantics import (label_splats, render_label_masks, render_selection, selection_from_mask,
                                  splat_pixel_votes)
-from dynavatar.render.cameras import Cameras
+from dynavatar.geometry.cameras import Cameras
 from dynavatar.gaussians.binding import WorldGaussians
 
 
@@ -207,7 +207,7 @@ def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path, fitted_synthe
     assert torch.equal(back.select("hair"), hair)
 
     # The label picture: background pixels are the plain render, labelled ones half their colour.
-    from dynavatar.perceive.labels import LABEL_COLOURS
+    from dynavatar.geometry.labels import LABEL_COLOURS
 
     shown, plain = back.render_labels(frame=2).astype(int), back.render(frame=2).astype(int)
     top = back.render_masks(frame=2).argmax(0)

@@ -20,8 +20,8 @@ from dynavatar.edit.splat_recolour import (recolour_splats, splat_palette_stats,
                                            splat_visibility)
 from dynavatar.gaussians.avatar import GaussianAvatar, rgb_to_sh, sh_to_rgb
 from dynavatar.gaussians.binding import WorldGaussians
-from dynavatar.perceive.labels import NUM_LABELS, label_index
-from dynavatar.render.cameras import Cameras
+from dynavatar.geometry.labels import NUM_LABELS, label_index
+from dynavatar.geometry.cameras import Cameras
 from dynavatar.render.sh import eval_sh
 from dynavatar.render.torch_renderer import TorchRenderer
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dynavatar.gaussians.binding import WorldGaussians
-from dynavatar.render.cameras import Cameras
+from dynavatar.geometry.cameras import Cameras
 from dynavatar.render.sh import eval_sh
 from dynavatar.render.torch_renderer import TorchRenderer, project_gaussians
 

@@ -8,7 +8,7 @@ import torch
 
 from dynavatar.flame import FlameModel
 from dynavatar.flame.torso import torso_sheet
-from dynavatar.perceive.labels import label_index
+from dynavatar.geometry.labels import label_index
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from .errors import DynavatarError
 from .flame import FlameModel, FlameParams
 from .gaussians.avatar import GaussianAvatar
 from .gaussians.binding import bind
-from .render.cameras import Cameras
+from .geometry.cameras import Cameras
 
 __all__ = ["Avatar"]
 
@@ -169,7 +169,7 @@ class Avatar:
     # ------------------------------------------------------------------ semantics (dual tracking)
     @property
     def label_names(self) -> list[str]:
-        from .perceive.labels import LABEL_NAMES
+        from .geometry.labels import LABEL_NAMES
 
         return list(LABEL_NAMES)
 
@@ -239,7 +239,7 @@ class Avatar:
     def select(self, name: str | list[str], threshold: float = 0.5) -> torch.Tensor:
         """Splats whose label probability for ``name`` (or the sum over a list of names) exceeds
         ``threshold``.  -> bool [N]"""
-        from .perceive.labels import label_index
+        from .geometry.labels import label_index
 
         names = [name] if isinstance(name, str) else list(name)
         idx = [label_index(n) for n in names]
@@ -401,7 +401,7 @@ class Avatar:
         """bool [H, W]: where the labels rendered at ``frame`` (or at any ``params`` + ``camera``, as
         ``render_masks``) say ``name`` (a label, or a group of ``semantics.metrics.LABEL_GROUPS`` such
         as "lips") has probability above one half."""
-        from .perceive.labels import LABEL_NAMES, label_index
+        from .geometry.labels import LABEL_NAMES, label_index
         from .semantics.metrics import LABEL_GROUPS
 
         names = LABEL_GROUPS.get(name, (name,))

@@ -83,7 +83,7 @@ def _edit_demo(avatar, out: Path, progress: bool) -> str:
     import imageio.v3 as iio
 
     from .edit.loop import EditConfig
-    from .perceive.labels import label_index
+    from .geometry.labels import label_index
 
     t0 = time.perf_counter()
     avatar.label_splats(progress=progress)

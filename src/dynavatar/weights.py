@@ -10,7 +10,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-__all__ = ["KnownWeights", "KNOWN_WEIGHTS", "hf_hub_cache", "torch_hub_checkpoints", "find_weights", "find_hub_weights"]
+__all__ = ["KnownWeights", "KNOWN_WEIGHTS", "hf_hub_cache", "torch_hub_checkpoints", "find_weights", "find_hub_weights",
+           "weights_label", "fetch_hint", "missing_weights_message", "broken_weights_message"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,3 +65,34 @@ def find_weights(w: KnownWeights) -> Path | None:
 def find_hub_weights(repo: str) -> Path | None:
     """The local snapshot of any Hugging Face repo id (listed in KNOWN_WEIGHTS or not), else None."""
     return find_weights(KnownWeights(repo, "", hub_repo=repo))
+
+
+# One wording for every "weights missing" error (editors, SDS, the LLM refiner, parsers), so a user
+# meets the same fix everywhere.
+def weights_label(repo: str) -> str:
+    """``"InstructPix2Pix weights ('timbrooks/instruct-pix2pix')"`` for a known repo, else ``"weights '<repo>'"``."""
+    for w in KNOWN_WEIGHTS:
+        if w.hub_repo == repo:
+            return f"{w.name} weights ({repo!r})"
+    return f"weights {repo!r}"
+
+
+def fetch_hint(repo: str) -> str:
+    """How to get ``repo`` into the local Hugging Face cache."""
+    return (f"Fetch them once on a machine with internet: `hf download {repo}` (older huggingface_hub: "
+            f"`huggingface-cli download {repo}`), or pass a local folder as model=..., or set HF_HUB_CACHE to "
+            "where they are.")
+
+
+def missing_weights_message(repo: str, what: str) -> str:
+    """The one-line error for ``what`` (e.g. "InstructPix2Pix editor") when ``repo`` is not cached."""
+    return (f"the {what} needs the {weights_label(repo)}, which are not in the Hugging Face cache at "
+            f"{hf_hub_cache()} (nothing is downloaded here). {fetch_hint(repo)}")
+
+
+def broken_weights_message(repo: str, what: str, exc: BaseException) -> str:
+    """The one-line error for cached weights that fail to load (an interrupted download, say)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return (f"the {what} found {weights_label(repo)} but could not load them ({type(exc).__name__}: {first}). "
+            f"The copy may be incomplete: fetch it again with `hf download {repo}` (older huggingface_hub: "
+            f"`huggingface-cli download {repo}`), or pass a complete local folder as model=....")

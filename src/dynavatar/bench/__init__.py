@@ -21,7 +21,7 @@ def warm_up_cuda(device) -> float:
         return 0.0
     from ..gaussians.avatar import GaussianAvatar
     from ..gaussians.binding import bind
-    from ..render.cameras import Cameras
+    from ..geometry.cameras import Cameras
     from ..render.gsplat_renderer import GsplatRenderer
 
     t = time.perf_counter()

@@ -20,7 +20,7 @@ def held_out_comparison(before, after, plans, frames: list[int], out_dir: str | 
     from ..edit.keyframes import rotate_head
     from ..edit.metrics import (clip_direction_metrics, hue_error_deg, median_hue_deg, outside_change,
                                 region_colour_consistency, region_colour_spread, region_hue_spread)
-    from ..perceive.labels import label_index
+    from ..geometry.labels import label_index
 
     region = sorted({label_index(n) for p in plans for n in p.regions})
     colour_plans = [p for p in plans if p.colour is not None]

@@ -86,8 +86,8 @@ def _psnr_without_clothes(avatar) -> float | None:
     head-and-neck protocol of the monocular avatar papers (their datasets cut the torso away)."""
     import torch
 
-    from ..perceive.labels import label_index
-    from ..reconstruct.metrics import psnr
+    from ..geometry.labels import label_index
+    from ..geometry.photometric import psnr
 
     if avatar.data.parsing is None:
         return None

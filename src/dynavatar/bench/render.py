@@ -98,7 +98,7 @@ def run_render_bench(
         raise RuntimeError("the render benchmark needs a CUDA device")
     from ..gaussians.avatar import GaussianAvatar
     from ..gaussians.binding import bind
-    from ..render.cameras import Cameras
+    from ..geometry.cameras import Cameras
     from ..render.gsplat_renderer import GsplatRenderer, import_gsplat
 
     gsplat = import_gsplat()

@@ -16,7 +16,7 @@ __all__ = ["run_torch_render_bench"]
 
 def run_torch_render_bench(n_splats: int = 20_000, resolution: int = 128, iters: int = 3, chunk: int = 64) -> dict:
     from ..gaussians.binding import WorldGaussians
-    from ..render.cameras import Cameras
+    from ..geometry.cameras import Cameras
     from ..render.torch_renderer import TorchRenderer
 
     g = torch.Generator().manual_seed(0)

@@ -34,9 +34,9 @@ from ..errors import DynavatarError
 from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar
 from ..gaussians.binding import bind
-from ..perceive.labels import label_index
-from ..reconstruct.metrics import ssim
-from ..render.cameras import Cameras
+from ..geometry.labels import label_index
+from ..geometry.photometric import photometric_loss
+from ..geometry.cameras import Cameras
 from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from .keyframes import View, farthest_point_keyframes, keyframe_views, rotate_head
 from .palette import PaletteEditor, is_palette_plan
@@ -234,7 +234,7 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
         vs = [views[int(i)] for i in pick]
         pred, _, _ = render_views(g, model, params, cameras, vs, renderer, background)
         tgt, m = targets[pick.to(dev)], masks[pick.to(dev)]
-        loss = cfg.w_l1 * (pred - tgt).abs().mean() + cfg.w_dssim * (1 - ssim(pred, tgt).mean())
+        loss = photometric_loss(pred, tgt, cfg.w_l1, cfg.w_dssim)
         if disc is not None and step >= cfg.adv_start // 2:
             opt_d.zero_grad(set_to_none=True)
             discriminator_loss(disc, tgt, pred, m).backward()

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from ..errors import DynavatarError
-from ..perceive.labels import LABEL_NAMES
+from ..geometry.labels import LABEL_NAMES
 
 __all__ = ["EditPlan", "EditPlanError", "EDIT_KINDS", "EXPRESSIONS", "MATERIALS"]
 

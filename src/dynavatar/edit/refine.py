@@ -49,7 +49,7 @@ import urllib.request
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import DynavatarError, MissingDependencyError
-from ..perceive.labels import LABEL_NAMES
+from ..geometry.labels import LABEL_NAMES
 from .colours import (EYE_OVERRIDES, HAIR_LIKE_OVERRIDES, HAIR_ONLY_NAMES, SKIN_OVERRIDES, ColourMatch,
                       find_colour, hex_to_rgb)
 from .plan import EDIT_KINDS, EXPRESSIONS, MATERIALS, EditPlan, EditPlanError

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar
-from ..render.cameras import Cameras
+from ..geometry.cameras import Cameras
 from .keyframes import View, farthest_point_keyframes
 from .loop import EditResult, prepare_region, region_masks, region_optimizer, region_step, render_views
 from .plan import EditPlan

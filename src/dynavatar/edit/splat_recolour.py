@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..gaussians.avatar import GaussianAvatar, rgb_to_sh, sh_to_rgb
-from ..perceive.labels import label_index
+from ..geometry.labels import label_index
 from .palette import EYE_REGIONS, darker_part, oklab_to_rgb, recolour_oklab, region_stats, rgb_to_oklab
 from .plan import EditPlan
 

@@ -7,7 +7,7 @@ DESIGN.md §3. With the frame (R, k, T) of the splat's triangle (``geometry.tria
 so the world covariance is ``k^2 R R_l S_l^2 R_l^T R^T``: a splat follows its triangle's
 rotation, translation and size. ``bind`` is pure and differentiable and batched over frames.
 The heavy part has two interchangeable implementations, selected by ``binding_cuda.bind_transform``:
-the PyTorch reference ``bind_transform_torch`` below, and a fused CUDA kernel (``cuda/binding.cu``).
+the PyTorch reference ``transform.bind_transform_torch``, and a fused CUDA kernel (``cuda/binding.cu``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..geometry.rotations import matrix_to_quaternion, normalize_quaternion, quaternion_multiply
-from ..geometry.triangles import triangle_frames
 from .avatar import GaussianAvatar
+from .binding_cuda import bind_transform
+from .transform import bind_transform_torch
 
 __all__ = ["WorldGaussians", "bind", "bind_transform_torch"]
 
@@ -50,29 +50,6 @@ class WorldGaussians:
         return self.means.shape[1]
 
 
-def bind_transform_torch(
-    vertices: Tensor,  # [B, V, 3]
-    faces: Tensor,  # [F, 3] long
-    binding: Tensor,  # [N] long
-    means_local: Tensor,  # [N, 3]
-    quats_local: Tensor,  # [N, 4]
-    log_scales_local: Tensor,  # [N, 3]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Reference implementation of the binding transform -> (means, quats, scales), each [B, N, .].
-
-    Only the triangles that carry splats matter, but all frames are computed (F is small next to
-    N after densification, and index_select of the result is cheap).
-    """
-    R, k, T = triangle_frames(vertices, faces)  # [B,F,3,3], [B,F], [B,F,3]
-    R = R.index_select(1, binding)  # [B, N, 3, 3]
-    k = k.index_select(1, binding)[..., None]  # [B, N, 1]
-    T = T.index_select(1, binding)  # [B, N, 3]
-    means = k * (R @ means_local[..., None])[..., 0] + T  # [B, N, 3]
-    quats = quaternion_multiply(matrix_to_quaternion(R), normalize_quaternion(quats_local))  # [B,N,4]
-    scales = k * log_scales_local.exp()  # [B, N, 3]
-    return means, quats, scales
-
-
 def bind(
     avatar: GaussianAvatar, vertices: Tensor, faces: Tensor, backend: str = "auto"
 ) -> WorldGaussians:
@@ -82,8 +59,6 @@ def bind(
     backend: "auto" (fused CUDA kernel for CUDA tensors when it builds, else PyTorch), "torch"
     or "cuda". Opacities stay per splat ``[N]`` (they do not depend on the frame).
     """
-    from .binding_cuda import bind_transform  # local: keeps the CUDA loader off the import path
-
     if vertices.dim() == 2:
         vertices = vertices[None]
     faces = faces.to(device=vertices.device, dtype=torch.long)

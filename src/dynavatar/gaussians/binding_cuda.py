@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .binding import bind_transform_torch
+from .transform import bind_transform_torch
 
 __all__ = ["bind_transform", "bind_transform_cuda", "cuda_extension_available", "load_extension"]
 

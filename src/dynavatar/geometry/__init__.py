@@ -12,6 +12,7 @@ from .rotations import (
 )
 from .triangles import TriangleFrames, gather_triangles, safe_norm, safe_normalize, triangle_frames
 from .cameras import (
+    Cameras,
     camera_centers,
     intrinsics_from_fov,
     look_at_viewmat,
@@ -20,6 +21,7 @@ from .cameras import (
 )
 
 __all__ = [
+    "Cameras",
     "axis_angle_to_matrix",
     "axis_angle_to_quaternion",
     "matrix_to_axis_angle",

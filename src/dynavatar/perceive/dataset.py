@@ -8,7 +8,7 @@ Folder layout (written by :func:`dynavatar.perceive.preprocess`; carry it to a G
     frames/%06d.jpg    square head crops, RGB, resolution x resolution (JPEG quality 95)
     mattes/%06d.png    foreground alpha of each crop, 8-bit
     parsing/%06d.png   face parsing of each crop: uint8 label index per pixel into
-                       meta["label_names"] (``perceive.labels.LABEL_NAMES``), lossless PNG.
+                       meta["label_names"] (``geometry.labels.LABEL_NAMES``), lossless PNG.
                        Optional: older folders have none (``perceive.parse_dataset`` adds it)
     landmarks.npz      frame_index [N]  index of each kept frame in the source video
                        detected    [N]  bool, False where the landmarks were interpolated

@@ -26,16 +26,15 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import DynavatarError, InvalidParametersError, MissingDependencyError
-from .labels import LABEL_COLOURS, LABEL_NAMES, NUM_LABELS, label_index
+from ..geometry.labels import LABEL_COLOURS, LABEL_NAMES, NUM_LABELS, label_index
+from ..geometry.landmark_sets import FACE_MESH_POLYGONS, LIP_INNER_LOWER, LIP_INNER_UPPER, N_MESH_POINTS
 
 __all__ = ["FaceParser", "LandmarkParser", "LandmarkParserConfig", "FacerParser", "LAPA_TO_LABEL",
-           "CELEBM_TO_LABEL", "parse_to_labels", "colourise", "overlay", "parse_dataset", "parse_frame",
-           "FACE_MESH_POLYGONS"]
+           "CELEBM_TO_LABEL", "parse_to_labels", "colourise", "overlay", "parse_dataset", "parse_frame"]
 
 logger = logging.getLogger("dynavatar.perceive")
 
 _L = {name: i for i, name in enumerate(LABEL_NAMES)}
-N_MESH_POINTS = 478  # mediapipe face mesh with iris refinement
 
 
 @runtime_checkable
@@ -52,47 +51,6 @@ class FaceParser(Protocol):
         ...
 
 
-# --------------------------------------------------------------------------------------------
-# Mediapipe face-mesh polygons. Index lists follow mediapipe's published connection sets
-# (mediapipe.python.solutions.face_mesh_connections: FACEMESH_LIPS, FACEMESH_LEFT_EYE, ...),
-# walked into closed outlines; "left"/"right" are the person's own (mediapipe's convention).
-# tests/test_parsing.py checks every consecutive pair against those sets where one exists.
-# --------------------------------------------------------------------------------------------
-_LIP_OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
-_LIP_OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
-_LIP_INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
-_LIP_INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
-#: The distinct mediapipe points of the four lip contours the lips are painted from (40).
-MOUTH_LANDMARKS = tuple(sorted(set(_LIP_OUTER_UPPER + _LIP_OUTER_LOWER + _LIP_INNER_UPPER + _LIP_INNER_LOWER)))
-
-FACE_MESH_POLYGONS: dict[str, tuple[int, ...]] = {
-    # FACEMESH_FACE_OVAL, clockwise from the forehead top (10) in the image.
-    "face_oval": (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-                  152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109),
-    # FACEMESH_RIGHT_EYE / FACEMESH_LEFT_EYE: the eyelid margins (upper then lower).
-    "right_eye": (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7),
-    "left_eye": (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249),
-    # FACEMESH_*_EYEBROW: lower edge outwards-in, then upper edge back.
-    "right_brow": (46, 53, 52, 65, 55, 107, 66, 105, 63, 70),
-    "left_brow": (276, 283, 282, 295, 285, 336, 296, 334, 293, 300),
-    # FACEMESH_LIPS: each lip between its outer and inner contour; the mouth opening inside the inner one.
-    "upper_lip": _LIP_OUTER_UPPER + tuple(reversed(_LIP_INNER_UPPER)),
-    "lower_lip": _LIP_OUTER_LOWER + tuple(reversed(_LIP_INNER_LOWER)),
-    "mouth_interior": _LIP_INNER_UPPER + tuple(reversed(_LIP_INNER_LOWER[1:-1])),
-    # Our own nose outline (mediapipe's FACEMESH_NOSE is a ridge line + the nostril rim, not an
-    # area): from the bridge between the eyes (168) down the side walls to the alae and the
-    # nostril base (2), mirror-symmetric in the mesh.
-    "nose": (168, 417, 351, 419, 456, 420, 360, 279, 294, 327, 326, 2, 97, 98, 64, 49, 131, 198, 236, 196, 122, 193),
-    # Skin samples for the colour model, never labelled: the middle of each cheek (below the eye
-    # bags, beside the nose), the nose's side walls, the middle of the forehead and the chin. Wide
-    # sampling covers make-up (blushed cheeks) and uneven light; the robust fit drops what is not
-    # skin there (a fringe, stubble, highlights).
-    "right_cheek": (117, 118, 101, 36, 205, 187, 123),
-    "left_cheek": (346, 347, 330, 266, 425, 411, 352),
-    "nose_wall": (122, 351, 419, 248, 195, 3, 196),
-    "forehead": (108, 151, 337, 336, 9, 107),
-    "chin": (83, 18, 313, 421, 428, 199, 208, 201),
-}
 _SKIN_SAMPLES = ("right_cheek", "left_cheek", "nose_wall", "forehead", "chin")
 # The jaw from the angle below one ear to the other, through the chin: the top of the neck.
 _JAW = (58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import NoFaceError
 from .crop import crop_image, interpolate_missing, plan_crops, to_crop
 from .dataset import DATASET_FORMAT, FrameDataset
-from .labels import LABEL_NAMES
+from ..geometry.labels import LABEL_NAMES
 from .landmarks import LandmarkDetector, MediapipeFaceMesh, follow_face
 from .matting import Matter, MediapipeSelfieMatte
 from .parsing import FaceParser, LandmarkParser, parse_dataset, parse_frame, write_labels

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..flame import FlameParams
 from ..perceive.dataset import FrameDataset
-from ..render.cameras import Cameras
+from ..geometry.cameras import Cameras
 from ..track.result import TrackingResult
 
 __all__ = ["TrainData", "load_train_data", "split_train_eval"]

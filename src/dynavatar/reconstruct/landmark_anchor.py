@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from ..geometry.cameras import project_points
-from ..render.cameras import Cameras
+from ..geometry.cameras import Cameras
+from ..geometry.landmark_sets import MOUTH_LANDMARKS, MP_FACE_OVAL
 
 __all__ = ["landmark_anchor", "anchor_applies", "LANDMARK_SET", "ANCHOR_POINTS"]
 
@@ -45,9 +46,6 @@ ANCHOR_POINTS = ("all", "mouth")
 @functools.lru_cache(maxsize=8)
 def _weights(n_points: int, points: str, device: torch.device) -> Tensor:
     """Per-point weights [L], built once per (set, device): the anchor runs in every training step."""
-    from ..perceive.parsing import MOUTH_LANDMARKS
-    from ..track.tracker import MP_FACE_OVAL
-
     if points not in ANCHOR_POINTS:
         raise ValueError(f"landmark anchor points must be one of {ANCHOR_POINTS}, got {points!r}")
     if points == "mouth":

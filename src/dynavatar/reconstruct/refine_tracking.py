@@ -23,7 +23,7 @@ from ..gaussians.avatar import GaussianAvatar
 from ..gaussians.binding import bind
 from .data import TrainData
 from .landmark_anchor import anchor_applies, landmark_anchor
-from .metrics import ssim
+from ..geometry.photometric import photometric_loss
 
 __all__ = ["RefineTrackingConfig", "refine_frame_params", "MOTION_FIELDS", "motion_optimizer"]
 
@@ -85,7 +85,7 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
             p = base.replace(**{k: getattr(base, k) + delta[k] for k in MOTION_FIELDS})
             verts = model(p, landmark_set=None, check_finite=False).vertices
             pred = renderer.render(bind(g0, verts, model.faces), cams, background=bg).rgb
-            loss = cfg.w_l1 * (pred - target).abs().mean() + cfg.w_dssim * (1 - ssim(pred, target).mean())
+            loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim)
             loss = loss + cfg.w_prior * sum((_PRIOR_SCALE[k] * d).square().sum(-1).mean() for k, d in delta.items())
             if anchored:
                 loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],

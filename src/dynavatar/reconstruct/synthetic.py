@@ -18,7 +18,7 @@ from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar, rgb_to_sh
 from ..gaussians.binding import bind
 from ..geometry.cameras import project_points
-from ..render.cameras import Cameras
+from ..geometry.cameras import Cameras
 from .data import TrainData, split_train_eval
 from .landmark_anchor import LANDMARK_SET
 
@@ -127,7 +127,7 @@ def synthetic_clip(model: FlameModel, renderer, n_frames: int = 48, resolution: 
 
 def face_labels(model: FlameModel) -> torch.Tensor:
     """Label index (LABEL_NAMES) per triangle from its vertices' majority region.  -> [F] long"""
-    from ..perceive.labels import REGION_TO_LABEL, label_index
+    from ..geometry.labels import REGION_TO_LABEL, label_index
 
     if model.vertex_region is None or model.region_names is None:
         return torch.full((model.faces.shape[0],), label_index("skin"), dtype=torch.long)
@@ -139,7 +139,7 @@ def face_labels(model: FlameModel) -> torch.Tensor:
 def render_label_maps(model: FlameModel, params: FlameParams, renderer, resolution: int) -> np.ndarray:
     """Ground-truth parsing of the synthetic frames: the label of the triangle that covers each
     pixel (most blending weight), background where the head leaves it uncovered.  -> uint8 [N, R, R]"""
-    from ..perceive.labels import NUM_LABELS, label_index
+    from ..geometry.labels import NUM_LABELS, label_index
 
     dev = model.v_template.device
     avatar = GaussianAvatar.init_on_mesh(model.faces.shape[0], 1, init_scale=0.55, init_opacity=0.97, device=dev)

@@ -36,7 +36,8 @@ from .config import ReconstructConfig
 from .data import TrainData
 from .distributed import DataParallel, data_parallel
 from .landmark_anchor import anchor_applies, landmark_anchor
-from .metrics import psnr, ssim
+from ..geometry.photometric import l1 as l1_loss
+from ..geometry.photometric import photometric_loss, psnr, ssim
 from .refine_tracking import MOTION_FIELDS, motion_optimizer
 
 __all__ = ["FitResult", "fit_avatar", "attach_torso", "evaluate", "TrainingDivergedError"]
@@ -141,7 +142,7 @@ def _wants_torso(setting: bool | str, data: TrainData) -> bool:
         return bool(setting)
     idx = data.train_idx[:: max(1, len(data.train_idx) // 32)]
     if data.parsing is not None:
-        from ..perceive.labels import label_index
+        from ..geometry.labels import label_index
 
         return bool((data.parsing[idx] == label_index("clothes")).float().mean() > 0.01)
     bottom = data.mattes[idx, -max(1, data.resolution // 32):].float() / 255
@@ -226,9 +227,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
             out.means2d.retain_grad()
         target, _ = data.targets(idx, bg)
         pred = out.rgb
-        l1 = (pred - target).abs().mean()
-        dssim = 1 - ssim(pred, target).mean()
-        loss = cfg.w_l1 * l1 + cfg.w_dssim * dssim + _regularisers(avatar, cfg)
+        loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim) + _regularisers(avatar, cfg)
         if anchored:
             loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
                                                             data.landmarks_valid[idx], points=cfg.landmark_points)
@@ -257,7 +256,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             with torch.no_grad():
                 ps = psnr(pred.detach(), target).mean().item()
-            history.append({"step": step, "loss": mean_loss.item(), "l1": l1.item(), "psnr": ps,
+            history.append({"step": step, "loss": mean_loss.item(), "l1": l1_loss(pred.detach(), target).item(), "psnr": ps,
                             "splats": avatar.num_splats, "time_s": time.perf_counter() - t0})
             bar.set_postfix(loss=f"{mean_loss.item():.4f}", psnr=f"{ps:.2f}", splats=avatar.num_splats)
         if cfg.checkpoint_every and step > start and step % cfg.checkpoint_every == 0:

@@ -3,7 +3,7 @@
 Nothing here imports gsplat until ``GsplatRenderer.render`` runs.
 """
 
-from .cameras import Cameras
+from ..geometry.cameras import Cameras
 from .gsplat_renderer import GsplatRenderer
 from .torch_renderer import TorchRenderer
 from .types import RenderOutput, Renderer

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..gaussians.binding import WorldGaussians
-from .cameras import Cameras
+from ..geometry.cameras import Cameras
 from .sh import sh_colors
 from .types import RenderOutput
 

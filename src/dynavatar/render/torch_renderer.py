@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ..gaussians.binding import WorldGaussians
 from ..geometry.rotations import quaternion_to_matrix
-from .cameras import Cameras
+from ..geometry.cameras import Cameras
 from .sh import sh_colors
 from .types import RenderOutput
 

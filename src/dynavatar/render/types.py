@@ -8,7 +8,7 @@ from typing import Optional, Protocol, runtime_checkable
 from torch import Tensor
 
 from ..gaussians.binding import WorldGaussians
-from .cameras import Cameras
+from ..geometry.cameras import Cameras
 
 __all__ = ["RenderOutput", "Renderer"]
 

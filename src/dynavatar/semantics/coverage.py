@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..gaussians.binding import WorldGaussians
-from ..render.cameras import Cameras
+from ..geometry.cameras import Cameras
 from ..render.torch_renderer import MAX_EXTENT_SIGMAS, broadcast_gaussians
 
 __all__ = ["selection_windows", "render_coverage"]

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from ..gaussians.avatar import GaussianAvatar
 from ..gaussians.binding import WorldGaussians, bind
-from ..perceive.labels import NUM_LABELS, REGION_TO_LABEL, label_index
-from ..render.cameras import Cameras
+from ..geometry.labels import NUM_LABELS, REGION_TO_LABEL, label_index
+from ..geometry.cameras import Cameras
 from .coverage import render_coverage
 
 __all__ = ["splat_pixel_votes", "region_prior", "label_splats", "LabelResult", "render_label_masks",

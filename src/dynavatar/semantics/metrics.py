@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..perceive.labels import label_index
+from ..geometry.labels import label_index
 
 __all__ = ["LABEL_GROUPS", "group_iou", "group_argmax"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..perceive.labels import label_index
+from ..geometry.labels import label_index
 from .metrics import LABEL_GROUPS, group_iou
 
 __all__ = ["comparison_tile", "label_comparison_row", "label_comparison_grid", "mask_route_tile"]

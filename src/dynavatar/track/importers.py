@@ -27,7 +27,7 @@ import torch
 from ..errors import DynavatarError
 from ..flame import FlameParams
 from ..perceive.dataset import DATASET_FORMAT, FrameDataset
-from ..render.cameras import Cameras
+from ..geometry.cameras import Cameras
 from .result import TrackingResult
 
 __all__ = ["import_vhap", "read_vhap_params", "opengl_c2w_to_viewmat"]

@@ -14,7 +14,7 @@ import torch
 from ..errors import DynavatarError
 from ..flame import FlameParams
 from ..io.atomic import atomic_path
-from ..render.cameras import Cameras
+from ..geometry.cameras import Cameras
 
 __all__ = ["TrackingResult", "TRACKING_FORMAT"]
 

@@ -28,20 +28,14 @@ from ..device import resolve_device
 from ..errors import InvalidParametersError
 from ..flame import FlameModel, FlameParams
 from ..perceive.dataset import FrameDataset
-from ..render.cameras import Cameras
+from ..geometry.cameras import Cameras
+from ..geometry.landmark_sets import MP_FACE_OVAL, MP_OUTER_EYE_CORNERS
 from .landmark_model import LandmarkFlame
 from .result import TrackingResult
 
-__all__ = ["TrackerConfig", "track", "camera_viewmat", "project", "interocular", "MP_OUTER_EYE_CORNERS"]
+__all__ = ["TrackerConfig", "track", "camera_viewmat", "project", "interocular"]
 
 logger = logging.getLogger("dynavatar.track")
-
-#: mediapipe face-mesh indices of the right and left outer eye corners (inter-ocular distance).
-MP_OUTER_EYE_CORNERS = (33, 263)
-#: mediapipe face-oval indices: silhouette points, less reliable under rotation (down-weighted).
-MP_FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
-                148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
-
 
 @dataclasses.dataclass
 class TrackerConfig:

@@ -1,6 +1,7 @@
-"""Image metrics and losses: PSNR, SSIM (Gaussian window, as Wang et al. 2004), L1.
+"""Image metrics and the photometric loss: PSNR, SSIM (Gaussian window, as Wang et al. 2004), L1.
 
-Images are float ``[B, H, W, 3]`` in [0, 1].
+One loss for every stage that fits splats or motion to pixels (training, tracking refinement,
+editing), so the three cannot drift apart. Images are float ``[B, H, W, 3]`` in [0, 1].
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["psnr", "ssim", "l1"]
+__all__ = ["psnr", "ssim", "l1", "photometric_loss"]
 
 
 def psnr(pred: Tensor, target: Tensor) -> Tensor:
@@ -45,3 +46,8 @@ def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> 
 
 def l1(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).abs().mean()
+
+
+def photometric_loss(pred: Tensor, target: Tensor, w_l1: float, w_dssim: float) -> Tensor:
+    """The 3DGS image loss, ``w_l1 * L1 + w_dssim * (1 - SSIM)`` over the batch (a scalar)."""
+    return w_l1 * l1(pred, target) + w_dssim * (1 - ssim(pred, target).mean())
