@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from dynavatar.edit.diffusion import (CropBox, InpaintEditor, InstructPix2PixEditor, MissingWeightsError, crop_box,
-                                      uncrop_resize, work_size)
-from dynavatar.edit.editors import ImageEditor, get_editor
-from dynavatar.edit.masks import feather_mask
-from dynavatar.edit.palette import (PaletteEditor, cielab_to_rgb, oklab_to_rgb, recolour_oklab, rgb_to_cielab,
-                                    rgb_to_oklab)
+from dynavatar.edit.colour_space import cielab_to_rgb, oklab_to_rgb, rgb_to_cielab, rgb_to_oklab
+from dynavatar.edit.editors.base import ImageEditor, get_editor
+from dynavatar.edit.editors.crops import CropBox, crop_box, uncrop_resize, work_size
+from dynavatar.edit.editors.diffusion import InpaintEditor, InstructPix2PixEditor
+from dynavatar.edit.editors.masks import feather_mask
+from dynavatar.edit.editors.palette import PaletteEditor
+from dynavatar.edit.editors.palette_recolour import recolour_oklab
+from dynavatar.edit.editors.pipeline_loading import MissingWeightsError
 from dynavatar.edit.plan import EditPlan, EditPlanError
 
 cv2 = pytest.importorskip("cv2")
@@ -25,8 +27,8 @@ cv2 = pytest.importorskip("cv2")
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny models on a shared 2-core CI box: torch's thread pool costs more than it gives (measured
-    0.2 s vs 1.7-10 s per tiny pipeline call under load), so run single-threaded and restore after."""
+    """Tiny models on a shared 2-core CI box: torch's thread pool costs more than it gives, so run
+    single-threaded and restore after."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -166,7 +168,7 @@ def test_palette_speed_512():
     editor.edit(images, masks, plan)
     best = min((editor.edit(images, masks, plan), editor.last_timing_s)[1] for _ in range(3))
     print(f"palette edit 512x512 (hair-sized region): {best * 1000:.1f} ms")
-    assert best < 5.0  # a generous bound for a loaded 2-core CI machine; ~tens of ms when idle
+    assert best < 5.0  # a generous bound: a loaded 2-core CI machine is far slower than an idle one
 
 
 def _dark_textured(seed=0, size=96):

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from dynavatar.edit import EditPlan, EditPlanError
-from dynavatar.edit.refine import (OpenAIRefiner, PromptRefiner, RuleRefiner, TransformersRefiner,
+from dynavatar.edit.prompt import (OpenAIRefiner, PromptRefiner, RuleRefiner, TransformersRefiner,
                                    build_system_prompt, extract_json_object, get_refiner, plan_from_text)
 from dynavatar.errors import DynavatarError
 

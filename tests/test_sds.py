@@ -1,4 +1,4 @@
-"""Score distillation (edit/sds.py) with tiny random diffusers components built offline from configs."""
+"""Score distillation (edit/apply/sds_*.py) with tiny random diffusers components built offline from configs."""
 
 from __future__ import annotations
 
@@ -16,14 +16,9 @@ from dynavatar.geometry.cameras import look_at_viewmat, orbit_eyes
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-from dynavatar.edit.sds import (  # noqa: E402
-    SDSConfig,
-    SDSGuidance,
-    keyframe_blend,
-    timestep_range,
-    view_angles,
-    view_word,
-)
+from dynavatar.edit.apply.sds_config import SDSConfig  # noqa: E402
+from dynavatar.edit.apply.sds_guidance import SDSGuidance  # noqa: E402
+from dynavatar.edit.apply.sds_maths import keyframe_blend, timestep_range, view_angles, view_word  # noqa: E402
 
 PROMPT = "a photo of sks person with red hair"
 IMG = 32  # side of the rendered images the tests feed in
@@ -35,8 +30,7 @@ LAT = RES // 2  # -> 8x8 latents, the tiny UNet's sample_size
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """The models are tiny: intra-op threads only add overhead, and on a shared 2-core machine
-    they oversubscribe it (measured here: 65 s with the default threads vs 1.5 s with one for the
-    personalisation test)."""
+    they oversubscribe it."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -127,8 +121,8 @@ def test_config_validation():
         SDSConfig(t_max_final=0.01)
     with pytest.raises(InvalidParametersError):
         SDSConfig(weighting="linear")
-    assert SDSConfig.dreamfusion().guidance_scale == 100.0
-    assert SDSConfig.fast().lora_steps == 0
+    assert SDSConfig.preset("dreamfusion").guidance_scale == 100.0
+    assert SDSConfig.preset("fast").lora_steps == 0
 
 
 def test_view_words_and_camera_angles(guidance):
@@ -161,7 +155,7 @@ def test_timestep_annealing_stays_in_range(guidance):
     assert timestep_range(cfg, 500, 100, T) == (20, 500)  # past the end: clamped
     his = [timestep_range(cfg, s, 100, T)[1] for s in range(101)]
     assert all(a >= b for a, b in zip(his, his[1:]))  # the upper end only falls
-    assert timestep_range(SDSConfig.dreamfusion(), 100, 100, T) == (20, 980)  # no annealing
+    assert timestep_range(SDSConfig.preset("dreamfusion"), 100, 100, T) == (20, 980)  # no annealing
 
     text = guidance.condition(PROMPT, [0.0] * 2, [0.0] * 2)
     latents = torch.randn(2, 4, LAT, LAT)

@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from dynavatar.edit import EditPlan
+from dynavatar.edit.apply.splat_recolour import (recolour_splats, splat_palette_stats, splat_region_weight,
+                                                 splat_visibility)
+from dynavatar.edit.colour_space import oklab_to_rgb, rgb_to_oklab
+from dynavatar.edit.editors.palette import PaletteEditor
+from dynavatar.edit.editors.palette_recolour import recolour_oklab, region_stats
 from dynavatar.edit.metrics import region_colour_consistency, region_colour_spread
-from dynavatar.edit.palette import PaletteEditor, oklab_to_rgb, recolour_oklab, region_stats, rgb_to_oklab
-from dynavatar.edit.splat_recolour import (recolour_splats, splat_palette_stats, splat_region_weight,
-                                           splat_visibility)
 from dynavatar.gaussians.avatar import GaussianAvatar, rgb_to_sh, sh_to_rgb
 from dynavatar.gaussians.binding import WorldGaussians
 from dynavatar.geometry.labels import NUM_LABELS, label_index

@@ -1,30 +1,56 @@
 """Text editing: prompt -> EditPlan -> masked image edits of keyframes -> splats re-optimised in the region.
 
-Importing this package is light: the model refiners import transformers (and torch) only when used.
+The sub-packages follow that pipeline, and depend only down it:
+
+- ``plan.py``: ``EditPlan``, what every stage reads (shared);
+- ``prompt/``: words -> EditPlan (rules, a local LLM, an OpenAI-compatible endpoint); imports
+  neither ``editors/`` nor ``apply/``;
+- ``editors/``: keyframe images -> edited images (palette, InstructPix2Pix, inpainting);
+- ``apply/``: edited keyframes (or a diffusion model's score) -> new splats; expression plans ->
+  new FLAME parameters;
+- ``colour_space.py``: the colour-space maths (OKLab, CIE Lab) the editors, ``apply/`` and the
+  metrics share; ``metrics.py``: how an edit is judged (used by ``dynavatar bench edit``).
+
+Code outside ``edit/`` imports from ``dynavatar.edit`` only. Importing this package is light: the
+refiners and the plan load at once (no torch, transformers or diffusers), everything else on first
+attribute access (``__getattr__`` below).
 """
 
+import importlib
+
 from .plan import EDIT_KINDS, EXPRESSIONS, MATERIALS, EditPlan, EditPlanError
-from .refine import OpenAIRefiner, PromptRefiner, RuleRefiner, TransformersRefiner, get_refiner
+from .prompt import OpenAIRefiner, PromptRefiner, RuleRefiner, TransformersRefiner, get_refiner
 
 __all__ = ["EDIT_KINDS", "EXPRESSIONS", "MATERIALS", "EditPlan", "EditPlanError", "PromptRefiner", "RuleRefiner",
            "TransformersRefiner", "OpenAIRefiner", "get_refiner"]
 
-# Image editors (editors.py, palette.py, diffusion.py, masks.py) import torch, so they load on first
-# attribute access: `import dynavatar.edit` stays light.
-_LAZY_EDITORS = {
-    "ImageEditor": "editors", "EDITOR_NAMES": "editors", "get_editor": "editors",
-    "PaletteEditor": "palette", "InstructPix2PixEditor": "diffusion", "InpaintEditor": "diffusion",
-    "MissingWeightsError": "diffusion",
+# public name -> module that defines it; these import torch, so they load on first attribute access
+_LAZY = {
+    # editors
+    "ImageEditor": "editors.base", "EDITOR_NAMES": "editors.base", "get_editor": "editors.base",
+    "PaletteEditor": "editors.palette", "InstructPix2PixEditor": "editors.diffusion",
+    "InpaintEditor": "editors.diffusion", "MissingWeightsError": "editors.pipeline_loading",
+    "random_ip2p_pipeline": "editors.random_pipelines",
+    # applying an edit
+    "EditConfig": "apply.loop", "EditResult": "apply.region", "edit_splats": "apply.loop",
+    "SDSEditConfig": "apply.sds_loop", "edit_splats_sds": "apply.sds_loop", "SDSConfig": "apply.sds_config",
+    "SDSGuidance": "apply.sds_guidance", "apply_expression": "apply.expression", "rotate_head": "apply.keyframes",
+    # judging an edit (numpy; OpenCV, torch and CLIP load inside the functions)
+    "clip_direction_metrics": "metrics", "hue_error_deg": "metrics", "median_hue_deg": "metrics",
+    "outside_change": "metrics", "region_colour_consistency": "metrics", "region_colour_spread": "metrics",
+    "region_hue_spread": "metrics",
 }
-__all__ += list(_LAZY_EDITORS)
+__all__ += list(_LAZY)
 
 
 def __getattr__(name: str):
-    module = _LAZY_EDITORS.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

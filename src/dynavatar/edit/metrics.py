@@ -1,9 +1,18 @@
 """How an edit is judged: locality, whether the region changed as asked, temporal consistency,
-and (with CLIP weights) Instruct-NeRF2NeRF's CLIP direction similarity and consistency."""
+and (with CLIP weights) Instruct-NeRF2NeRF's CLIP direction similarity and consistency.
+
+The metrics take plain uint8 images and bool masks, whichever editor or loop made them, so they sit
+beside the plan rather than inside ``apply/``. OpenCV, torch and transformers load inside the
+functions that need them: importing the metrics costs nothing.
+"""
 
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
+
+from ..weights import find_hub_weights
 
 __all__ = ["outside_change", "median_hue_deg", "hue_error_deg", "region_colour_spread", "region_hue_spread",
            "region_colour_consistency", "clip_direction_metrics"]
@@ -42,8 +51,6 @@ def median_hue_deg(img: np.ndarray, mask: np.ndarray) -> float:
 
 def hue_error_deg(hue: float, target_rgb) -> float:
     """Angular distance between a hue and the target colour's hue, degrees."""
-    import colorsys
-
     t = colorsys.rgb_to_hsv(*target_rgb)[0] * 360
     return float(abs((hue - t + 180) % 360 - 180))
 
@@ -54,7 +61,7 @@ def region_colour_spread(images: list[np.ndarray], masks: list[np.ndarray]) -> f
     saturated target colour spreads more for the same relative change; see region_hue_spread.)"""
     import torch
 
-    from .palette import rgb_to_oklab
+    from .colour_space import rgb_to_oklab
 
     means = []
     for img, m in zip(images, masks):
@@ -104,7 +111,7 @@ def region_colour_consistency(images: list[np.ndarray], masks: list[np.ndarray],
     """
     import torch
 
-    from .palette import rgb_to_oklab
+    from .colour_space import rgb_to_oklab
 
     chroma, hue = [], []
     for img, m in zip(images, masks):
@@ -132,8 +139,6 @@ def clip_direction_metrics(before: list[np.ndarray], after: list[np.ndarray], so
     """Instruct-NeRF2NeRF's metrics with CLIP: direction similarity = cos(E(after) - E(before),
     T(target) - T(source)); direction consistency = cos between consecutive frames' image
     directions. None when the CLIP weights are not in the local Hugging Face cache."""
-    from ..weights import find_hub_weights
-
     path = find_hub_weights(model)
     if path is None:
         return None

@@ -1,6 +1,6 @@
 """``EditPlan``: what an edit should do, in a form a person can read and a program can check.
 
-A prompt refiner (rule-based, local LLM or HTTP endpoint; see ``refine.py``) turns "red hair" into
+A prompt refiner (rule-based, local LLM or HTTP endpoint; see ``prompt/``) turns "red hair" into
 an ``EditPlan``; the image editors and the edit loop act only on the plan. Plans are plain JSON so
 they can be shown before spending GPU time (``avatar.plan("red hair")``), stored in an edited
 avatar's metadata, and written by hand.

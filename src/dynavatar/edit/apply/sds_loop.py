@@ -18,29 +18,32 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..flame import FlameModel, FlameParams
-from ..gaussians.avatar import GaussianAvatar
-from ..geometry.cameras import Cameras
+from ...flame import FlameModel, FlameParams
+from ...gaussians.avatar import GaussianAvatar
+from ...geometry.cameras import Cameras
+from ..plan import EditPlan
 from .keyframes import View, farthest_point_keyframes
-from .loop import EditResult, prepare_region, region_masks, region_optimizer, region_step, render_views
-from .plan import EditPlan
+from .region import EditResult, prepare_region, region_masks, region_optimizer, region_step, render_views
+from .sds_guidance import SDSGuidance
 
 __all__ = ["SDSEditConfig", "edit_splats_sds"]
 
 
 @dataclasses.dataclass
 class SDSEditConfig:
+    """Settings of the SDS edit loop (the diffusion model's own settings are ``SDSConfig``)."""
+
     steps: int = 400  # optimisation steps
-    views_per_step: int = 2
+    views_per_step: int = 2  # renders scored per step
     yaw_range: float = 0.6  # random head turns in [-yaw_range, yaw_range] radians (the "view" of SDS)
     keyframes: int = 6  # frames used for LoRA personalisation and as time anchors
     personalise_steps: int = 0  # LoRA steps on keyframe renders before distillation (0: off)
     subject: str = "a photo of sks person"  # the personalisation prompt (the subject's token)
-    region_threshold: float = 0.5
-    lr_colour: float = 1e-2
+    region_threshold: float = 0.5  # label probability above which a splat belongs to the region
+    lr_colour: float = 1e-2  # SH coefficients
     lr_opacity: float = 2e-2
-    lr_geometry: float = 1e-3
-    clone_for_accessory: bool = True
+    lr_geometry: float = 1e-3  # local positions/scales/rotations; used by accessory/appearance/remove edits
+    clone_for_accessory: bool = True  # double the region's splats for additive edits (room for new geometry)
     seed: int = 0
 
 
@@ -52,8 +55,6 @@ def edit_splats_sds(gaussians: GaussianAvatar, model: FlameModel, params: FlameP
     cfg = config or SDSEditConfig()
     t0 = time.perf_counter()
     if guidance is None:
-        from .sds import SDSGuidance
-
         guidance = SDSGuidance.from_pretrained()
     dev = gaussians.means_local.device
     model = model.to(dev)

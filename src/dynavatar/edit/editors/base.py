@@ -3,15 +3,15 @@
 An image editor turns keyframes plus region masks into edited keyframes, following an
 :class:`~dynavatar.edit.plan.EditPlan`. Three ship with the project:
 
-- :class:`~dynavatar.edit.palette.PaletteEditor` ("palette"): colour/material edits in OKLab,
-  offline, milliseconds, consistent across views. The offline default.
-- :class:`~dynavatar.edit.diffusion.InstructPix2PixEditor` ("ip2p"): any instruction, needs the
-  InstructPix2Pix weights.
-- :class:`~dynavatar.edit.diffusion.InpaintEditor` ("inpaint"): repaints the region from the plan's
-  description, needs SD-1.5 inpainting weights (+ optionally a ControlNet).
+- :class:`~dynavatar.edit.editors.palette.PaletteEditor` ("palette"): colour/material edits in
+  OKLab, offline, milliseconds, consistent across views. The offline default.
+- :class:`~dynavatar.edit.editors.diffusion.InstructPix2PixEditor` ("ip2p"): any instruction, needs
+  the InstructPix2Pix weights.
+- :class:`~dynavatar.edit.editors.diffusion.InpaintEditor` ("inpaint"): repaints the region from the
+  plan's description, needs SD-1.5 inpainting weights (+ optionally a ControlNet).
 
 All of them honour one contract: pixels outside the editor's feathered mask (see
-``dynavatar.edit.masks``) come back bit-identical.
+``dynavatar.edit.editors.masks``) come back bit-identical.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from .plan import EditPlan
+from ...weights import find_hub_weights, missing_weights_message
+from ..plan import EditPlan
+from .diffusion import InpaintEditor, InstructPix2PixEditor
+from .palette import PaletteEditor, is_palette_plan
+from .pipeline_loading import MissingWeightsError
 
 __all__ = ["ImageEditor", "EDITOR_NAMES", "get_editor"]
 
@@ -47,9 +51,6 @@ def get_editor(name: str = "auto", plan: EditPlan | None = None, **kw: Any) -> I
     frame, which is what a 3D avatar needs, in milliseconds); InstructPix2Pix for other plans when its
     weights are in the local Hugging Face cache; otherwise an error that says which weights to fetch.
     """
-    from .diffusion import InpaintEditor, InstructPix2PixEditor, MissingWeightsError, missing_weights_message
-    from .palette import PaletteEditor, is_palette_plan
-
     if name == "palette":
         return PaletteEditor(**kw)
     if name == "ip2p":
@@ -59,13 +60,11 @@ def get_editor(name: str = "auto", plan: EditPlan | None = None, **kw: Any) -> I
     if name != "auto":
         raise ValueError(f"unknown editor {name!r}; choose one of {', '.join(EDITOR_NAMES)}")
 
-    from .. import weights
-
     model = kw.get("model", "timbrooks/instruct-pix2pix")
     if (plan is None or is_palette_plan(plan)) and kw.get("pipe") is None:
         palette_kw = {k: v for k, v in kw.items() if k in ("feather", "edge_aware", "min_detail")}
         return PaletteEditor(**palette_kw)
-    if kw.get("pipe") is not None or weights.find_hub_weights(model) is not None:
+    if kw.get("pipe") is not None or find_hub_weights(model) is not None:
         return InstructPix2PixEditor(**kw)
     raise MissingWeightsError(
         f"{plan.prompt!r} (kind {plan.kind!r}) is not a colour/material edit, so the offline palette editor "

@@ -1,6 +1,6 @@
 """Palette edits applied to the splats themselves, not to keyframe renders.
 
-Why: the palette edit (``palette.py``) is a per-colour transform in OKLab given the region's
+Why: the palette edit (``editors/palette_recolour.py``) is a per-colour transform in OKLab given the region's
 statistics; nothing in it needs pixels. Applied to the keyframes' renders and distilled back into
 the splats by the edit loop, it only reaches the splats the keyframes show: hair on the top or the
 back of the head keeps its old colour and appears, brown, in frames that look down or turn away.
@@ -26,13 +26,17 @@ statistics but are recoloured all the same.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
-from ..gaussians.avatar import GaussianAvatar, rgb_to_sh, sh_to_rgb
-from ..geometry.labels import label_index
-from .palette import EYE_REGIONS, darker_part, oklab_to_rgb, recolour_oklab, region_stats, rgb_to_oklab
-from .plan import EditPlan
+from ...gaussians.avatar import GaussianAvatar, rgb_to_sh, sh_to_rgb
+from ...geometry.labels import label_index
+from ...semantics.labelling import splat_pixel_votes
+from ..colour_space import oklab_to_rgb, rgb_to_oklab
+from ..editors.palette_recolour import EYE_REGIONS, darker_part, recolour_oklab, region_stats
+from ..plan import EditPlan
 
 __all__ = ["splat_region_weight", "splat_visibility", "splat_palette_stats", "recolour_splats"]
 
@@ -51,8 +55,6 @@ def splat_visibility(world, cameras, masks: Tensor, renderer) -> Tensor:
     world: WorldGaussians of V views (batched, as ``render_views`` returns them); cameras: V cameras;
     masks: [V, H, W] region masks of those views.  -> [N], in pixels of full blending weight.
     """
-    from ..semantics.labelling import splat_pixel_votes
-
     vis = None
     for v in range(len(cameras)):
         g = _view(world, v)
@@ -63,8 +65,6 @@ def splat_visibility(world, cameras, masks: Tensor, renderer) -> Tensor:
 
 def _view(world, v: int):
     """View ``v`` of batched WorldGaussians as a batch of one (per-splat fields [N, ...] are shared)."""
-    import dataclasses
-
     b, n = world.num_frames, world.num_splats
     out = {}
     for f in dataclasses.fields(world):

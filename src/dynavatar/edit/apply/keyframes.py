@@ -13,8 +13,8 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from ..flame import FlameParams
-from ..flame.pose import rotate_head  # noqa: F401 - re-exported: novel views are head turns
+from ...flame import FlameParams
+from ...flame.pose import rotate_head  # noqa: F401 - re-exported: novel views are head turns
 
 __all__ = ["parameter_features", "farthest_point_keyframes", "View", "keyframe_views", "rotate_head"]
 

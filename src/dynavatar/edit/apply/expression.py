@@ -14,8 +14,8 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from ..errors import DynavatarError
-from ..flame import FlameModel, FlameParams
+from ...errors import DynavatarError
+from ...flame import FlameModel, FlameParams
 
 __all__ = ["EXPRESSION_RECIPES", "expression_delta", "apply_expression"]
 
