@@ -51,8 +51,6 @@ EXTRAS = {
     # FaRL face parsing through pyfacer. It pulls torchvision, which has no CPU build here:
     # install it only where a matching CUDA torch/torchvision pair exists.
     "facer": ["pyfacer>=0.0.4", "timm>=0.9"],
-    # FAN landmarks (68 points); weights are fetched by face-alignment on first use.
-    "fa": ["face-alignment>=1.4"],
     # Tests: smplx is an independent FLAME implementation used only as a numerical reference.
     "test": ["pytest>=7.4", "pytest-timeout>=2.2", "smplx==0.1.28"],
 }

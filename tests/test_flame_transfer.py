@@ -19,6 +19,9 @@ from scipy.spatial.transform import Rotation
 from dynavatar.cli import main
 from dynavatar.flame import FlameModel, FlameParams, read_flame_file, write_flame_npz
 from dynavatar.flame import transfer as T
+from dynavatar.geometry.closest_point import closest_point_on_mesh, closest_point_on_triangles
+from dynavatar.geometry.mesh import face_normals
+from dynavatar.geometry.registration import register_mesh
 from dynavatar.flame.resolve import default_head_path
 from flame_fixtures import ellipsoid_head, synthetic_flame_arrays, write_plain_pickle
 
@@ -77,7 +80,7 @@ def test_point_triangle_regions_are_exact():
     tri = tri[np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1) > 0.5]
     pts, expected = _points_in_every_region(tri, rng)
     tri7 = np.concatenate([tri] * 7)
-    bary = T.closest_point_on_triangles(pts, tri7[:, 0], tri7[:, 1], tri7[:, 2])
+    bary = closest_point_on_triangles(pts, tri7[:, 0], tri7[:, 1], tri7[:, 2])
     np.testing.assert_allclose(bary, expected, atol=1e-9)  # face, 3 vertex and 3 edge regions
     got = (bary[:, :, None] * tri7).sum(1)
     ref = np.array([_reference_distance(p[None], t, np.array([[0, 1, 2]]))[0] for p, t in zip(pts, tri7)])
@@ -98,7 +101,7 @@ def test_closest_point_on_mesh_matches_brute_force(mesh):
         verts = rng.normal(size=(150, 3)) * rng.choice([0.05, 1.0], size=(150, 1))
         faces = np.stack([rng.choice(150, 3, replace=False) for _ in range(120)])
         pts = rng.normal(size=(400, 3)) * 1.5
-    face_idx, bary = T.closest_point_on_mesh(pts, verts, faces)
+    face_idx, bary = closest_point_on_mesh(pts, verts, faces)
     assert face_idx.dtype == np.int64 and (face_idx >= 0).all()
     assert (bary >= 0).all() and np.allclose(bary.sum(1), 1)
     got = np.linalg.norm((verts[faces[face_idx]] * bary[:, :, None]).sum(1) - pts, axis=1)
@@ -112,18 +115,18 @@ def test_closest_point_options_and_torch():
     pts = verts[rng.choice(len(verts), 200)] + rng.normal(scale=0.003, size=(200, 3))
     allowed = np.zeros(len(faces), dtype=bool)
     allowed[: len(faces) // 2] = True
-    f, b = T.closest_point_on_mesh(pts, verts, faces, allowed_faces=allowed)
+    f, b = closest_point_on_mesh(pts, verts, faces, allowed_faces=allowed)
     assert allowed[f].all()
     np.testing.assert_allclose(np.linalg.norm((verts[faces[f]] * b[:, :, None]).sum(1) - pts, axis=1),
                                _reference_distance(pts, verts, faces[allowed]), atol=1e-12)
-    f, b = T.closest_point_on_mesh(pts, verts, faces, max_distance=1e-4)
+    f, b = closest_point_on_mesh(pts, verts, faces, max_distance=1e-4)
     d = _reference_distance(pts, verts, faces)
     assert ((f < 0) == (d > 1e-4)).all() and np.isnan(b[f < 0]).all()
     up = np.tile([0.0, 1.0, 0.0], (len(pts), 1))
-    f, b = T.closest_point_on_mesh(pts, verts, faces, normals=up, min_cos=0.5)
-    fn, _ = T.face_normals(verts, faces)
+    f, b = closest_point_on_mesh(pts, verts, faces, normals=up, min_cos=0.5)
+    fn, _ = face_normals(verts, faces)
     assert (fn[f] @ np.array([0.0, 1.0, 0.0]) >= 0.5).all()
-    ft, bt = T.closest_point_on_mesh(torch.tensor(pts, dtype=torch.float32), torch.tensor(verts), torch.tensor(faces))
+    ft, bt = closest_point_on_mesh(torch.tensor(pts, dtype=torch.float32), torch.tensor(verts), torch.tensor(faces))
     assert ft.dtype == torch.long and bt.dtype == torch.float32 and bt.shape == (200, 3)
 
 
@@ -203,7 +206,7 @@ def test_register_mesh_with_landmarks_from_a_quarter_turn():
                                                                                                         keepdims=True)
     target = 1.2 * bulge @ rot.T + np.array([0.05, 0.0, -0.02])
     ids = np.random.default_rng(3).choice(len(v), 16, replace=False)
-    reg = T.register_mesh(torch.tensor(v), torch.tensor(f), target, f, landmarks_src=ids, landmarks_dst=target[ids])
+    reg = register_mesh(torch.tensor(v), torch.tensor(f), target, f, landmarks_src=ids, landmarks_dst=target[ids])
     err = 1e3 * np.linalg.norm(reg - target, axis=1)
     print(f"quarter turn with landmarks: vertex error {err.mean():.2f} mm mean, {err.max():.2f} mm max")
     assert reg.shape == v.shape and err.mean() < 1.0

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from dynavatar.errors import DynavatarError
-from dynavatar.semantics.mask_mapper import (MASK_MAPPER_FORMAT, MaskMapper, MaskMapperConfig, MaskMapperError,
-                                             crop_masks, evaluate_mask_mapper, mask_iou, mask_moments,
-                                             multilinear_read, paste_logits, signed_distance, source_crop_box,
-                                             train_mask_mapper)
+from dynavatar.semantics.mapper_config import MaskMapperConfig, MaskMapperError
+from dynavatar.semantics.mapper_network import MASK_MAPPER_FORMAT, MaskMapper
+from dynavatar.semantics.mapper_training import evaluate_mask_mapper, train_mask_mapper
+from dynavatar.semantics.mask_maths import mask_iou, multilinear_read, signed_distance
+from dynavatar.semantics.mask_windows import crop_masks, mask_moments, paste_logits, source_crop_box
 
 YAW, PITCH = 0.6, 0.4  # pose box of the default config (radians)
 SIZE = 128  # resolution of the analytic exact route (the mapper works at 64 and upsamples)
@@ -231,7 +232,7 @@ def test_frames_snap_time_and_share_the_bank():
     reads that frame's own code, the box head adds that frame's own offset, and the bank's times are
     frame times, N // n or one more each, at least bank_per_frame per frame."""
     cfg = MaskMapperConfig(grid_t=4, grid_p=3, latent_dim=5, t_frames=7)
-    assert cfg.box_time_nodes == 64 and MaskMapperConfig(grid_t=4, t_frames=7, box_per_frame=True).box_time_nodes == 7
+    assert cfg.box_time_nodes == 64
     assert cfg.bank_total == 768 and MaskMapperConfig(t_frames=400).bank_total == 1200  # 3 per frame
     assert MaskMapperConfig(bank_size=10).bank_total == 10  # continuous t: bank_size as given
     m = MaskMapper(cfg)
@@ -244,7 +245,7 @@ def test_frames_snap_time_and_share_the_bank():
     a = m.latent(torch.tensor([2 / 6, 2 / 6 + 0.08, 2 / 6 - 0.08]), pose)  # all in frame 2
     torch.testing.assert_close(a, a[:1].expand(3, -1), rtol=0, atol=0)
     assert not torch.equal(m.latent(torch.tensor([2 / 6 + 0.09]), pose[:1]), a[:1])  # frame 3
-    from dynavatar.semantics.mask_mapper import bank_points
+    from dynavatar.semantics.mapper_bank import bank_points
 
     t, p = bank_points(cfg, 30, torch.Generator().manual_seed(0), 0.75)
     frames = t * 6
@@ -406,7 +407,7 @@ def _train_and_score(route, cfg: MaskMapperConfig, n_held_out: int, name: str, s
 
 def test_lips_sized_region_held_out_iou():
     """A region a few pixels tall (lips_route) at the same CPU budget as the large one ("tiny").  The
-    full-frame mapper (format /1, ``crop=False``) scored 0.64 mean here: at 64 working pixels the lips
+    full-frame mapper (format /1) scored 0.64 mean here: at 64 working pixels the lips
     are 2-4 px tall.  In its window they are ~40 px tall (measured: 0.88 mean)."""
     res, identity, area = _train_and_score(lips_route, MaskMapperConfig.preset("tiny"), 100, "lips", SIZE)
     assert float(area.max()) < 0.02 * SIZE * SIZE  # lips-sized indeed
@@ -517,7 +518,7 @@ def test_clip_mapper_round_trip_and_format_2_files(tmp_path):
 
 def test_bank_kept_as_bytes_is_the_float_bank_rounded():
     """The training bank is rendered straight to uint8 (a quarter of the memory); nothing else changes."""
-    from dynavatar.semantics.mask_mapper import render_bank
+    from dynavatar.semantics.mapper_bank import render_bank
 
     t = torch.linspace(0, 1, 10)
     pose = torch.stack([torch.linspace(-0.5, 0.5, 10), torch.linspace(0.3, -0.3, 10)], -1)
@@ -530,7 +531,7 @@ def test_bank_kept_as_bytes_is_the_float_bank_rounded():
 
 def test_a_given_bank_of_bytes_trains_like_the_same_bank_as_floats():
     """``bank=`` takes render_bank's uint8 masks as they are (no 4x float copy of a large bank)."""
-    from dynavatar.semantics.mask_mapper import render_bank
+    from dynavatar.semantics.mapper_bank import render_bank
 
     t = torch.linspace(0, 1, 12)
     pose = torch.stack([torch.linspace(-0.5, 0.5, 12), torch.linspace(0.3, -0.3, 12)], -1)
@@ -542,3 +543,16 @@ def test_a_given_bank_of_bytes_trains_like_the_same_bank_as_floats():
         m, _ = train_mask_mapper(None, cfg, src_mask=src, progress=False, bank=(t, pose, masks))
         weights.append(m.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_configs_of_older_files_with_removed_fields():
+    """Saved configs still name ``crop`` and ``box_per_frame``: crop=True and box_per_frame=False are today's
+    behaviour; box_per_frame=True in a clip is the network with one box-head node per frame; crop=False
+    (the full-frame mapper) is refused."""
+    stored = {**MaskMapperConfig(t_frames=7).to_dict(), "crop": True, "box_per_frame": False}
+    assert MaskMapperConfig.from_dict(stored) == MaskMapperConfig(t_frames=7)
+    per_frame = MaskMapperConfig.from_dict({**stored, "box_per_frame": True})
+    assert per_frame == MaskMapperConfig(t_frames=7, box_grid_t=7)
+    assert MaskMapper(per_frame).box_codes.shape == (7, per_frame.box_latent)
+    with pytest.raises(ValueError, match="crop=False"):
+        MaskMapperConfig.from_dict({**stored, "crop": False})

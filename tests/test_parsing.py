@@ -21,7 +21,7 @@ from dynavatar.perceive import (FaceParser, FacerParser, FrameDataset, LandmarkP
                                 overlay, parse_dataset, parse_to_labels, preprocess)
 from dynavatar.geometry.labels import LABEL_COLOURS, LABEL_NAMES, NUM_LABELS, label_index
 from dynavatar.geometry.landmark_sets import FACE_MESH_POLYGONS
-from dynavatar.perceive.parsing import CELEBM_TO_LABEL, LAPA_TO_LABEL, facer_five_points
+from dynavatar.perceive.facer_parser import CELEBM_TO_LABEL, LAPA_TO_LABEL, facer_five_points
 
 L = {n: i for i, n in enumerate(LABEL_NAMES)}
 
@@ -108,7 +108,7 @@ def test_polygon_fill_samples_pixel_centres():
     """A pixel is inside a part when its centre is: an analytic rectangle, random sub-pixel star
     polygons against a brute-force winding number, and a closed mouth's sub-pixel sliver, which
     must paint nothing (cv2.fillPoly paints it as a full pixel line)."""
-    from dynavatar.perceive.parsing import _fill
+    from dynavatar.perceive.face_frame import fill_polygon as _fill
 
     # centres x + 0.5 in [1.3, 5.6) -> x = 1..5; y + 0.5 in [2.2, 4.9) -> y = 2..4
     rect = np.array([[1.3, 2.2], [5.6, 2.2], [5.6, 4.9], [1.3, 4.9]])
@@ -267,7 +267,7 @@ def test_real_hair_skin_neck_clothes(parsed):
 
 
 def test_real_mouth_interior_only_when_open(parsed):
-    from dynavatar.perceive.parsing import _to_lab
+    from dynavatar.perceive.colour_model import to_lab as _to_lab
 
     opened, closed = parsed["liveportrait_open_mouth"], parsed["liveportrait_closed_mouth"]
     lips = lambda lab: ((lab == L["upper_lip"]) | (lab == L["lower_lip"]))  # noqa: E731

@@ -13,7 +13,7 @@ from typing import Any
 __all__ = ["collect_info", "format_info"]
 
 PACKAGES = ("torch", "numpy", "gsplat", "mediapipe", "diffusers", "transformers", "accelerate",
-            "safetensors", "imageio-ffmpeg", "opencv-contrib-python", "pyfacer", "face-alignment", "torchvision")
+            "safetensors", "imageio-ffmpeg", "opencv-contrib-python", "pyfacer", "torchvision")
 
 
 def _version(pkg: str) -> str | None:

@@ -28,7 +28,6 @@ KNOWN_WEIGHTS = (
     KnownWeights("SD 1.5 inpainting", "image editing (inpaint editor)", hub_repo="stable-diffusion-v1-5/stable-diffusion-inpainting"),
     KnownWeights("CLIP ViT-L/14", "edit metrics (CLIP direction similarity)", hub_repo="openai/clip-vit-large-patch14"),
     KnownWeights("Qwen2.5 1.5B Instruct", "prompt refinement (local LLM)", hub_repo="Qwen/Qwen2.5-1.5B-Instruct"),
-    KnownWeights("face-alignment FAN", "68-point landmarks (fa backend)", torch_hub_files=("2DFAN4", "s3fd")),
     KnownWeights("facer FaRL parser", "face parsing (facer backend)", torch_hub_files=("face_parsing.farl", "mobilenet0.25_Final")),
     KnownWeights("LPIPS (VGG/Alex)", "LPIPS metric", torch_hub_files=("vgg16-", "alexnet-")),
 )

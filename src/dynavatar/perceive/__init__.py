@@ -1,8 +1,10 @@
 """Perception: video I/O, face landmarks, mattes, face parsing, head crops, cached preprocessing."""
 
 from .dataset import FrameDataset
-from .parsing import (FaceParser, FacerParser, LandmarkParser, LandmarkParserConfig, colourise, overlay,
-                      parse_dataset, parse_to_labels)
+from .dataset_parsing import parse_dataset
+from .face_parser import FaceParser, colourise, overlay, parse_to_labels
+from .facer_parser import FacerParser
+from .landmark_parser import LandmarkParser, LandmarkParserConfig
 from .preprocess import PreprocessConfig, preprocess
 from .video import VideoInfo, iter_frames, probe_video
 

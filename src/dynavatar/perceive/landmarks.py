@@ -1,7 +1,8 @@
 """Face detection + dense landmarks behind one protocol.
 
-Default backend: mediapipe 0.10.21 face mesh (478 points with iris refinement; its models ship
-inside the wheel, so it runs offline). Optional: face-alignment's FAN (68 points).
+Backend: mediapipe 0.10.21 face mesh (478 points with iris refinement; its models ship inside the
+wheel, so it runs offline). The tracker and the parser need those 478 points; another detector plugs in
+through the ``LandmarkDetector`` protocol.
 
 Mediapipe's face detector misses faces under ~100 px, so :class:`MediapipeFaceMesh` retries on
 upscaled overlapping tiles before it reports "no face", and :func:`follow_face` looks first in a
@@ -17,8 +18,7 @@ import numpy as np
 
 from ..errors import MissingDependencyError
 
-__all__ = ["FaceLandmarks", "LandmarkDetector", "MediapipeFaceMesh", "FaceAlignmentDetector", "follow_face",
-           "bbox_iou"]
+__all__ = ["FaceLandmarks", "LandmarkDetector", "MediapipeFaceMesh", "follow_face", "bbox_iou"]
 
 
 @dataclasses.dataclass
@@ -116,38 +116,6 @@ class MediapipeFaceMesh:
 
     def close(self) -> None:
         self._mesh.close()
-
-
-class FaceAlignmentDetector:
-    """face-alignment (FAN, 68 points). Weights are fetched by face-alignment on first use into
-    ``$TORCH_HOME/hub/checkpoints``; offline without them this raises an error naming them."""
-
-    n_points = 68
-    name = "face-alignment"
-
-    def __init__(self, device: str = "cpu") -> None:
-        try:
-            import face_alignment
-        except ImportError as exc:
-            raise MissingDependencyError("the fa backend needs face-alignment: pip install 'dynavatar[fa]'") from exc
-        try:
-            kwargs = {"device": device, "flip_input": False}
-            try:
-                self._fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, compile=False, **kwargs)
-            except TypeError:  # older releases have no compile argument
-                self._fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, **kwargs)
-        except OSError as exc:  # URLError is an OSError
-            raise MissingDependencyError(
-                "face-alignment could not load its weights (2DFAN4 + s3fd) and cannot download them "
-                "offline; copy them into $TORCH_HOME/hub/checkpoints or use the mediapipe backend") from exc
-
-    def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
-        preds = self._fa.get_landmarks_from_image(image) or []
-        out = []
-        for p in preds:
-            p3 = np.concatenate([np.asarray(p, dtype=np.float64)[:, :2], np.zeros((len(p), 1))], 1)
-            out.append(FaceLandmarks(p3, _bbox(p3)))
-        return out
 
 
 def follow_face(detector: LandmarkDetector, image: np.ndarray, previous: FaceLandmarks | None,

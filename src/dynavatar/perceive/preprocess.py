@@ -47,7 +47,7 @@ class PreprocessConfig:
     jpeg_quality: int = 95
     parse: bool = True  # face-parse every crop into parsing/%06d.png (label indices, see labels.py)
     workers: int = 0  # processes that parse crops (0: one per CPU core, at most 8; 1: in this process).
-    # The offline parser is pure NumPy at ~60 ms a frame, the slowest part of preprocessing.
+    # The offline parser is pure NumPy, the slowest part of preprocessing: it is what the workers share.
 
 
 def _fingerprint(path: Path) -> dict:

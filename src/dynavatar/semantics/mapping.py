@@ -16,7 +16,9 @@ from ..flame import FlameParams
 from ..flame.pose import rotate_head
 from ..gaussians.binding import bind
 from .coverage import render_coverage
-from .mask_mapper import MaskMapper, MaskMapperConfig, evaluate_mask_mapper, train_mask_mapper
+from .mapper_config import MaskMapperConfig
+from .mapper_network import MaskMapper
+from .mapper_training import evaluate_mask_mapper, train_mask_mapper
 
 __all__ = ["exact_route_sampler", "fit_mask_mapper", "route_frames"]
 
@@ -52,7 +54,8 @@ def fit_mask_mapper(gaussians, model, params: FlameParams, cameras, selected: Te
 
     The mapper is told the clip's frame count (``t_frames``, unless the config sets one): the exact
     route shows frame round(t (N - 1)), and reading the codes at that frame's time instead of in between
-    is worth ~0.1 IoU on a small region (see the mask_mapper module docstring)."""
+    lets the mapper follow a small region that changes every frame ("Frames" in the mask_mapper module
+    docstring)."""
     cfg = config or MaskMapperConfig.preset("fast")
     if cfg.t_frames == 0 and params.batch_size > 1:
         cfg = dataclasses.replace(cfg, t_frames=params.batch_size)

@@ -1,0 +1,73 @@
+"""Face parsing of a preprocessed frame folder: one label map (lossless PNG) per frame.
+
+``parse_frame`` parses one crop with its landmarks and matte; ``parse_dataset`` adds ``parsing/`` to a
+folder cached before parsing existed (or re-parses it), atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..geometry.labels import LABEL_NAMES
+from ..geometry.landmark_sets import N_MESH_POINTS
+from ..io.atomic import atomic_path
+from .dataset import FrameDataset
+from .face_parser import FaceParser, parse_to_labels
+from .landmark_parser import LandmarkParser
+
+__all__ = ["parse_frame", "write_labels", "parse_dataset"]
+
+
+def parse_frame(parser: FaceParser, image: np.ndarray, landmarks: np.ndarray | None,
+                matte: np.ndarray | None) -> np.ndarray:
+    """One crop -> uint8 labels [H, W]. Landmarks are passed on only when they are mediapipe's
+    478 points (a 68-point detector's are not enough; the parser then finds its own)."""
+    lm = None
+    if landmarks is not None and landmarks.shape[0] == N_MESH_POINTS:
+        lm = np.asarray(landmarks, dtype=np.float64)
+    if hasattr(parser, "parse_labels"):  # labels only, without a fresh [K, H, W] buffer a frame
+        return parser.parse_labels(image, lm, matte)
+    mt = None if matte is None else np.asarray(matte, dtype=np.float32)[None]
+    return parse_to_labels(parser.parse(image[None], None if lm is None else lm[None], mattes=mt))[0]
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> None:
+    """uint8 label map [H, W] -> lossless 8-bit PNG."""
+    import imageio.v3 as iio
+
+    iio.imwrite(path, np.ascontiguousarray(labels, dtype=np.uint8))
+
+
+def parse_dataset(dataset, parser: FaceParser | None = None, progress: bool = True, overwrite: bool = False):
+    """Add ``parsing/%06d.png`` to a preprocessed folder that lacks it (cached datasets from
+    before parsing existed), using its crops, mattes and crop landmarks; records the parser and
+    label names in meta.json. Returns the reloaded :class:`~dynavatar.perceive.FrameDataset`.
+
+    A folder that already has a complete parsing is left alone unless ``overwrite``. The maps
+    are written into ``parsing.partial`` and renamed at the end, so an interrupted run leaves no
+    half-parsed folder behind.
+    """
+    ds = dataset if isinstance(dataset, FrameDataset) else FrameDataset.load(dataset)
+    if ds.has_parsing and not overwrite:
+        return ds
+    parser = parser or LandmarkParser()
+    tmp = ds.root / "parsing.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for i in tqdm(range(len(ds)), desc="parsing", disable=not progress, unit="frame"):
+        labels = parse_frame(parser, ds.image(i), ds.lmk_crop[i], ds.matte(i))
+        write_labels(tmp / f"{i:06d}.png", labels)
+    final = ds.root / "parsing"
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    meta = dict(ds.meta, parser=getattr(parser, "name", type(parser).__name__), label_names=list(LABEL_NAMES))
+    with atomic_path(ds.root / "meta.json") as path:
+        Path(path).write_text(json.dumps(meta, indent=1))
+    return FrameDataset.load(ds.root)
