@@ -16,7 +16,7 @@ from torch import Tensor
 from ..gaussians.binding import WorldGaussians
 from ..geometry.cameras import Cameras
 from .sh import sh_colors
-from .types import RenderOutput
+from .types import RasterSettings, RenderOutput
 
 __all__ = ["GsplatRenderer", "import_gsplat"]
 
@@ -33,13 +33,8 @@ def import_gsplat():
 
 
 @dataclass
-class GsplatRenderer:
-    near_plane: float = 0.01
-    far_plane: float = 1e10
-    eps2d: float = 0.3
-    rasterize_mode: str = "classic"  # or "antialiased"
-    tile_size: int = 16
-    render_depth: bool = True
+class GsplatRenderer(RasterSettings):
+    """gsplat's ``rasterization()`` behind the Renderer protocol (CUDA only)."""
 
     def render(
         self,

@@ -40,7 +40,7 @@ from ..gaussians.binding import WorldGaussians
 from ..geometry.rotations import quaternion_to_matrix
 from ..geometry.cameras import Cameras
 from .sh import sh_colors
-from .types import RenderOutput
+from .types import RasterSettings, RenderOutput
 
 __all__ = [
     "TorchRenderer",
@@ -296,16 +296,10 @@ def broadcast_gaussians(g: WorldGaussians, C: int) -> WorldGaussians:
 
 
 @dataclass
-class TorchRenderer:
+class TorchRenderer(RasterSettings):
     """Pure-PyTorch renderer (CPU or GPU), differentiable, matching gsplat's classic mode."""
 
-    near_plane: float = 0.01  # metres; closer splats are culled
-    far_plane: float = 1e10
-    eps2d: float = 0.3  # pixels^2 added to the 2D covariance (screen-space dilation)
-    rasterize_mode: str = "classic"  # or "antialiased" (opacity compensation, as gsplat)
-    tile_size: int = 16
     chunk: int = 64  # splats per tile composited per vectorised step
-    render_depth: bool = True  # expected depth sum(w z) / alpha
 
     def render(
         self,

@@ -10,7 +10,7 @@ from torch import Tensor
 from ..gaussians.binding import WorldGaussians
 from ..geometry.cameras import Cameras
 
-__all__ = ["RenderOutput", "Renderer"]
+__all__ = ["RasterSettings", "RenderOutput", "Renderer"]
 
 
 @dataclass
@@ -29,6 +29,19 @@ class RenderOutput:
     radii: Tensor  # [C, N] int32
     depth: Optional[Tensor] = None  # [C, H, W, 1] expected depth, sum(w z) / alpha
     features: Optional[Tensor] = None  # [C, H, W, D] extra per-splat channels, no background
+
+
+@dataclass
+class RasterSettings:
+    """The rasterisation settings both renderers share, with gsplat's defaults, so the CPU
+    reference and the CUDA path are configured (and compared) with the same words."""
+
+    near_plane: float = 0.01  # metres; closer splats are culled
+    far_plane: float = 1e10
+    eps2d: float = 0.3  # pixels^2 added to the 2D covariance (screen-space dilation)
+    rasterize_mode: str = "classic"  # or "antialiased" (opacity compensation, as gsplat)
+    tile_size: int = 16
+    render_depth: bool = True  # expected depth sum(w z) / alpha
 
 
 @runtime_checkable
