@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from dynavatar.flame import FlameModel
-from dynavatar.reconstruct import evaluate, fit_avatar, preset
+from dynavatar.reconstruct import ReconstructConfig, evaluate, fit_avatar
 from dynavatar.gaussians.avatar import GaussianAvatar
 from dynavatar.gaussians.binding import bind
 from dynavatar.gaussians.densify import DensifyState, accumulate_screen_grads
@@ -28,7 +28,7 @@ from flame_fixtures import ellipsoid_head  # noqa: E402
 
 
 def _cfg(densify: bool):
-    cfg = preset("tiny")
+    cfg = ReconstructConfig.preset("tiny")
     cfg.steps, cfg.resolution, cfg.batch_size, cfg.log_every = 24, 48, 2, 4
     start = 8 if densify else 10_000
     cfg.densify = dataclasses.replace(cfg.densify, refine_start=start, refine_stop=20, refine_every=8,

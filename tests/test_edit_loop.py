@@ -12,14 +12,14 @@ import torch
 
 from dynavatar.api import Avatar
 from dynavatar.edit import EditPlan
-from dynavatar.edit.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
-from dynavatar.edit.expression import apply_expression, expression_delta
-from dynavatar.edit.keyframes import farthest_point_keyframes, rotate_head
-from dynavatar.edit.loop import EditConfig
-from dynavatar.edit.palette import PaletteEditor
+from dynavatar.edit.apply.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
+from dynavatar.edit.apply.expression import apply_expression, expression_delta
+from dynavatar.edit.apply.keyframes import farthest_point_keyframes, rotate_head
+from dynavatar.edit.apply.loop import EditConfig
+from dynavatar.edit.editors.palette import PaletteEditor
 from dynavatar.flame import FlameModel, FlameParams
 from dynavatar.geometry.labels import label_index
-from dynavatar.reconstruct import fit_avatar, preset
+from dynavatar.reconstruct import ReconstructConfig, fit_avatar
 from dynavatar.reconstruct.synthetic import synthetic_clip
 from dynavatar.render.torch_renderer import TorchRenderer
 
@@ -36,7 +36,7 @@ def test_farthest_point_keyframes_cover_the_clip():
     keys = farthest_point_keyframes(p, 6)
     assert len(set(keys)) == 6 and 17 in keys and 41 in keys
     # Greedy FPS is a 2-approximation of the best covering radius: check against random subsets.
-    from dynavatar.edit.keyframes import parameter_features
+    from dynavatar.edit.apply.keyframes import parameter_features
     f = parameter_features(p)
 
     def radius(sub):
@@ -78,7 +78,7 @@ def avatar():
     model = FlameModel.load()
     renderer = TorchRenderer()
     data = synthetic_clip(model, renderer, n_frames=12, resolution=48)
-    cfg = dataclasses.replace(preset("tiny"), steps=40, resolution=48, log_every=10)
+    cfg = dataclasses.replace(ReconstructConfig.preset("tiny"), steps=40, resolution=48, log_every=10)
     fit = fit_avatar(data, model, renderer, cfg, progress=False)
     a = Avatar(fit.avatar, fit.model, fit.params, data.cameras, {"preset": "test"}, data)
     return a.label_splats(progress=False)
@@ -155,8 +155,9 @@ def test_sds_method_runs_end_to_end_with_tiny_components(avatar, tmp_path):
     """method="sds" through Avatar.edit with tiny random diffusion components (with LoRA
     personalisation): finite, region-only, recorded."""
     from test_sds import RES, tiny_components, write_tiny_tokenizer
-    from dynavatar.edit.sds import SDSConfig, SDSGuidance
-    from dynavatar.edit.sds_loop import SDSEditConfig
+    from dynavatar.edit.apply.sds_config import SDSConfig
+    from dynavatar.edit.apply.sds_guidance import SDSGuidance
+    from dynavatar.edit.apply.sds_loop import SDSEditConfig
 
     torch.set_num_threads(1)
     guidance = SDSGuidance(**tiny_components(write_tiny_tokenizer(tmp_path)), config=SDSConfig(resolution=RES))
@@ -223,11 +224,11 @@ def test_splat_recolour_reaches_unseen_hair_and_keeps_held_out_colour_consistent
     """Issue 7: a palette edit recolours the hair splats themselves (not only what keyframes show),
     so hair no keyframe sees turns red too and the region's colour varies across held-out frames
     and poses no more than it did before the edit (colour-fair metric, 2 px eroded masks)."""
-    from dynavatar.edit.keyframes import View
-    from dynavatar.edit.loop import render_views
+    from dynavatar.edit.apply.keyframes import View
+    from dynavatar.edit.apply.region import render_views
+    from dynavatar.edit.apply.splat_recolour import splat_visibility
+    from dynavatar.edit.colour_space import rgb_to_oklab
     from dynavatar.edit.metrics import region_colour_consistency, region_colour_spread
-    from dynavatar.edit.palette import rgb_to_oklab
-    from dynavatar.edit.splat_recolour import splat_visibility
     from dynavatar.gaussians.avatar import sh_to_rgb
 
     torch.set_num_threads(1)

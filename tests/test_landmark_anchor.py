@@ -108,7 +108,7 @@ def test_training_anchors_each_steps_frames_to_their_own_landmarks(monkeypatch):
     import dataclasses
 
     from dynavatar.reconstruct import trainer
-    from dynavatar.reconstruct.config import preset
+    from dynavatar.reconstruct import ReconstructConfig
     from dynavatar.reconstruct.synthetic import synthetic_clip
 
     model = FlameModel.load()
@@ -121,7 +121,7 @@ def test_training_anchors_each_steps_frames_to_their_own_landmarks(monkeypatch):
         return landmark_anchor(model_, verts, cams, target, valid, **kw)
 
     monkeypatch.setattr(trainer, "landmark_anchor", spy)
-    cfg = dataclasses.replace(preset("tiny"), resolution=32, steps=3, torso=False, w_landmarks=0.01)
+    cfg = ReconstructConfig.preset("tiny", resolution=32, steps=3, torso=False, w_landmarks=0.01)
     trainer.fit_avatar(data, model, renderer, cfg, progress=False)
     assert len(calls) == 3
     for target, b in calls:  # each call's targets are some training frames' detected points

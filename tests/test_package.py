@@ -73,3 +73,28 @@ def test_atomic_writes_leave_nothing_on_failure_and_use_normal_permissions(tmp_p
             open(tmp, "wb").write(b"partial")
             raise RuntimeError("killed mid-write")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.bin"]
+
+
+def test_the_facade_loads_light_too():
+    code = "import sys, dynavatar.api, dynavatar.config; print(' '.join(sorted(sys.modules)))"
+    mods = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    loaded = [m for m in mods if m.split(".")[0] in HEAVY]
+    assert not loaded, f"import dynavatar.api pulled in {loaded}"
+
+
+def test_demo_and_benchmarks_use_only_public_names_of_the_facade():
+    """bench/ and demo.py are the facade's first users: what they need, a user needs too."""
+    import ast
+    from pathlib import Path
+
+    import dynavatar
+
+    root = Path(dynavatar.__file__).parent
+    for path in [root / "demo.py", *sorted((root / "bench").glob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("api"):
+                assert all(not a.name.startswith("_") for a in node.names), (path.name, ast.dump(node))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in (
+                    "avatar", "a", "before", "after", "edited"):
+                assert not node.attr.startswith("_"), (path.name, node.lineno, node.attr)

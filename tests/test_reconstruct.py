@@ -11,7 +11,7 @@ import torch
 
 from dynavatar.api import Avatar
 from dynavatar.flame import FlameModel
-from dynavatar.reconstruct import TrainingDivergedError, evaluate, fit_avatar, preset
+from dynavatar.reconstruct import ReconstructConfig, TrainingDivergedError, evaluate, fit_avatar
 from dynavatar.geometry.photometric import psnr, ssim
 from dynavatar.reconstruct.synthetic import synthetic_clip
 from dynavatar.render.torch_renderer import TorchRenderer
@@ -27,7 +27,7 @@ def setup():
 
 
 def _cfg(steps, **kw):
-    cfg = preset("tiny")
+    cfg = ReconstructConfig.preset("tiny")
     cfg.steps, cfg.resolution, cfg.log_every = steps, 48, 5
     cfg.densify = dataclasses.replace(cfg.densify, refine_start=10, refine_stop=30, refine_every=10)
     return dataclasses.replace(cfg, **kw)

@@ -169,13 +169,13 @@ def test_selection_leaves_out_hidden_splats_of_another_label():
 def fitted_synthetic_clip():
     """(model, renderer, data, fit) of a brief fit to the default head's 10-frame synthetic clip;
     tests wrap a deep copy of ``fit.avatar`` so labels set by one do not leak into another."""
-    from dynavatar.reconstruct import fit_avatar, preset
+    from dynavatar.reconstruct import ReconstructConfig, fit_avatar
     from dynavatar.reconstruct.synthetic import synthetic_clip
 
     model = FlameModel.load()
     renderer = TorchRenderer()
     data = synthetic_clip(model, renderer, n_frames=10, resolution=64)
-    cfg = dataclasses.replace(preset("tiny"), steps=30, resolution=64, log_every=10)
+    cfg = dataclasses.replace(ReconstructConfig.preset("tiny"), steps=30, resolution=64, log_every=10)
     return model, renderer, data, fit_avatar(data, model, renderer, cfg, progress=False)
 
 
@@ -257,7 +257,7 @@ def test_mask_command_carries_a_drawn_mask_through_the_clip(tmp_path, fitted_syn
     # the command renders each frame once (coverage as a feature channel beside RGB): the same
     # image and mask as two separate renders
     sel = avatar.splats_under_mask(drawn, frame=0)
-    rgb, coverage = avatar._render_with_coverage(avatar.params[3], avatar.cameras[3], sel)
+    rgb, coverage = avatar.render_with_coverage(sel, params=avatar.params[3], camera=avatar.cameras[3])
     assert np.abs(rgb.astype(int) - avatar.render(frame=3)).max() <= 1
     assert np.abs(coverage - exact).max() < 1e-5
 
@@ -312,7 +312,7 @@ def test_labels_voted_under_tracked_motion_ignore_drift_in_the_refined_motion(fi
         accuracy[motion] = float(np.mean([(p == t)[t != 0].mean() for p, t in zip(pred, truth)]))
     assert accuracy["tracked"] > accuracy["refined"] + 0.03, accuracy
     assert accuracy["tracked"] > 0.85, accuracy
-    tracked = avatar._training_motion("tracked")
+    tracked = avatar.training_motion("tracked")
     assert torch.equal(tracked.translation, data.params.translation) and torch.equal(tracked.shape, drifted.shape)
     with pytest.raises(DynavatarError, match="tracked"):
         avatar.label_splats(progress=False, motion="landmarks")

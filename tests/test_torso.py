@@ -60,13 +60,13 @@ def test_sheet_follows_translation_not_rotation(model):
 
 def test_auto_torso_needs_clothes_in_the_frames_and_survives_save_load(model, tmp_path):
     from dynavatar.api import Avatar
-    from dynavatar.reconstruct import fit_avatar, preset
+    from dynavatar.reconstruct import ReconstructConfig, fit_avatar
     from dynavatar.reconstruct.synthetic import synthetic_clip
     from dynavatar.render.torch_renderer import TorchRenderer
 
     renderer = TorchRenderer()
     data = synthetic_clip(model, renderer, n_frames=6, resolution=32)
-    cfg = dataclasses.replace(preset("tiny"), steps=2, resolution=32, log_every=1)
+    cfg = ReconstructConfig.preset("tiny", steps=2, resolution=32, log_every=1)
     assert fit_avatar(data, model, renderer, cfg, progress=False).model.torso_vertices is None  # a bare head
     data.parsing[:, -4:] = label_index("clothes")  # a shirt along the bottom edge
     fit = fit_avatar(data, model, renderer, cfg, progress=False)
@@ -134,14 +134,14 @@ def test_centring_the_torso_shifts_keeps_every_trained_frame_in_place(model):
 
 
 def test_fit_learns_per_frame_torso_shifts_centred_on_the_training_frames(model):
-    from dynavatar.reconstruct import fit_avatar, preset
+    from dynavatar.reconstruct import ReconstructConfig, fit_avatar
     from dynavatar.reconstruct.synthetic import synthetic_clip
     from dynavatar.render.torch_renderer import TorchRenderer
 
     renderer = TorchRenderer()
     data = synthetic_clip(model, renderer, n_frames=6, resolution=32)
     data.parsing[:, -4:] = label_index("clothes")
-    cfg = dataclasses.replace(preset("tiny"), steps=6, resolution=32, log_every=1)
+    cfg = ReconstructConfig.preset("tiny", steps=6, resolution=32, log_every=1)
     cfg.lr.torso = 1e-2  # so the shifts visibly move in a few steps
     fit = fit_avatar(data, model, renderer, cfg, progress=False)
     tr = data.train_idx
@@ -157,13 +157,13 @@ def test_fit_learns_per_frame_torso_shifts_centred_on_the_training_frames(model)
 def test_training_keeps_the_neck_offsets_at_zero_mean(model):
     """The tracker never fits the neck; its learned per-frame offsets must not drift into a rest
     pose that frames with tracked (neck 0) parameters lack."""
-    from dynavatar.reconstruct import fit_avatar, preset
+    from dynavatar.reconstruct import ReconstructConfig, fit_avatar
     from dynavatar.reconstruct.synthetic import synthetic_clip
     from dynavatar.render.torch_renderer import TorchRenderer
 
     renderer = TorchRenderer()
     data = synthetic_clip(model, renderer, n_frames=6, resolution=32)
-    cfg = dataclasses.replace(preset("tiny"), steps=6, resolution=32, log_every=1)
+    cfg = ReconstructConfig.preset("tiny", steps=6, resolution=32, log_every=1)
     cfg.lr.pose = 1e-2
     fit = fit_avatar(data, model, renderer, cfg, progress=False)
     neck = fit.params.neck[data.train_idx]

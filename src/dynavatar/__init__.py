@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (loaded on first attribute access)
 _LAZY = {
     "Avatar": "dynavatar.api",
+    "PipelineConfig": "dynavatar.config",
     "FlameModel": "dynavatar.flame",
     "FlameParams": "dynavatar.flame",
     "FlameOutput": "dynavatar.flame",

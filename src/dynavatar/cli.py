@@ -48,8 +48,7 @@ def flame() -> None:
 def flame_convert(src: Path, dst: Path) -> None:
     """Convert a FLAME .pkl (chumpy or not) into a clean, pickle-free .npz with sha256s."""
     from .errors import DynavatarError
-    from .flame import read_flame_file, write_flame_npz
-    from .flame.transfer import ensure_embedding
+    from .flame import ensure_embedding, read_flame_file, write_flame_npz
 
     try:
         data = read_flame_file(src)
@@ -129,8 +128,7 @@ def track_cmd(dataset_dir: Path, out_dir: Path | None, head: Path | None, preset
     out_dir = out_dir or dataset_dir / "tracking"
     try:
         ds = FrameDataset.load(dataset_dir)
-        cfg = TrackerConfig.preset(preset)
-        cfg.device = device
+        cfg = TrackerConfig.preset(preset, device=device)
         model = FlameModel.load(head, n_shape=None, n_expr=None)
         result = track(ds, head=model, config=cfg)
         result.save(out_dir)
@@ -203,15 +201,13 @@ def fit(video: Path, out_dir: Path, preset: str, head: Path | None, device: str,
     VIDEO may also be a preprocessed dataset folder (`dynavatar preprocess`, an import).
     Several GPUs: `accelerate launch --num_processes 2 -m dynavatar fit VIDEO -o OUT` trains
     data-parallel over frames (each step's frames are split between the GPUs)."""
-    import dataclasses
-
     from .api import Avatar
     from .errors import DynavatarError
-    from .reconstruct import preset as get_preset
+    from .reconstruct import ReconstructConfig
     from .reconstruct.distributed import data_parallel
 
-    cfg = get_preset(preset)
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
+    cfg = ReconstructConfig.preset(preset, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size))
+                                              if v is not None})
     dp = data_parallel()
     try:
         if (video / "meta.json").is_file():
@@ -353,7 +349,7 @@ def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str,
     from .errors import DynavatarError
 
     try:
-        from .edit.refine import get_refiner
+        from .edit import get_refiner
 
         a = Avatar.load(avatar_dir, device=device)
         r = get_refiner(refiner)

@@ -38,18 +38,19 @@ def run_demo(out_dir: str | Path = "dynavatar-demo", head: str | None = None, n_
              resolution: int = 256, device: str = "auto", fit: bool = False, progress: bool = True) -> DemoResult:
     import imageio.v3 as iio
 
-    from .api import Avatar, _renderer_for
+    from .api import Avatar
     from .device import resolve_device
     from .flame import FlameModel
     from .io.video import write_video
-    from .reconstruct import evaluate, fit_avatar, preset
+    from .reconstruct import ReconstructConfig, evaluate, fit_avatar
+    from .render import renderer_for
     from .reconstruct.synthetic import render_head_frames, scripted_performance, synthetic_clip
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
     out = Path(out_dir)
     model = FlameModel.load(head).to(dev)
-    renderer = _renderer_for(dev)
+    renderer = renderer_for(dev)
     renderer_name = "gsplat (CUDA)" if dev.type == "cuda" else "TorchRenderer (CPU)"
     params = scripted_performance(model.cpu(), n_frames, depth=0.75)
     model = model.to(dev)
@@ -64,7 +65,7 @@ def run_demo(out_dir: str | Path = "dynavatar-demo", head: str | None = None, n_
            f"{model.faces.shape[0]} splats bound to its triangles, {resolution}x{resolution}, {renderer_name}"]
     metrics = None
     if fit:
-        cfg = preset("tiny")
+        cfg = ReconstructConfig.preset("tiny")
         data = synthetic_clip(model, renderer, n_frames=n_frames, resolution=cfg.resolution)
         res = fit_avatar(data, model, renderer, cfg, out_dir=out / "fit", progress=progress, resume=False)
         metrics = evaluate(res.avatar, res.params, data, res.model, renderer)
@@ -82,7 +83,7 @@ def _edit_demo(avatar, out: Path, progress: bool) -> str:
     """Label the splats, apply "red hair", write before/after held-out frames; -> a summary line."""
     import imageio.v3 as iio
 
-    from .edit.loop import EditConfig
+    from .edit import EditConfig
     from .geometry.labels import label_index
 
     t0 = time.perf_counter()

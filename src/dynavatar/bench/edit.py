@@ -20,15 +20,14 @@ __all__ = ["run_edit_bench", "format_edit_table"]
 def _synthetic_avatar(device, resolution: int, steps: int, progress: bool):
     from ..api import Avatar
     from ..flame import FlameModel
-    from ..reconstruct import fit_avatar, preset
+    from ..reconstruct import ReconstructConfig, fit_avatar
     from ..reconstruct.synthetic import synthetic_clip
+    from ..render import renderer_for
 
     model = FlameModel.load().to(device)
-    from ..api import _renderer_for
-
-    renderer = _renderer_for(device)
+    renderer = renderer_for(device)
     data = synthetic_clip(model, renderer, n_frames=40, resolution=resolution)
-    cfg = dataclasses.replace(preset("tiny"), steps=steps, resolution=resolution)
+    cfg = ReconstructConfig.preset("tiny", steps=steps, resolution=resolution)
     fit = fit_avatar(data, model, renderer, cfg, progress=progress)
     return Avatar(fit.avatar, fit.model, fit.params, data.cameras, {"source": "synthetic"}, data).label_splats(progress=False)
 
@@ -40,7 +39,7 @@ def run_edit_bench(avatar_dir: str | Path | None = None, prompt: str = "red hair
 
     from ..api import Avatar
     from ..device import resolve_device
-    from ..edit.loop import EditConfig
+    from ..edit import EditConfig, RuleRefiner
     from ..reconstruct.data import split_train_eval
     from .edit_metrics_frames import held_out_comparison
 
@@ -51,15 +50,12 @@ def run_edit_bench(avatar_dir: str | Path | None = None, prompt: str = "red hair
     t_load = time.perf_counter() - t0
     ed = editor
     if editor == "ip2p-random":
-        from ..edit.diffusion import InstructPix2PixEditor
-        from ..edit.random_models import random_ip2p_pipeline
+        from ..edit import InstructPix2PixEditor, random_ip2p_pipeline
 
         size = "sd15" if dev.type == "cuda" else "tiny"
         pipe = random_ip2p_pipeline(size, dev, torch.float16 if dev.type == "cuda" else torch.float32)
         pipe.set_progress_bar_config(disable=True)
         ed = InstructPix2PixEditor(pipe=pipe, work_resolution=512 if size == "sd15" else 64)
-    from ..edit.refine import RuleRefiner
-
     plans = RuleRefiner().refine_all(prompt)
     if editor == "ip2p-random":  # a plan the diffusion editor (not the palette) must do
         plans = [dataclasses.replace(p, kind="appearance", colour=None, colour_name=None) for p in plans]

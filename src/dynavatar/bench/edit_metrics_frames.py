@@ -17,9 +17,9 @@ def held_out_comparison(before, after, plans, frames: list[int], out_dir: str | 
     Temporal consistency over ``frames``, before vs after (criterion: after <= before): the old
     absolute ``spread_*`` / ``hue_spread_*`` and the colour-fair ``chroma_cv_*`` / ``hue_std_*``
     (``region_colour_consistency``: per-frame medians on the 2-px-eroded region)."""
-    from ..edit.keyframes import rotate_head
-    from ..edit.metrics import (clip_direction_metrics, hue_error_deg, median_hue_deg, outside_change,
-                                region_colour_consistency, region_colour_spread, region_hue_spread)
+    from ..edit import (clip_direction_metrics, hue_error_deg, median_hue_deg, outside_change,
+                        region_colour_consistency, region_colour_spread, region_hue_spread)
+    from ..flame.pose import rotate_head
     from ..geometry.labels import label_index
 
     region = sorted({label_index(n) for p in plans for n in p.regions})

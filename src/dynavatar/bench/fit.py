@@ -9,6 +9,8 @@ head-and-neck datasets of those papers do. CUDA extension builds are timed on th
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,30 +27,30 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
                   config=None) -> dict:
     """``config``: a ``ReconstructConfig`` to use instead of the preset's (ablations)."""
     from ..api import Avatar
+    from ..config import PipelineConfig
     from ..device import resolve_device
-    from ..perceive import FrameDataset, PreprocessConfig, preprocess
-    from ..track import TrackerConfig, track
+    from ..perceive import FrameDataset, preprocess
+    from ..track import track
 
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="dynavatar-bench-fit-"))
+    pipe = PipelineConfig.preset(preset)  # the stages' settings `dynavatar fit --preset` uses
     t0 = time.perf_counter()
     if (Path(video) / "meta.json").is_file():  # a preprocessed dataset carried to a GPU machine
         data_dir, t_pre = Path(video), float("nan")
     else:
         data_dir = work / "data"
-        preprocess(video, data_dir, config=PreprocessConfig(max_frames=max_frames), progress=progress)
+        preprocess(video, data_dir, config=dataclasses.replace(pipe.preprocess, max_frames=max_frames),
+                   progress=progress)
         t_pre = time.perf_counter() - t0
     ds = FrameDataset.load(data_dir)
     dev = resolve_device(device)
     t_compile = warm_up_cuda(dev)
-    tcfg = TrackerConfig.preset("tiny" if preset == "tiny" else "default")
-    tcfg.device = str(dev)
+    tcfg = dataclasses.replace(pipe.track, device=str(dev))
     sync_cuda()
     t1 = time.perf_counter()
     tracking = track(ds, head=head, config=tcfg, progress=progress)
     sync_cuda()
     t_track = time.perf_counter() - t1
-    import shutil
-
     shutil.rmtree(work / "checkpoint", ignore_errors=True)  # a benchmark always trains from scratch
     tracking_dir = work / "tracking"
     tracking.save(tracking_dir)

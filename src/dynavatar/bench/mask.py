@@ -30,14 +30,14 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
     frame) of the avatar saved in ``avatar_dir``; ``preset`` defaults to the avatar's own choice
     (``quality`` on a GPU, ``fast`` on a CPU), ``overrides`` change its fields (ablations).
     ``out_dir``: also write ``mask_routes.png``, the held-out points from worst to best (``save_route_grid``)."""
-    from ..api import Avatar, _renderer_for
+    from ..api import Avatar
     from ..semantics import MaskMapperConfig
     from ..semantics.mapping import exact_route_sampler
 
     avatar = Avatar.load(avatar_dir, device=device)
     t_compile = warm_up_cuda(avatar.device)
     if frame is None:
-        train = avatar._train_idx()
+        train = avatar.train_idx
         frame = int(train[len(train) // 2])
     mask = avatar.label_mask(group, frame)
     preset = preset or ("quality" if avatar.device.type == "cuda" else "fast")
@@ -53,8 +53,7 @@ def run_mask_bench(avatar_dir: str | Path, group: str = "lips", frame: int | Non
     # per-mask time of both routes on the same 16 held-out points, after one warm-up call each
     n = avatar.params.batch_size
     sel = score["selected"]  # the exact route's splats, as the mapper was trained on them
-    exact = exact_route_sampler(avatar.gaussians, avatar.model, avatar.params, avatar.cameras, sel,
-                                _renderer_for(avatar.device))
+    exact = exact_route_sampler(avatar.gaussians, avatar.model, avatar.params, avatar.cameras, sel, avatar.renderer)
     ts = torch.tensor(score["eval_t"][:16])
     poses = torch.tensor(score["eval_pose"][:16])
     dev = next(mapper.parameters()).device
@@ -96,7 +95,6 @@ def exact_route_vs_labels(avatar, group: str, frame: int, mask: np.ndarray, sele
     come from the parser over all frames, the selection from one drawn frame), for the selection
     ``selected`` and for the same mask selected without labels (``splats_under_mask(use_labels=False)``).
     -> {"with labels": (mean, min, splats), "without labels": (mean, min, splats), "points": n}."""
-    from ..api import _renderer_for
     from ..flame.pose import rotate_head
     from ..semantics.mapping import exact_route_sampler, route_frames
     from ..semantics.mask_mapper import mask_iou
@@ -109,8 +107,7 @@ def exact_route_vs_labels(avatar, group: str, frame: int, mask: np.ndarray, sele
     plain = avatar.splats_under_mask(mask, frame=frame, use_labels=False)
     out = {"points": len(refs)}
     for name, sel in (("with labels", selected), ("without labels", plain)):
-        route = exact_route_sampler(avatar.gaussians, avatar.model, avatar.params, avatar.cameras, sel,
-                                    _renderer_for(avatar.device))
+        route = exact_route_sampler(avatar.gaussians, avatar.model, avatar.params, avatar.cameras, sel, avatar.renderer)
         iou = mask_iou(route(ts, poses).cpu(), refs)
         out[name] = (float(iou.mean()), float(iou.min()), int(sel.sum()))
     return out

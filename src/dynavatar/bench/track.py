@@ -16,10 +16,8 @@ __all__ = ["run_track_bench", "format_track_table"]
 def run_track_bench(video: str | Path, head: str | None = None, preset: str = "default", device: str = "auto",
                     max_frames: int | None = None, work_dir: str | Path | None = None) -> dict:
     from ..device import resolve_device
-    from ..perceive import PreprocessConfig, preprocess
+    from ..perceive import FrameDataset, PreprocessConfig, preprocess
     from ..track import TrackerConfig, track
-
-    from ..perceive import FrameDataset
 
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="dynavatar-bench-"))
     t0 = time.perf_counter()
@@ -29,8 +27,7 @@ def run_track_bench(video: str | Path, head: str | None = None, preset: str = "d
         ds = preprocess(video, work / "data", config=PreprocessConfig(max_frames=max_frames), overwrite=True,
                         progress=False)
         t_pre = time.perf_counter() - t0
-    cfg = TrackerConfig.preset(preset)
-    cfg.device = device
+    cfg = TrackerConfig.preset(preset, device=device)
     sync_cuda()
     t1 = time.perf_counter()
     result = track(ds, head=head, config=cfg, progress=False)

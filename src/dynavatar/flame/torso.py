@@ -1,8 +1,8 @@
 """A torso sheet below the head: where the splats of the shoulders and clothes live.
 
 FLAME ends at the neck, but a talking-head clip shows shoulders and a collar in a third of the frame.
-Bound to the neck's triangles, those splats turn with every nod and the collar smears (measured on
-the shared wojtek clip: more than half of the held-out error of the fast preset sat on the shirt).
+Bound to the neck's triangles, those splats turn with every nod and the collar smears, and on
+clips that show a shirt most of the held-out error sits there.
 Shoulders barely rotate with the head, so this module adds a flat grid of triangles behind the neck
 base that **follows the head's translation but not its rotation**: static in the camera frame while
 the person talks, and carried along when another clip's parameters move the head.

@@ -39,12 +39,11 @@ class ReconstructConfig:
     scale_margin: float = 0.6
     eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
     refine_params: bool = True  # jointly refine per-frame expression/pose/translation
-    w_landmarks: float = 0.0  # > 0: ... kept on the detected landmarks (``landmark_anchor``). Off: on wojtek
-    # (fast) 0.01 brought the lips' mesh 2.2 -> 1.5 px from the detector's contour and lips label IoU
-    # 0.834 -> 0.848, but cost 0.75 dB of held-out PSNR (28.72 -> 27.97)
+    w_landmarks: float = 0.0  # > 0: the refined motion is also kept on the detected landmarks (``landmark_anchor``).
+    # Off: it brings the lips' mesh closer to the detector's contour and the lips labels up a little, but the
+    # held-out PSNR pays more than that is worth (docs/benchmarks.md)
     landmark_points: str = "all"  # which landmarks the anchor holds: "all" or "mouth" (``ANCHOR_POINTS``). "mouth"
-    # at 0.01 costs less (28.72 -> 28.07 dB) and lifts lips on the training frames (0.816 -> 0.857), but not on
-    # held-out ones (0.830; 0.832 with the held-out refinement anchored too, 27.88 dB)
+    # costs less PSNR and helps the lips on the training frames, but not on held-out ones
     train_neck: bool = True  # refine the neck joint per frame too (the collar line); False: it stays 0 in
     # training (then only the test-time tracking refinement moves it)
     torso: bool | str = "auto"  # torso sheet below the neck for shoulders/clothes (flame.torso); "auto":
@@ -54,6 +53,14 @@ class ReconstructConfig:
     lr: LearningRates = dataclasses.field(default_factory=LearningRates)
     densify: BindingStrategy = dataclasses.field(default_factory=BindingStrategy)
     seed: int = 0
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ReconstructConfig":
+        """Named settings (``PRESETS``: ``tiny`` for CPU tests, ``fast``, ``quality``), with ``overrides``
+        changing fields of it, e.g. ``ReconstructConfig.preset("fast", steps=3000)``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return dataclasses.replace(PRESETS[name](), **overrides)
 
 
 def _tiny() -> ReconstructConfig:
@@ -65,23 +72,18 @@ def _tiny() -> ReconstructConfig:
 
 
 def _fast() -> ReconstructConfig:
-    # about 85 s of optimisation on one H200 (bench fit): inside the 2-minute end-to-end budget
+    # sized for the 2-minute end-to-end budget on one GPU (``dynavatar bench fit``; docs/benchmarks.md)
     return ReconstructConfig(
         resolution=512, steps=9000, batch_size=4, splats_per_face=2, checkpoint_every=3000,
         densify=BindingStrategy(refine_start=500, refine_stop=6000, refine_every=100, reset_every=2500))
 
 
 def _quality() -> ReconstructConfig:
-    # about 4 minutes of optimisation on one H200: inside the 5-minute end-to-end budget
+    # sized for the 5-minute end-to-end budget on one GPU (``dynavatar bench fit``; docs/benchmarks.md)
     return ReconstructConfig(
         resolution=512, steps=22_000, batch_size=4, splats_per_face=2, checkpoint_every=5000,
         densify=BindingStrategy(refine_start=500, refine_stop=15_000, refine_every=100, reset_every=3000))
 
 
+#: preset name -> a function building it (``ReconstructConfig.preset``)
 PRESETS = {"tiny": _tiny, "fast": _fast, "quality": _quality}
-
-
-def preset(name: str) -> ReconstructConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return PRESETS[name]()

@@ -4,23 +4,19 @@ Training refines every frame's expression and pose photometrically (``refine_tra
 photometric loss alone lets the mesh drift from where the face really is wherever colour does not
 pin it: the lips' outline is pink against pink skin. The splats then follow the mesh, the RGB is
 still right (the splats learned it under the drifted motion), but the mouth region of the *mesh*
-moves by 2 px from frame to frame relative to the landmark detector's lip contour (measured on
-wojtek: lip-landmark residual after removing each landmark's mean offset 2.19 px, against 1.28 px
-for the landmark tracker itself). The face parser paints lips from that contour, so labels voted
-over frames smear across the lips' rim and rendered lip masks miss the parser's by that much.
+moves from frame to frame relative to the landmark detector's lip contour, more than the landmark
+tracker's own fit does (docs/benchmarks.md). The face parser paints lips from that contour, so labels
+voted over frames smear across the lips' rim and rendered lip masks miss the parser's by that much.
 
 The anchor is the tracker's own data term, the robust (Cauchy) reprojection error of the 478
 mediapipe points with the face oval down-weighted, evaluated on the refined motion. It acts only on
 the motion (landmarks do not depend on splats), so it is a prior that says: move the face where the
 pixels ask, but not off the detector's contour.
 
-Measured on wojtek (fast, one H200), lips label IoU on held-out frames / on training frames / held-out
-PSNR: no anchor 0.821-0.834 / 0.816 / 28.72 dB; all points at 0.01 0.848 / - / 27.97 dB; the 40 mouth
-points at 0.01 0.830 / 0.857 / 28.07 dB (0.832 / 0.849 / 27.88 dB with the held-out refinement anchored
-too). The mouth anchor makes the training frames agree with the parser, but the held-out frames (mouth
-mostly closed, ~1,400 lip pixels against ~1,700 in training) stay at ~0.83: their remaining error is
-a sub-pixel rim (~170 px per frame on a ~200 px outline) whichever motion renders them. So the anchor
-stays off by default.
+Why it stays off by default: anchoring costs held-out PSNR, and what it buys is small. The mouth
+anchor makes the training frames' lips agree with the parser, but the held-out frames (mouth mostly
+closed) barely move: their remaining error is a sub-pixel rim along the lips' outline whichever
+motion renders them (the figures are in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class RefineTrackingConfig:
     lr_torso: float = 3e-4  # metres (starts at 0: the shoulders' shift is not tracked)
     w_prior: float = 1e-3  # squared distance to the tracked values (expression units / radians / cm)
     w_landmarks: float = 0.0  # robust reprojection error of the detected landmarks (``landmark_anchor``); off:
-    # on held-out frames it cost 1.2 dB (wojtek, fast: 28.72 -> 27.53 at 0.01, 25.15 at 0.1) for +0.01 lips IoU
+    # on held-out frames it costs far more PSNR than it gains lips IoU (docs/benchmarks.md)
     landmark_points: str = "all"  # "all" or "mouth" (``ANCHOR_POINTS``)
     w_l1: float = 0.8
     w_dssim: float = 0.2

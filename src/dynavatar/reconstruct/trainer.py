@@ -31,7 +31,7 @@ from ..gaussians.avatar import GaussianAvatar, rgb_to_sh
 from ..gaussians.binding import bind
 from ..gaussians.densify import DensifyState, densify_step
 from ..geometry.cameras import project_points
-from .checkpoint import load_state, save_state
+from ..io.checkpoint import load_state, save_state
 from .config import ReconstructConfig
 from .data import TrainData
 from .distributed import DataParallel, data_parallel

@@ -1,7 +1,7 @@
 """Posing an avatar for animation at the speed of the rasteriser.
 
 FLAME's forward pass and the binding transform are a few dozen small kernels whose launch cost
-(~1 ms from Python) rivals gsplat's rasterisation of 100k splats (~0.4-0.8 ms on an H200). On CUDA,
+from Python is of the same order as gsplat's rasterisation of a whole avatar. On CUDA,
 :class:`GraphedPoser` captures both into one CUDA graph with static input buffers: each new frame
 copies its parameters in and replays the graph (no Python per kernel, no host syncs). The
 rasteriser itself has data-dependent sizes and stays outside the graph. On CPU it runs eagerly.

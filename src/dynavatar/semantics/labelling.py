@@ -190,11 +190,10 @@ def selection_from_mask(g: WorldGaussians, camera: Cameras, mask: Tensor, render
     is one of the mask's own, those holding at least ``label_share`` of the covered splats' visible
     weight. Why: a dense avatar hides splats behind the surface the user drew on (a closed mouth
     covers the teeth and mouth interior, which are bound to lip triangles); their sliver of weight
-    falls inside the mask, yet at other times and poses they show as specks and rims around it. On
-    real lips (a CPU-fitted wojtek avatar, ``dynavatar bench mask``) it took the exact route's
-    agreement with the avatar's own lip labels at 16 held-out (t, pose) from 0.779 to 0.892 IoU, and
-    the default MaskMapper's IoU against the route from 0.907 to 0.921; a rectangle drawn over a
-    cheek, an eye and hair keeps its visible splats (drawn-frame IoU 0.967 -> 0.966).
+    falls inside the mask, yet at other times and poses they show as specks and rims around it.
+    Clearly visible splats are decided by the mask alone, so a rectangle drawn across several labels
+    (a cheek, an eye and hair) keeps everything it visibly covers. ``dynavatar bench mask`` reports
+    the route's agreement with the labels with and without this rule (figures: docs/benchmarks.md).
     """
     w = torch.stack([mask.float(), torch.ones_like(mask, dtype=torch.float)], -1)
     v = splat_pixel_votes(g, camera, w, renderer)

@@ -57,16 +57,18 @@ class TrackerConfig:
     device: str = "auto"  # "auto": CUDA if available
 
     @classmethod
-    def preset(cls, name: str) -> "TrackerConfig":
+    def preset(cls, name: str, **overrides) -> "TrackerConfig":
+        """Named settings (``tiny`` for tests, ``fast``, ``default``, ``quality``), with ``overrides``
+        changing fields of it, e.g. ``TrackerConfig.preset("fast", device="cpu")``."""
         presets = {
-            "tiny": cls(n_shape=20, n_expr=20, rigid_steps=60, steps=150),
-            "fast": cls(rigid_steps=100, steps=300),
-            "default": cls(),
-            "quality": cls(rigid_steps=200, steps=1000),
+            "tiny": dict(n_shape=20, n_expr=20, rigid_steps=60, steps=150),
+            "fast": dict(rigid_steps=100, steps=300),
+            "default": dict(),
+            "quality": dict(rigid_steps=200, steps=1000),
         }
         if name not in presets:
             raise ValueError(f"unknown tracker preset {name!r}; choose from {sorted(presets)}")
-        return presets[name]
+        return cls(**{**presets[name], **overrides})
 
 
 def camera_viewmat(dtype=torch.float32, device=None) -> Tensor:

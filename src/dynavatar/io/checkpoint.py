@@ -1,4 +1,9 @@
-"""Checkpoints: safetensors for tensors + JSON for the rest, written atomically, versioned."""
+"""Checkpoints: safetensors for tensors + JSON for the rest, written atomically, versioned.
+
+One format for both the trainer's resumable state (``reconstruct.trainer``) and a saved avatar
+(``io.avatar_files`` lays out its extra tensors and metadata on top): tensors never go through
+pickle, and the JSON is written last, so a folder whose JSON exists always has a complete tensor file.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from torch import Tensor
 from ..errors import DynavatarError
 from ..flame import FlameParams
 from ..gaussians.avatar import GaussianAvatar
-from ..io.atomic import atomic_path
+from .atomic import atomic_path
 
 __all__ = ["save_state", "load_state", "CHECKPOINT_FORMAT"]
 

@@ -1,0 +1,116 @@
+"""The pipeline's settings (``PipelineConfig`` and the stages' ``XConfig.preset``) and the facade's
+wiring of them: ``Avatar.from_video`` / ``from_dataset`` run the stages those settings name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+import dynavatar
+from dynavatar.api import Avatar
+from dynavatar.config import PipelineConfig
+from dynavatar.perceive import PreprocessConfig
+from dynavatar.reconstruct import ReconstructConfig
+from dynavatar.reconstruct.config import PRESETS
+from dynavatar.track import TrackerConfig
+
+
+def test_every_config_presets_the_same_way():
+    assert not hasattr(dynavatar.reconstruct, "preset")  # one style: XConfig.preset(name, **overrides)
+    for name, build in PRESETS.items():
+        assert ReconstructConfig.preset(name) == build()
+    tiny = ReconstructConfig.preset("tiny", steps=7, resolution=48)
+    assert (tiny.steps, tiny.resolution, tiny.batch_size) == (7, 48, PRESETS["tiny"]().batch_size)
+    assert ReconstructConfig.preset("tiny") is not ReconstructConfig.preset("tiny")
+    assert TrackerConfig.preset("fast", device="cpu") == dataclasses.replace(TrackerConfig.preset("fast"), device="cpu")
+    for cls in (ReconstructConfig, TrackerConfig, PipelineConfig):
+        with pytest.raises(ValueError, match="unknown"):
+            cls.preset("turbo")
+    with pytest.raises(TypeError):
+        ReconstructConfig.preset("fast", no_such_field=1)
+
+
+@pytest.mark.parametrize("name", ["tiny", "fast", "quality"])
+def test_pipeline_presets_name_the_stage_presets(name):
+    pipe = PipelineConfig.preset(name)
+    assert pipe.name == name and pipe.reconstruct == ReconstructConfig.preset(name)
+    assert pipe.track == TrackerConfig.preset("tiny" if name == "tiny" else "default")
+    assert pipe.preprocess == PreprocessConfig(resolution=512, max_frames=None)
+    assert dynavatar.PipelineConfig is PipelineConfig
+
+
+def test_pipeline_config_resolves_the_from_video_arguments():
+    mine = ReconstructConfig.preset("tiny", steps=3)
+    pipe = PipelineConfig.resolve(mine, "tiny")
+    assert pipe.reconstruct is mine and pipe.track == TrackerConfig.preset("tiny") and pipe.name == "tiny"
+    assert PipelineConfig.resolve(None, "quality") == PipelineConfig.preset("quality")
+    given = PipelineConfig.preset("tiny")
+    assert PipelineConfig.resolve(given, "fast") is given  # a whole pipeline wins over the preset name
+    pre = PipelineConfig.resolve(None, "fast", resolution=256, max_frames=None).preprocess
+    assert (pre.resolution, pre.max_frames) == (256, None)
+    assert PipelineConfig() == PipelineConfig.preset("fast")
+
+
+def test_from_video_hands_each_stage_its_settings(monkeypatch, tmp_path):
+    import dynavatar.api as api
+
+    calls = []
+    monkeypatch.setattr(api, "preprocess", lambda path, out, config, progress: calls.append(("pre", out, config)))
+    monkeypatch.setattr(Avatar, "from_dataset", classmethod(lambda cls, d, **kw: calls.append(("fit", d, kw))))
+    mine = ReconstructConfig.preset("fast", steps=10)
+    Avatar.from_video(tmp_path / "clip.mp4", preset="fast", config=mine, progress=False)
+    (_, out, pre), (_, data_dir, kw) = calls
+    assert pre == PreprocessConfig(resolution=512, max_frames=None)
+    assert out == data_dir == tmp_path / "clip.mp4.dynavatar" / "data"
+    assert kw["config"].reconstruct is mine and kw["config"].name == "fast" and kw["out_dir"] == out.parent
+    calls.clear()
+    Avatar.from_video(tmp_path / "clip.mp4", out_dir=tmp_path / "run", resolution=256, max_frames=12,
+                      config=PipelineConfig.preset("tiny"))
+    (_, out, pre), (_, _, kw) = calls
+    assert (pre.resolution, pre.max_frames) == (256, 12) and out == tmp_path / "run" / "data"
+    assert kw["config"].name == "tiny" and kw["config"].reconstruct == ReconstructConfig.preset("tiny")
+
+
+def _vhap_export(root, n=4, side=40):
+    """A GaussianAvatars/VHAP export of ``n`` flat frames with the default head's component counts."""
+    for d in ("images", "fg_masks", "flame_param"):
+        (root / d).mkdir(parents=True)
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.0, 0.0, 1.0]
+    frames = []
+    for t in range(n):
+        iio.imwrite(root / f"images/{t:05d}_00.png", np.full((side, side, 3), 60 + 30 * t, np.uint8))
+        iio.imwrite(root / f"fg_masks/{t:05d}_00.png", np.full((side, side), 255, np.uint8))
+        np.savez(root / f"flame_param/{t:05d}.npz", translation=np.zeros((1, 3)), rotation=np.zeros((1, 3)),
+                 neck_pose=np.zeros((1, 3)), jaw_pose=np.array([[0.05 * t, 0, 0]]), eyes_pose=np.zeros((1, 6)),
+                 shape=np.zeros(65), expr=np.zeros((1, 55)))
+        frames.append({"timestep_index": t, "camera_index": 0, "file_path": f"images/{t:05d}_00.png",
+                       "fg_mask_path": f"fg_masks/{t:05d}_00.png", "flame_param_path": f"flame_param/{t:05d}.npz",
+                       "transform_matrix": c2w.tolist()})
+    (root / "transforms.json").write_text(json.dumps({"fl_x": 120.0, "fl_y": 120.0, "cx": side / 2, "cy": side / 2,
+                                                      "w": side, "h": side, "frames": frames}))
+    return root
+
+
+def test_from_dataset_uses_the_cached_tracking_fits_labels_and_plots(monkeypatch, tmp_path):
+    import dynavatar.track.cache as cache
+    from dynavatar.track.importers import import_vhap
+
+    import_vhap(_vhap_export(tmp_path / "export"), tmp_path / "data", resolution=32)  # writes data/tracking too
+
+    def no_tracking(*a, **k):
+        raise AssertionError("the cached tracking should have been used")
+    monkeypatch.setattr(cache, "track", no_tracking)
+    cfg = ReconstructConfig.preset("tiny", steps=2, resolution=32, log_every=1, torso=False)
+    avatar = Avatar.from_dataset(tmp_path / "data", out_dir=tmp_path / "run", preset="tiny", device="cpu",
+                                 config=cfg, progress=False)
+    assert avatar.meta["preset"] == "tiny" and avatar.meta["frame_index"] == [0, 1, 2, 3]
+    assert avatar.meta["labels"] == {"source": "head regions"} and avatar.has_labels  # no parsed frames
+    assert avatar.train_idx.tolist() == [0, 1, 2] and avatar.resolution == 32
+    assert (tmp_path / "run" / "training_curve.png").is_file()
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+    assert avatar.render(frame=3).shape == (32, 32, 3)
