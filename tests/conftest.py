@@ -13,6 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("DYNAVATAR_REAL_DATA", ROOT.parent / "shared" / "data" / "real"))
 
 
+#: torch's thread count when the session started (set by the machine or OMP_NUM_THREADS).
+TORCH_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Some tests pin torch to one thread (tiny models run faster so on a loaded machine); every
+    test after them gets the session's count back, so no test's speed depends on the order."""
+    yield
+    if torch.get_num_threads() != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from dynavatar.flame import FlameModel, FlameParams
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSET = ROOT / "assets" / "flame" / "default_head.npz"
 SCRIPT = ROOT / "assets" / "flame" / "build_default_head.py"
 EYE_R = 0.012
@@ -292,11 +293,34 @@ def test_writes_picture(model, raw, test_output_dir):
 
 
 def test_rebuild_is_deterministic(raw, tmp_path):
-    """Rebuilding from the script gives the same arrays and the same bytes (~20 s on 2 CPU cores)."""
+    """Rebuilding from the script gives the same arrays and the same metadata.
+
+    Not the same bytes: the metadata records mediapipe's detection residuals on the rendered head,
+    floats whose last digits depend on the CPU's SIMD path and thread count, so a byte comparison
+    fails on another machine although every array matches."""
     mod = _builder()
     arrays = mod.build(tmp_path, make_png=False, log=lambda *a: None)
     for k, a in raw.items():
         if k == "meta":
             continue
         np.testing.assert_array_equal(np.asarray(arrays[k]), a, err_msg=k)
-    assert (tmp_path / "default_head.npz").read_bytes() == ASSET.read_bytes()
+    with np.load(tmp_path / "default_head.npz", allow_pickle=False) as rebuilt:
+        assert sorted(rebuilt.files) == sorted(raw)
+        meta = json.loads(str(rebuilt["meta"]))
+    _assert_meta_close(meta, json.loads(str(raw["meta"])))
+
+
+def _assert_meta_close(got, want, path="meta"):
+    """JSON trees equal, with numbers compared to 1e-3 px / relative (the mediapipe residuals)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), path
+        for k in want:
+            _assert_meta_close(got[k], want[k], f"{path}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            _assert_meta_close(g, w, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-3, abs=1e-3), path
+    else:
+        assert got == want, path

@@ -154,7 +154,7 @@ def test_expression_transfer_to_a_head_without_names_recovers_the_mixing():
 def test_sds_method_runs_end_to_end_with_tiny_components(avatar, tmp_path):
     """method="sds" through Avatar.edit with tiny random diffusion components (with LoRA
     personalisation): finite, region-only, recorded."""
-    from test_sds import RES, tiny_components, write_tiny_tokenizer
+    from tiny_diffusion import RES, tiny_components, write_tiny_tokenizer
     from dynavatar.edit.apply.sds_config import SDSConfig
     from dynavatar.edit.apply.sds_guidance import SDSGuidance
     from dynavatar.edit.apply.sds_loop import SDSEditConfig

@@ -27,7 +27,13 @@ from dynavatar.geometry.cameras import Cameras
 from dynavatar.render.sh import eval_sh
 from dynavatar.render.torch_renderer import TorchRenderer
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tiny scenes run fastest on one thread (conftest restores the count afterwards)."""
+    torch.set_num_threads(1)
+
 
 RES = 40
 RED = EditPlan(prompt="red hair", kind="colour", regions=["hair"], instruction="make the hair red",
