@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dynavatar.cli import main
 
-HEAVY = ("gsplat", "diffusers", "transformers", "mediapipe", "face_alignment", "facer", "cv2")
+HEAVY = ("gsplat", "diffusers", "transformers", "mediapipe", "facer", "cv2")
 
 
 def test_import_is_light_and_fast():

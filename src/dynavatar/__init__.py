@@ -1,7 +1,7 @@
 """dynavatar: animatable, text-editable 3D Gaussian head avatars from ordinary videos.
 
 Importing the package is cheap: it imports no gsplat, diffusers, transformers, mediapipe or
-face-alignment, compiles nothing and downloads nothing. Public names load on first use.
+facer, compiles nothing and downloads nothing. Public names load on first use.
 """
 
 from __future__ import annotations
