@@ -292,6 +292,7 @@ def test_writes_picture(model, raw, test_output_dir):
     assert out.stat().st_size > 10000
 
 
+@pytest.mark.slow  # 20-40 s on 2 cores: CI runs it with `pytest -m slow`
 def test_rebuild_is_deterministic(raw, tmp_path):
     """Rebuilding from the script gives the same arrays and the same metadata.
 

@@ -69,6 +69,7 @@ def test_mouth_anchor_reads_only_the_lip_contours():
         landmark_anchor(model, verts, cams, target, valid, points="lips")
 
 
+@pytest.mark.slow  # 20-40 s on 2 cores: CI runs it with `pytest -m slow`
 def test_refinement_keeps_motion_on_the_landmarks_where_the_pixels_are_silent():
     """An avatar of one flat colour shows the silhouette but nothing inside it: the photometric
     fit cannot tell where the mouth is. Started from a wrong expression, the refinement alone

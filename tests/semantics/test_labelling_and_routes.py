@@ -318,6 +318,7 @@ def test_labels_voted_under_tracked_motion_ignore_drift_in_the_refined_motion(fi
         avatar.label_splats(progress=False, motion="landmarks")
 
 
+@pytest.mark.slow  # 20-40 s on 2 cores: CI runs it with `pytest -m slow`
 def test_mask_mapper_learns_the_exact_route_of_an_avatar(head):
     """The learned route against the exact route on a real (synthetic-clip) avatar selection."""
     from dynavatar.semantics import MaskMapperConfig, fit_mask_mapper
@@ -421,6 +422,7 @@ def test_label_comparison_grid_needs_parsed_frames():
             label_comparison_grid(avatar, [0])
 
 
+@pytest.mark.slow  # 20-40 s on 2 cores: CI runs it with `pytest -m slow`
 def test_bench_mask_scores_both_routes_of_a_saved_avatar(tmp_path, fitted_synthetic_clip):
     """``dynavatar bench mask``: a MaskMapper trained and scored on held-out points (the breakdown by
     head turn covers every one), both routes timed, the table printed; bad input fails with one line."""
