@@ -8,12 +8,10 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-import dynavatar
+from import_graph import PACKAGE, imports
 
-PACKAGE = Path(dynavatar.__file__).parent
 MAX_LINES = 600
 
 # The stages in pipeline order; a stage may import its own package and any earlier one.
@@ -28,19 +26,9 @@ def _modules() -> list[Path]:
 
 
 def _dynavatar_imports(path: Path) -> list[str]:
-    """Absolute dotted names of every dynavatar module ``path`` imports (function bodies included)."""
-    rel = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    package = rel[:-1]  # the package that relative imports start from (also for __init__)
-    out = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            base = list(package[: len(package) - node.level + 1]) if node.level else []
-            module = ".".join(base + ([node.module] if node.module else []))
-            names = [module] if node.module else [f"{module}.{a.name}" for a in node.names]
-            out += [m for m in names if m.startswith("dynavatar")]
-        elif isinstance(node, ast.Import):
-            out += [a.name for a in node.names if a.name.startswith("dynavatar")]
-    return out
+    """Dotted names of every dynavatar module, and member of one, that ``path`` imports."""
+    targets = [t for module, names in imports(path) for t in [module] + [f"{module}.{n}" for n in names]]
+    return [t for t in targets if t.startswith("dynavatar")]
 
 
 def _layer(module: str) -> str:
