@@ -123,9 +123,10 @@ def track_cmd(dataset_dir: Path, out_dir: Path | None, head: Path | None, preset
     from .io.video import write_video
     from .perceive import FrameDataset
     from .track import TrackerConfig, track
+    from .track.cache import TRACKING_FOLDER
     from .track.overlay import overlay_frames
 
-    out_dir = out_dir or dataset_dir / "tracking"
+    out_dir = out_dir or dataset_dir / TRACKING_FOLDER
     try:
         ds = FrameDataset.load(dataset_dir)
         cfg = TrackerConfig.preset(preset, device=device)
