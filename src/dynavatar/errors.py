@@ -30,3 +30,22 @@ class VideoError(DynavatarError):
 
 class NoFaceError(DynavatarError):
     """No usable face was found where one is required."""
+
+
+class OutputPathError(DynavatarError):
+    """An output path cannot be written (read-only, full disk, a file where a folder is needed) or
+    must not be (a non-empty folder that dynavatar did not write, or one holding the input)."""
+
+
+class ConfigError(DynavatarError, ValueError):
+    """A configuration field or command-line value is unknown or out of range; the message lists
+    the valid ones."""
+
+
+class AvatarFileError(DynavatarError):
+    """A saved avatar folder is missing, corrupt or inconsistent (wrong types, missing keys or
+    tensors, indices out of range)."""
+
+
+class RunInterrupted(DynavatarError):
+    """A long job was interrupted (Ctrl-C); its state was saved and the same command resumes it."""
