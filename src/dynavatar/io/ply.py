@@ -9,6 +9,8 @@ a crash never leaves a half-written file where a viewer or a resume expects a go
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import InvalidParametersError
 from .atomic import atomic_path
 
 __all__ = ["PlySplats", "export_ply", "write_ply", "read_ply"]
+
+logger = logging.getLogger("dynavatar.io")
 
 
 @dataclass
@@ -43,9 +48,52 @@ def _property_names(n_rest: int) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
+ABSURD_SCALE = 100.0  # a splat wider than this many times the scene is reported (a viewer shows a smear)
+
+
+def _check_finite(splats: PlySplats, path: Path) -> None:
+    """Refuse splats with NaN/inf in any property (and rotations of zero length): viewers and 3DGS
+    tools either crash on them or draw garbage, and the numbers never come back from a file."""
+    n = splats.means.shape[0]
+    bad = torch.zeros(n, dtype=torch.bool)
+    fields = {"means": splats.means, "scales": splats.log_scales, "opacities": splats.opacity_logits,
+              "colours": splats.sh, "rotations": splats.quats}
+    which = []
+    for name, t in fields.items():
+        rows = ~torch.isfinite(t.detach().to("cpu", torch.float32).reshape(n, -1)).all(1)
+        if name == "rotations":
+            rows |= splats.quats.detach().to("cpu", torch.float32).reshape(n, -1).abs().sum(1) == 0
+        if rows.any():
+            which.append(name)
+        bad |= rows
+    if bad.any():
+        raise InvalidParametersError(
+            f"cannot write {path}: {int(bad.sum())} of {n} splats have non-finite {'/'.join(which)} (NaN or inf); "
+            "the fit diverged: re-fit the avatar (e.g. with a lower learning rate) and export again")
+
+
+def _warn_absurd_scales(splats: PlySplats, path: Path) -> None:
+    """Scales far beyond the scene's extent are finite but useless (a diverged or mis-scaled fit)."""
+    means = splats.means.detach().to("cpu", torch.float64)
+    if means.shape[0] < 2:
+        return
+    extent = float((means.max(0).values - means.min(0).values).max())
+    if extent <= 0:
+        return
+    largest = splats.log_scales.detach().to("cpu", torch.float64).max(1).values
+    absurd = largest > math.log(ABSURD_SCALE * extent)
+    if absurd.any():
+        logger.warning("%s: %d of %d splats are over %gx the scene's extent (%.3g); the fit may have diverged: "
+                       "check the render, re-fit if it is smeared", path, int(absurd.sum()), means.shape[0],
+                       ABSURD_SCALE, extent)
+
+
 def write_ply(splats: PlySplats, path: str | os.PathLike) -> Path:
-    """Write ``splats`` to ``path`` atomically; returns the path."""
+    """Write ``splats`` to ``path`` atomically; returns the path. Raises InvalidParametersError (and
+    writes nothing) when any splat has a non-finite property; warns about absurdly large scales."""
     path = Path(path)
+    _check_finite(splats, path)
+    _warn_absurd_scales(splats, path)
     n, k = splats.sh.shape[0], splats.sh.shape[1]
     f = lambda t: t.detach().to("cpu", torch.float32).reshape(n, -1).numpy()
     sh = splats.sh.detach().to("cpu", torch.float32)

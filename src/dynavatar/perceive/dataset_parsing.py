@@ -1,13 +1,15 @@
 """Face parsing of a preprocessed frame folder: one label map (lossless PNG) per frame.
 
 ``parse_frame`` parses one crop with its landmarks and matte; ``parse_dataset`` adds ``parsing/`` to a
-folder cached before parsing existed (or re-parses it), atomically.
+folder cached before parsing existed (or re-parses it), atomically: the maps are written into a
+staging folder (``io.output_dir.staged_dir``) that replaces ``parsing/`` when complete, and an old
+``parsing/`` is deleted only when it is recognisably the project's own.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,15 @@ from tqdm.auto import tqdm
 from ..geometry.labels import LABEL_NAMES
 from ..geometry.landmark_sets import N_MESH_POINTS
 from ..io.atomic import atomic_path
+from ..io.output_dir import mark_output_dir, read_marker, staged_dir
 from .dataset import FrameDataset
 from .face_parser import FaceParser, parse_to_labels
 from .landmark_parser import LandmarkParser
 
 __all__ = ["parse_frame", "write_labels", "parse_dataset"]
+
+OUTPUT_KIND = "parsing"  # the marker's kind of a dataset's parsing/ folder
+_LABEL_FILE = re.compile(r"\d{6}\.png")
 
 
 def parse_frame(parser: FaceParser, image: np.ndarray, landmarks: np.ndarray | None,
@@ -49,25 +55,30 @@ def parse_dataset(dataset, parser: FaceParser | None = None, progress: bool = Tr
     label names in meta.json. Returns the reloaded :class:`~dynavatar.perceive.FrameDataset`.
 
     A folder that already has a complete parsing is left alone unless ``overwrite``. The maps
-    are written into ``parsing.partial`` and renamed at the end, so an interrupted run leaves no
-    half-parsed folder behind.
+    are written into a staging folder beside ``parsing/`` and swapped in at the end, so an
+    interrupted run leaves no half-parsed folder behind.
     """
     ds = dataset if isinstance(dataset, FrameDataset) else FrameDataset.load(dataset)
     if ds.has_parsing and not overwrite:
         return ds
     parser = parser or LandmarkParser()
-    tmp = ds.root / "parsing.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for i in tqdm(range(len(ds)), desc="parsing", disable=not progress, unit="frame"):
-        labels = parse_frame(parser, ds.image(i), ds.lmk_crop[i], ds.matte(i))
-        write_labels(tmp / f"{i:06d}.png", labels)
     final = ds.root / "parsing"
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    _claim_legacy_parsing(final)
+    with staged_dir(final, OUTPUT_KIND) as tmp:
+        for i in tqdm(range(len(ds)), desc="parsing", disable=not progress, unit="frame"):
+            labels = parse_frame(parser, ds.image(i), ds.lmk_crop[i], ds.matte(i))
+            write_labels(tmp / f"{i:06d}.png", labels)
     meta = dict(ds.meta, parser=getattr(parser, "name", type(parser).__name__), label_names=list(LABEL_NAMES))
     with atomic_path(ds.root / "meta.json") as path:
         Path(path).write_text(json.dumps(meta, indent=1))
     return FrameDataset.load(ds.root)
+
+
+def _claim_legacy_parsing(folder: Path) -> None:
+    """A ``parsing/`` folder written before folders were marked holds nothing but ``%06d.png`` label
+    maps: mark it as ours so replacing it deletes it. Anything else in it (a user's file) leaves it
+    unmarked, and the replaced folder is then kept aside, not deleted."""
+    if not folder.is_dir() or read_marker(folder) is not None:
+        return
+    if all(_LABEL_FILE.fullmatch(p.name) and p.is_file() for p in folder.iterdir()):
+        mark_output_dir(folder, OUTPUT_KIND)

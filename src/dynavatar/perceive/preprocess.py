@@ -5,6 +5,10 @@ face (landmarks only), the crops are then planned for the whole clip (one side l
 centres), and the second pass cuts, mattes, parses (face labels) and writes the crops. Results are
 cached: calling again with the same video and settings loads the folder instead of recomputing
 (a cached folder from before parsing existed is only parsed, not recomputed).
+
+The output folder follows ``io.output_dir``'s policy: it is checked before any work (a user's
+non-empty folder, or one holding the input video, is refused), built beside its target and swapped
+in when complete, and a replaced folder is deleted only when dynavatar wrote it.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import NoFaceError
+from ..io.output_dir import MARKER, check_output_dir, mark_output_dir, staged_dir
 from .crop import crop_image, interpolate_missing, plan_crops, to_crop
 from .dataset import DATASET_FORMAT, FrameDataset
 from ..geometry.labels import LABEL_NAMES
@@ -32,6 +36,8 @@ from .video import iter_frames, probe_video
 __all__ = ["PreprocessConfig", "preprocess"]
 
 logger = logging.getLogger("dynavatar.perceive")
+
+OUTPUT_KIND = "dataset"  # the marker's kind for preprocessed folders
 
 MIN_FACE_PX = 40  # below this mediapipe's landmarks are too noisy to track
 
@@ -132,7 +138,8 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
     landmarks and matte) unless ``config.parse`` is False.
     """
     cfg = dataclasses.replace(config or PreprocessConfig(), **({"max_frames": max_frames} if max_frames else {}))
-    video, out = Path(video).expanduser(), Path(out_dir).expanduser()
+    video = Path(video).expanduser()
+    out = _check_out_dir(Path(out_dir).expanduser(), video, overwrite)
     info = probe_video(video)
     settings = dataclasses.asdict(cfg)
     source = _fingerprint(video)
@@ -189,20 +196,53 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
     if float(np.median(np.array(sizes)[valid])) < MIN_FACE_PX * 1.5:
         logger.warning("the face is small (median %.0f px); landmarks will be noisy", np.median(np.array(sizes)[valid]))
 
-    # Pass 2: cut, matte, write.
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "frames").mkdir(parents=True)
-    (tmp / "mattes").mkdir()
+    track = _FaceTrack(idx, lmk, valid, n_faces, windows)
+    meta = {
+        "format": DATASET_FORMAT, "source": source, "settings": settings, "resolution": cfg.resolution,
+        "fps": info.fps, "n_frames": len(idx), "original_size": [info.width, info.height], "decode_scale": info.scale,
+        "rotation_metadata": info.rotate, "landmarks": getattr(detector, "name", type(detector).__name__),
+        "n_landmarks": int(n_points), "matte": getattr(matter, "name", type(matter).__name__),
+        "missing_frames": [int(f) for f, ok in zip(idx, valid) if not ok],
+        "multiple_faces_frames": int(sum(n > 1 for n in n_faces)),
+    }
     if cfg.parse:
-        (tmp / "parsing").mkdir()
+        meta.update(parser=getattr(parser, "name", type(parser).__name__), label_names=list(LABEL_NAMES))
+
+    # Pass 2: cut, matte, write, into a staging folder beside ``out`` that replaces it when complete.
+    with staged_dir(out, OUTPUT_KIND) as tmp:
+        _write_crops(tmp, video, info, cfg, track, matter, parser if cfg.parse else None, progress)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    if meta["missing_frames"]:
+        logger.warning("no face in %d of %d frames (interpolated): %s", len(meta["missing_frames"]), len(idx),
+                       meta["missing_frames"][:20])
+    return FrameDataset.load(out)
+
+
+@dataclasses.dataclass
+class _FaceTrack:
+    """Pass 1's result: the face followed through the clip and the crops planned from it."""
+
+    idx: list  # [N] source frame index of each kept frame
+    lmk: np.ndarray  # [N, L, 3] decoded-frame pixels (x, y, relative z), gaps interpolated
+    valid: np.ndarray  # [N] bool: a face was detected (not interpolated)
+    n_faces: list  # [N] faces seen in each frame
+    windows: np.ndarray  # [N, 3] crop windows (x0, y0, side) in decoded-frame pixels
+
+
+def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _FaceTrack, matter: Matter,
+                 parser: FaceParser | None, progress: bool) -> None:
+    """Pass 2 into the empty staging folder ``tmp``: frames/, mattes/, parsing/ (when ``parser``)
+    and landmarks.npz."""
     import imageio.v3 as iio
 
-    res = cfg.resolution
+    (tmp / "frames").mkdir()
+    (tmp / "mattes").mkdir()
+    if parser is not None:
+        (tmp / "parsing").mkdir()
+    res, lmk, windows = cfg.resolution, track.lmk, track.windows
     frames = iter_frames(video, stride=cfg.stride, fps=cfg.fps, max_frames=cfg.max_frames, info=info)
-    with _ParsePool(parser if cfg.parse else None, cfg.workers, len(idx)) as pool:
-        for k, (i, frame) in enumerate(tqdm(frames, total=len(idx), desc="crops+mattes", disable=not progress,
+    with _ParsePool(parser, cfg.workers, len(track.idx)) as pool:
+        for k, (i, frame) in enumerate(tqdm(frames, total=len(track.idx), desc="crops+mattes", disable=not progress,
                                             unit="frame")):
             crop = crop_image(frame, windows[k], res)
             alpha = matter.matte(crop)
@@ -211,32 +251,34 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
             alpha = np.where(inside, alpha, 0.0)
             iio.imwrite(tmp / "frames" / f"{k:06d}.jpg", crop, quality=cfg.jpeg_quality)
             iio.imwrite(tmp / "mattes" / f"{k:06d}.png", (alpha * 255).round().astype(np.uint8))
-            if cfg.parse:
+            if parser is not None:
                 pts = np.concatenate([to_crop(lmk[k, :, :2], windows[k], res), lmk[k, :, 2:] * (res / windows[k, 2])],
                                      -1)
                 pool.submit(tmp / "parsing" / f"{k:06d}.png", crop, pts, alpha)
 
     s = info.scale  # decoded = original * s
-    lmk_crop = np.concatenate([np.stack([to_crop(lmk[k, :, :2], windows[k], res) for k in range(len(idx))]),
+    lmk_crop = np.concatenate([np.stack([to_crop(lmk[k, :, :2], windows[k], res) for k in range(len(track.idx))]),
                                lmk[..., 2:] * (res / windows[:, 2])[:, None, None]], -1)
-    np.savez_compressed(tmp / "landmarks.npz", frame_index=np.array(idx, dtype=np.int64), detected=valid,
-                        n_faces=np.array(n_faces, dtype=np.int64), lmk_crop=lmk_crop.astype(np.float32),
+    np.savez_compressed(tmp / "landmarks.npz", frame_index=np.array(track.idx, dtype=np.int64), detected=track.valid,
+                        n_faces=np.array(track.n_faces, dtype=np.int64), lmk_crop=lmk_crop.astype(np.float32),
                         lmk_orig=(lmk[..., :2] / s).astype(np.float32), crop=(windows / s).astype(np.float64))
-    meta = {
-        "format": DATASET_FORMAT, "source": source, "settings": settings, "resolution": res, "fps": info.fps,
-        "n_frames": len(idx), "original_size": [info.width, info.height], "decode_scale": s,
-        "rotation_metadata": info.rotate, "landmarks": getattr(detector, "name", type(detector).__name__),
-        "n_landmarks": int(n_points), "matte": getattr(matter, "name", type(matter).__name__),
-        "missing_frames": [int(f) for f, ok in zip(idx, valid) if not ok],
-        "multiple_faces_frames": int(sum(n > 1 for n in n_faces)),
-    }
-    if cfg.parse:
-        meta.update(parser=getattr(parser, "name", type(parser).__name__), label_names=list(LABEL_NAMES))
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    if meta["missing_frames"]:
-        logger.warning("no face in %d of %d frames (interpolated): %s", len(meta["missing_frames"]), len(idx),
-                       meta["missing_frames"][:20])
-    return FrameDataset.load(out)
+
+
+def _is_legacy_dataset(out: Path) -> bool:
+    """A dataset folder written before folders were marked: ours by its meta.json's format."""
+    if not os.path.isdir(out) or os.path.exists(out / MARKER):  # os.path: no error for a name over the limit
+        return False
+    try:
+        return json.loads((out / "meta.json").read_text()).get("format") == DATASET_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_out_dir(out: Path, video: Path, overwrite: bool) -> Path:
+    """Validate ``out`` before any work (see ``io.output_dir``); an unmarked dataset folder written by an
+    older version counts as the project's own and gets its marker now, so it is reused or replaced."""
+    legacy = _is_legacy_dataset(out)
+    out = check_output_dir(out, OUTPUT_KIND, overwrite=overwrite or legacy, inputs=[video])
+    if legacy:
+        mark_output_dir(out, OUTPUT_KIND)
+    return out

@@ -8,8 +8,10 @@ stays bounded; ``VideoInfo.scale`` records the factor so results map back to the
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +23,9 @@ __all__ = ["VideoInfo", "probe_video", "iter_frames", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 MAX_DECODE_SIDE = 2048  # larger videos are decoded downscaled (faces stay far above detector limits)
+TRUNCATED_FRACTION = 0.9  # a stream ending before this share of the container's frame count is reported
+
+logger = logging.getLogger("dynavatar.perceive")
 
 
 @dataclasses.dataclass
@@ -59,7 +64,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         meta = next(reader)
         reader.close()
     except (OSError, RuntimeError, StopIteration, ValueError, IndexError, AttributeError) as exc:
-        raise VideoError(f"cannot read {path} as a video ({type(exc).__name__}: {str(exc)[-300:]}). "
+        raise VideoError(f"cannot read {path} as a video ({type(exc).__name__}: {_ffmpeg_reason(exc)}). "
                          "Is it a video file? Re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`.") from exc
     w, h = meta["size"]
     if w <= 0 or h <= 0:
@@ -69,6 +74,22 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     n = int(round(duration * fps)) if fps > 0 and duration > 0 else None
     scale = min(1.0, MAX_DECODE_SIDE / max(w, h))
     return VideoInfo(path, fps, int(w), int(h), n, int(meta.get("rotate", 0)), scale)
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    """ffmpeg's complaint in one line: imageio-ffmpeg passes on its whole stderr (banner, build
+    configuration, progress lines) after its own summary; the first line of that stderr that reads
+    as an error ("moov atom not found", "partial file") is the reason, else the summary."""
+    text = str(exc)
+    summary, _, stderr = text.partition("=== stderr ===")
+    lines = [re.sub(r"^(\[[^\]]*\]\s*)+", "", ln.strip()) for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.lower().startswith(("ffmpeg version", "configuration:", "built with"))]
+    for key in ("not found", "partial file", "invalid data", "corrupt", "invalid", "error", "could not"):
+        hit = next((ln for ln in lines if key in ln.lower()), None)  # most telling first
+        if hit:
+            return hit[-200:]
+    first = next((ln.strip() for ln in summary.splitlines() if ln.strip()), type(exc).__name__)
+    return first[-200:]
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -123,11 +144,14 @@ def iter_frames(path: str | os.PathLike, *, stride: int = 1, fps: float | None =
         w, h = int(round(w * info.scale / 2) * 2), int(round(h * info.scale / 2) * 2)
         out_params = ["-vf", f"scale={w}:{h}"]
     reader = imageio_ffmpeg.read_frames(str(info.path), pix_fmt="rgb24", output_params=out_params)
+    decoded, stopped = 0, False  # frames the stream gave; stopped: we stopped before its end
     try:
         next(reader)  # meta
         frame_bytes = w * h * 3
         for i, buf in enumerate(reader):
+            decoded = i + 1
             if max_frames is not None and kept >= max_frames:
+                stopped = True
                 break
             if not keep(i):
                 continue
@@ -136,8 +160,21 @@ def iter_frames(path: str | os.PathLike, *, stride: int = 1, fps: float | None =
             kept += 1
             yield i, np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3).copy()
     except (OSError, RuntimeError) as exc:
-        raise VideoError(f"{info.path}: decoding failed at frame {kept} ({str(exc)[-300:]})") from exc
+        raise VideoError(f"{info.path}: decoding failed at frame {kept} ({_ffmpeg_reason(exc)}); re-encode it, "
+                         "e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`") from exc
     finally:
         reader.close()
     if kept == 0:
-        raise VideoError(f"{info.path}: no frames could be decoded (empty or corrupt video)")
+        raise VideoError(f"{info.path}: no frames could be decoded (empty or corrupt video); "
+                         "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`")
+    if not stopped:
+        _warn_if_truncated(info, decoded)
+
+
+def _warn_if_truncated(info: VideoInfo, decoded: int) -> None:
+    """The container's duration promised ``info.n_frames``; a stream that ends well before (under
+    ``TRUNCATED_FRACTION`` of it) is most likely a cut-off download or copy, not a short clip."""
+    if info.n_frames and decoded < TRUNCATED_FRACTION * info.n_frames:
+        logger.warning("%s ended after %d of %d frames (truncated file?); using the %d that decoded. "
+                       "Copy or download the video again if it should be longer.",
+                       info.path, decoded, info.n_frames, decoded)
