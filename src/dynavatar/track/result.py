@@ -14,6 +14,7 @@ import torch
 from ..errors import DynavatarError
 from ..flame import FlameParams
 from ..io.atomic import atomic_path
+from ..io.output_dir import mark_output_dir
 from ..geometry.cameras import Cameras
 
 __all__ = ["TrackingResult", "TRACKING_FORMAT"]
@@ -74,6 +75,7 @@ class TrackingResult:
                             ("tracking.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))):
             with atomic_path(path / name) as tmp:
                 write(tmp)
+        mark_output_dir(path, "tracking")  # the folder is dynavatar's: a later run may replace it
         return path
 
     @classmethod
