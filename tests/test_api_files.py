@@ -1,9 +1,14 @@
 """An avatar folder: the layout ``Avatar.save`` wrote before it moved to ``io.avatar_files`` still loads,
-and the new writer produces the very same files."""
+and the new writer produces the very same files; a loaded avatar finds the frames it was fitted to
+again (from the dataset its fit recorded, or one passed as ``data=``) and evaluates as it did in memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from dynavatar.api import Avatar
-from dynavatar.errors import DynavatarError
+from dynavatar.errors import AvatarFileError, DynavatarError
 from dynavatar.flame import FlameModel
 from dynavatar.flame.torso import torso_sheet
 from dynavatar.gaussians.avatar import GaussianAvatar
@@ -97,3 +102,114 @@ def test_a_training_checkpoint_is_not_an_avatar(head, tmp_path):
     save_state(tmp_path / "ckpt", a.gaussians, None, {"step": 3})
     with pytest.raises(DynavatarError, match="training checkpoint"):
         Avatar.load(tmp_path / "ckpt", head=head)
+
+
+# ---------------------------------------------------------------------------- frames found again after load
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """The tiny fit of ``test_api_pipeline`` (4 flat frames at 32 px, 2 steps), saved; with the
+    in-memory avatar's held-out figures, taken before anything was saved or loaded."""
+    from test_api_pipeline import _vhap_export
+
+    from dynavatar.reconstruct import ReconstructConfig
+    from dynavatar.track.importers import import_vhap
+
+    root = tmp_path_factory.mktemp("fit")
+    import_vhap(_vhap_export(root / "export"), root / "data", resolution=32)  # writes data/tracking too
+    cfg = ReconstructConfig.preset("tiny", steps=2, resolution=32, log_every=1, torso=False)
+    avatar = Avatar.from_dataset(root / "data", out_dir=root / "run", preset="tiny", device="cpu", config=cfg,
+                                 progress=False)
+    figures = avatar.evaluate()
+    avatar.save(root / "run" / "avatar")
+    return root, avatar, figures
+
+
+def test_the_fit_records_its_dataset_and_settings(fitted):
+    from dynavatar.config import PipelineConfig
+    from dynavatar.reconstruct import ReconstructConfig
+
+    root, avatar, _ = fitted
+    record = json.loads((root / "run" / "avatar" / "avatar.json").read_text())["dataset"]
+    assert record == {"path": str((root / "data").resolve()), "n_frames": 4, "crop_resolution": 32, "resolution": 32,
+                      "eval_fraction": 0.1, "train_idx": [0, 1, 2], "eval_idx": [3]}
+    assert avatar.meta["frame_index"] == [0, 1, 2, 3]
+    written = json.loads((root / "run" / "config.json").read_text())
+    cfg = ReconstructConfig.preset("tiny", steps=2, resolution=32, log_every=1, torso=False)
+    expected = json.loads(json.dumps(dataclasses.asdict(PipelineConfig.resolve(cfg, "tiny")), default=str))
+    assert written == expected and written["reconstruct"]["steps"] == 2 and written["name"] == "tiny"
+
+
+def test_a_loaded_avatar_evaluates_like_the_fitted_one_in_a_new_process(fitted):
+    root, _, figures = fitted
+    code = ("import json, sys, torch; torch.set_num_threads(int(sys.argv[2])); from dynavatar import Avatar; "
+            "a = Avatar.load(sys.argv[1], device='cpu'); lazy = a.data is None; "
+            "print(json.dumps({**a.evaluate(), 'lazy': lazy, 'eval': [f for f, *_ in a.eval_frames()]}))")
+    out = subprocess.run([sys.executable, "-c", code, str(root / "run" / "avatar"), str(torch.get_num_threads())],
+                         check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    back = json.loads(out)
+    assert back.pop("lazy") is True and back.pop("eval") == [3]  # frames read on first use, the held-out one
+    assert back["frames"] == figures["frames"] == 1 and back["lpips"] is figures["lpips"] is None
+    for k in ("psnr", "ssim"):
+        assert back[k] == pytest.approx(figures[k], abs=1e-6), k
+
+
+def test_a_moved_dataset_is_found_through_data(fitted, tmp_path):
+    root, avatar, figures = fitted
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(root / "data"), moved)
+    try:
+        gone = Avatar.load(root / "run" / "avatar", device="cpu")  # loads without its frames
+        with pytest.raises(AvatarFileError) as err:
+            gone.evaluate()
+        msg = str(err.value)
+        assert "\n" not in msg and str((root / "data").resolve()) in msg and "data=" in msg
+        back = Avatar.load(root / "run" / "avatar", device="cpu", data=moved)
+        res = back.evaluate()
+        assert res["psnr"] == pytest.approx(figures["psnr"], abs=1e-6)
+        assert res["ssim"] == pytest.approx(figures["ssim"], abs=1e-6)
+        assert torch.equal(back.data.images, avatar.data.images) and torch.equal(back.data.mattes, avatar.data.mattes)
+        assert torch.equal(back.data.cameras.Ks, avatar.data.cameras.Ks)
+        assert torch.equal(back.data.eval_idx, avatar.data.eval_idx) and torch.equal(back.data.params.expr,
+                                                                                    avatar.data.params.expr)
+        assert back.meta["dataset"]["path"] == str(moved.resolve())  # a later save records the new place
+    finally:
+        shutil.move(str(moved), root / "data")
+
+
+def test_a_dataset_with_other_frames_is_refused(fitted, tmp_path):
+    root, _, _ = fitted
+    short = tmp_path / "short"
+    shutil.copytree(root / "data", short)
+    with np.load(short / "landmarks.npz") as z:
+        arrays = {k: z[k][:3] for k in z.files}
+    np.savez(short / "landmarks.npz", **arrays)
+    with pytest.raises(AvatarFileError) as err:
+        Avatar.load(root / "run" / "avatar", device="cpu", data=short)
+    msg = str(err.value)
+    assert "\n" not in msg and "3 frames, the avatar was fitted to 4" in msg and "data=" in msg
+    arrays["frame_index"] = np.array([0, 1, 2])
+    arrays = {k: np.concatenate([v, v[-1:]]) for k, v in arrays.items()}  # 4 frames again, the last one twice
+    np.savez(short / "landmarks.npz", **arrays)
+    with pytest.raises(AvatarFileError, match="frame_index differs"):
+        Avatar.load(root / "run" / "avatar", device="cpu", data=short)
+
+
+def test_frames_whose_tracking_is_gone_still_evaluate(fitted, tmp_path):
+    """Evaluation poses the frames with the avatar's saved parameters and cameras; only the tracked
+    motion needs the dataset's tracking."""
+    root, _, figures = fitted
+    bare = tmp_path / "bare"
+    shutil.copytree(root / "data", bare, ignore=shutil.ignore_patterns("tracking"))
+    back = Avatar.load(root / "run" / "avatar", device="cpu", data=bare)
+    assert back.evaluate()["psnr"] == pytest.approx(figures["psnr"], abs=1e-6) and back.data.params is None
+    assert torch.equal(back.training_motion("refined").expr, back.params.expr)
+    with pytest.raises(DynavatarError, match="use motion='refined'"):
+        back.training_motion("tracked")
+
+
+def test_an_avatar_without_a_dataset_says_so(head):
+    a = _avatar(head, False)
+    with pytest.raises(DynavatarError, match="records no dataset"):
+        a.evaluate()
+    with pytest.raises(DynavatarError, match="records no dataset"):
+        a.attach("anywhere")

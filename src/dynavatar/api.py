@@ -10,52 +10,121 @@ Every method hands its work to a stage: the pipeline's settings are ``config.Pip
 tracking cache ``track.cache``, the motion that poses the clip ``reconstruct.motion``, labels and
 masks ``semantics`` (``avatar_labels``, ``mask_video``), the folder layout ``io.avatar_files``, the
 training curve ``bench.plots``. Editing (``dynavatar.edit``) loads only when an edit is asked for.
+
+Importing this module is cheap (stdlib and numpy): torch and the stages load on the first method
+call that needs them (``_Lazy``), so ``from dynavatar import Avatar`` takes a fraction of a second.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import importlib
+import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 
-from .bench.plots import save_training_plot
-from .config import PipelineConfig
 from .device import resolve_device
-from .errors import DynavatarError
-from .flame import FlameModel, FlameParams
-from .gaussians.avatar import GaussianAvatar
-from .gaussians.binding import bind
-from .geometry.cameras import Cameras
+from .errors import AvatarFileError, DynavatarError
 from .geometry.labels import LABEL_NAMES, label_index
-from .io.avatar_files import load_avatar, save_avatar
-from .io.video import write_video
-from .perceive import FrameDataset, overlay, preprocess
-from .reconstruct import evaluate, fit_avatar, load_train_data, reenactment_params, training_motion
-from .reconstruct.data import split_train_eval
-from .reconstruct.distributed import data_parallel
-from .reconstruct.refine_tracking import RefineTrackingConfig
-from .render import renderer_for
-from .semantics import MaskMapperConfig, fit_mask_mapper, render_label_masks, render_selection, selection_from_mask
-from .semantics.avatar_labels import label_group_indices, labels_from_head_regions, labels_from_parsing
-from .semantics.mask_video import (clip_frames, exact_route_masks, learned_route_masks, turned_clip,
-                                   write_mask_video)
-from .track import cached_tracking, tracked_head
+
+if TYPE_CHECKING:
+    from .flame import FlameModel, FlameParams
+    from .gaussians.avatar import GaussianAvatar
+    from .geometry.cameras import Cameras
+    from .reconstruct import TrainData
 
 __all__ = ["Avatar"]
 
 logger = logging.getLogger("dynavatar")
 
+_NO_DATASET = ("this avatar records no dataset (it was not fitted by Avatar.from_video / from_dataset), "
+               "so it has no frames to compare with")
 
-def _image(rgb: torch.Tensor) -> np.ndarray:
+
+class _Lazy:
+    """A module, or one name in a module, imported when first used (called or an attribute read).
+
+    ``from dynavatar import Avatar`` must not import torch (a second or more) or any stage: the
+    facade's own imports are stdlib and numpy, and every stage it wires is one of these stand-ins.
+    Each is a module global, so a test can still replace ``api.preprocess`` with ``monkeypatch``."""
+
+    __slots__ = ("_module", "_name", "_value")
+
+    def __init__(self, module: str, name: str | None = None) -> None:
+        self._module, self._name, self._value = module, name, None
+
+    def _load(self):
+        if self._value is None:
+            mod = importlib.import_module(self._module, __package__)
+            self._value = mod if self._name is None else getattr(mod, self._name)
+        return self._value
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__") and attr.endswith("__"):  # introspection (inspect.unwrap, doctest, copy)
+            raise AttributeError(attr)  # must not import anything
+        return getattr(self._load(), attr)
+
+    def __call__(self, *args, **kwargs):
+        return self._load()(*args, **kwargs)
+
+
+def _lazy(module: str, *names: str) -> tuple[_Lazy, ...]:
+    """Several names of one module (unpacked in the same order)."""
+    return tuple(_Lazy(module, n) for n in names)
+
+
+torch = _Lazy("torch")
+save_training_plot = _Lazy(".bench.plots", "save_training_plot")
+PipelineConfig = _Lazy(".config", "PipelineConfig")
+bind = _Lazy(".gaussians.binding", "bind")
+atomic_path = _Lazy(".io.atomic", "atomic_path")
+load_avatar, save_avatar = _lazy(".io.avatar_files", "load_avatar", "save_avatar")
+write_video = _Lazy(".io.video", "write_video")
+FrameDataset, overlay, preprocess = _lazy(".perceive", "FrameDataset", "overlay", "preprocess")
+evaluate, fit_avatar, load_train_data, reenactment_params, training_motion = _lazy(
+    ".reconstruct", "evaluate", "fit_avatar", "load_train_data", "reenactment_params", "training_motion")
+split_train_eval = _Lazy(".reconstruct.data", "split_train_eval")
+data_parallel = _Lazy(".reconstruct.distributed", "data_parallel")
+check_dataset, dataset_record, reattach_frames, recorded_dataset = _lazy(
+    ".reconstruct.reattach", "check_dataset", "dataset_record", "reattach_frames", "recorded_dataset")
+RefineTrackingConfig = _Lazy(".reconstruct.refine_tracking", "RefineTrackingConfig")
+renderer_for = _Lazy(".render", "renderer_for")
+MaskMapperConfig, fit_mask_mapper, render_label_masks, render_selection, selection_from_mask = _lazy(
+    ".semantics", "MaskMapperConfig", "fit_mask_mapper", "render_label_masks", "render_selection",
+    "selection_from_mask")
+label_group_indices, labels_from_head_regions, labels_from_parsing = _lazy(
+    ".semantics.avatar_labels", "label_group_indices", "labels_from_head_regions", "labels_from_parsing")
+clip_frames, exact_route_masks, learned_route_masks, turned_clip, write_mask_video = _lazy(
+    ".semantics.mask_video", "clip_frames", "exact_route_masks", "learned_route_masks", "turned_clip",
+    "write_mask_video")
+cached_tracking, tracked_head = _lazy(".track", "cached_tracking", "tracked_head")
+
+
+def _no_grad(fn):
+    """``@torch.no_grad()`` that imports torch when the method runs, not when the class is defined."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _image(rgb: "torch.Tensor") -> np.ndarray:
     """float [H, W, 3] in [0, 1] -> uint8 [H, W, 3]"""
     return (rgb.clamp(0, 1) * 255).round().byte().cpu().numpy()
+
+
+def _write_config(pipe, out: Path) -> None:
+    """``OUT/config.json``: every stage's resolved settings, so a run folder says how it was made."""
+    with atomic_path(out / "config.json") as tmp:
+        Path(tmp).write_text(json.dumps(dataclasses.asdict(pipe), indent=1, default=str))
 
 
 @dataclasses.dataclass
@@ -67,7 +136,8 @@ class Avatar:
     params: FlameParams  # [N] per-frame parameters of the training clip (tracked + refined)
     cameras: Cameras  # [N] the clip's cameras, at ``resolution``
     meta: dict
-    data: object | None = None  # TrainData when the frames are at hand (evaluation, side-by-side videos)
+    data: object | None = None  # TrainData when the frames are at hand (evaluation, side-by-side videos);
+    #                             a loaded avatar reads them back from its dataset on first use (``frame_data``)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     # ------------------------------------------------------------------ construction and I/O
@@ -91,21 +161,26 @@ class Avatar:
     def from_dataset(cls, dataset_dir: str | os.PathLike, *, head=None, out_dir=None, preset: str = "fast",
                      device: str = "auto", progress: bool = True, config=None, tracking=None) -> "Avatar":
         """Fit to a preprocessed (or imported, e.g. VHAP) dataset; tracks it first unless its tracking
-        is cached (``tracking`` passes a TrackingResult in instead). ``config`` as in ``from_video``."""
+        is cached (``tracking`` passes a TrackingResult in instead). ``config`` as in ``from_video``;
+        the resolved settings are written to ``OUT/config.json``, and the avatar's metadata records
+        the dataset and the frames it was fitted to, so a saved avatar finds them again (``load``)."""
         pipe = PipelineConfig.resolve(config, preset)
         dataset_dir = Path(dataset_dir)
         out = Path(out_dir) if out_dir else dataset_dir.parent
         dp = data_parallel()
         dev = dp.device if dp.active and device == "auto" else resolve_device(device)
         ds = FrameDataset.load(dataset_dir)
+        if dp.is_main:
+            _write_config(pipe, out)
         with dp.main_first():
             if tracking is None:
                 tracking = cached_tracking(ds, pipe.track, head=head, device=dev, progress=progress)
         cfg = pipe.reconstruct
         data = load_train_data(ds, tracking, cfg.resolution, cfg.eval_fraction, device=dev)
         fit = fit_avatar(data, tracked_head(tracking, head), renderer_for(dev), cfg, out_dir=out, progress=progress)
-        meta = {"source": str(dataset_dir), "preset": pipe.name, "head": tracking.head, "fit_seconds": fit.seconds,
-                "history": fit.history, "frame_index": [int(i) for i in data.frame_index]}
+        meta = {"source": str(dataset_dir.resolve()), "preset": pipe.name, "head": tracking.head,
+                "fit_seconds": fit.seconds, "history": fit.history, "frame_index": [int(i) for i in data.frame_index],
+                "dataset": dataset_record(ds, data, cfg.eval_fraction)}  # how a loaded avatar finds its frames
         avatar = cls(fit.avatar, fit.model, fit.params, data.cameras, meta, data, tuple(cfg.background))
         if not dp.is_main:  # the other processes' copies are identical; labelling/plots are the main's job
             return avatar
@@ -121,10 +196,46 @@ class Avatar:
         return save_avatar(folder, self.gaussians, self.model, self.params, self.cameras, self.meta, self.background)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, head=None, device: str = "auto") -> "Avatar":
-        """An avatar saved by ``save``; ``head``: the head model it was fitted to, if not the one that resolves."""
+    def load(cls, folder: str | os.PathLike, head=None, device: str = "auto",
+             data: str | os.PathLike | None = None) -> "Avatar":
+        """An avatar saved by ``save``; ``head``: the head model it was fitted to, if not the one that resolves.
+
+        Its frames (for ``evaluate``, ``eval_frames``, side-by-side videos, labelling) are read back
+        from its dataset on first use, not here: from the folder the fit recorded, or from ``data``,
+        the dataset folder where it moved to, which is checked at once (``attach``)."""
         s = load_avatar(folder, head=head, device=resolve_device(device))
-        return cls(s.gaussians, s.model, s.params, s.cameras, s.meta, None, s.background)
+        avatar = cls(s.gaussians, s.model, s.params, s.cameras, s.meta, None, s.background)
+        return avatar if data is None else avatar.attach(data)
+
+    def attach(self, dataset_dir: str | os.PathLike) -> "Avatar":
+        """Point this avatar at its dataset folder (moved since the fit): checked against what the
+        fit recorded (frame count, crop size, source frames; AvatarFileError saying what differs) and
+        recorded in ``meta``, so ``save`` keeps the new place. The frames load on first use. -> self"""
+        record = recorded_dataset(self.meta)
+        if record is None:
+            raise DynavatarError(_NO_DATASET)
+        ds = check_dataset(record, self.meta.get("frame_index"), dataset_dir)
+        self.meta["dataset"] = {**record, "path": str(Path(ds.root).resolve())}
+        self.meta["source"], self.data = self.meta["dataset"]["path"], None
+        return self
+
+    def frame_data(self, required: bool = True) -> "TrainData | None":
+        """The clip's frames (TrainData): those the fit used, or for a loaded avatar, read back from
+        its dataset the first time they are needed (``reconstruct.reattach``: the same frames, targets,
+        cameras and split). Code outside the facade asks here rather than reading ``data``, which
+        stays None on a loaded avatar until then. ``required``: raise a one-line error when the
+        frames cannot be had; otherwise log it and return None."""
+        record = recorded_dataset(self.meta) if self.data is None else None
+        if self.data is None and record is None and required:
+            raise DynavatarError(_NO_DATASET)
+        if record is not None:
+            try:
+                self.data = reattach_frames(record, self.meta.get("frame_index"), self.cameras, self.device)
+            except AvatarFileError as exc:
+                if required:
+                    raise
+                logger.warning("%s", exc)
+        return self.data
 
     # ------------------------------------------------------------------ the clip
     @property
@@ -142,15 +253,27 @@ class Avatar:
 
     @property
     def train_idx(self) -> torch.Tensor:
-        """Indices of the clip's training frames [T] (for a loaded avatar, the same split recomputed)."""
+        """Indices of the clip's training frames [T] (for a loaded avatar, the split its fit recorded,
+        without reading the frames)."""
         if self.data is not None:
             return self.data.train_idx
-        return split_train_eval(self.params.batch_size, float(self.meta.get("eval_fraction", 0.1)))[0]
+        record = recorded_dataset(self.meta) or {}
+        if isinstance(record.get("train_idx"), list):
+            return torch.tensor(record["train_idx"], dtype=torch.long)
+        return split_train_eval(self.params.batch_size, float(record.get("eval_fraction", 0.1)))[0]
 
     def training_motion(self, motion: str = "tracked") -> FlameParams:
         """The clip's parameters [N] with the landmark tracker's ``"tracked"`` motion (the fitted
-        identity kept) or the photometrically ``"refined"`` one (``reconstruct.motion``)."""
-        tracked = self.data.params if self.data is not None else None
+        identity kept) or the photometrically ``"refined"`` one (``reconstruct.motion``). The tracked
+        motion of a loaded avatar comes from its dataset's tracking (read with the frames)."""
+        tracked = None
+        if motion == "tracked":
+            data = self.frame_data()
+            if data.params is None:
+                raise DynavatarError(f"the tracked motion needs the tracking the avatar was fitted with "
+                                     f"({self.meta.get('source')}/tracking), which is missing or was redone; "
+                                     "use motion='refined'")
+            tracked = data.params
         return training_motion(self.params, tracked, self.model, motion, self.device)
 
     # ------------------------------------------------------------------ rendering
@@ -175,14 +298,14 @@ class Avatar:
             camera = camera or self.cameras[frame]
         return params, (camera or self.cameras[0]).to(self.device)
 
-    @torch.no_grad()
+    @_no_grad
     def render(self, frame: int | None = None, params: FlameParams | None = None,
                camera: Cameras | None = None) -> np.ndarray:
         """Render one image, uint8 [H, W, 3]: a training frame by index, or any FLAME parameters."""
         params, camera = self._pose(frame, params, camera)
         return _image(self._render_output(params, camera).rgb[0])
 
-    @torch.no_grad()
+    @_no_grad
     def render_with_coverage(self, selected: torch.Tensor, frame: int | None = None, params: FlameParams | None = None,
                              camera: Cameras | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One pass: the render, uint8 [H, W, 3], and the ``selected`` splats' coverage, float32 [H, W]
@@ -194,16 +317,15 @@ class Avatar:
     def eval_frames(self, frames: list[int] | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(frame_index, target_rgb, target_mask, rendered_rgb)`` for every held-out frame
         (or for ``frames``, indices into the clip)."""
-        if self.data is None:
-            raise DynavatarError("this avatar was loaded without its frames; evaluate right after fitting")
-        for i in self.data.eval_idx.tolist() if frames is None else frames:
+        data = self.frame_data()
+        for i in data.eval_idx.tolist() if frames is None else frames:
             target, mask = self._target(i)
-            yield int(self.data.frame_index[i]), _image(target), mask[..., 0].cpu().numpy(), self.render(frame=i)
+            yield int(data.frame_index[i]), _image(target), mask[..., 0].cpu().numpy(), self.render(frame=i)
 
     def _target(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame ``i`` of the clip matted over the background, [H, W, 3], and its matte [H, W, 1]."""
-        target, mask = self.data.targets(torch.tensor([i], device=self.device),
-                                         torch.tensor(self.background, device=self.device))
+        target, mask = self.frame_data().targets(torch.tensor([i], device=self.device),
+                                              torch.tensor(self.background, device=self.device))
         return target[0], mask[0]
 
     def evaluate(self, refine_tracking: bool = False) -> dict:
@@ -212,10 +334,9 @@ class Avatar:
         ``refine_tracking=True``: first refine the held-out frames' expression/pose/translation
         photometrically with the avatar frozen (the landmark tracker alone leaves 1-2 px of
         misalignment, which the training frames lose through joint refinement); the refined
-        parameters are kept, so renders of those frames match the reported figures."""
-        if self.data is None:
-            raise DynavatarError("this avatar was loaded without its frames; evaluate right after fitting")
-        res = evaluate(self.gaussians, self.params, self.data, self.model, self.renderer, self.background,
+        parameters are kept, so renders of those frames match the reported figures. A loaded avatar
+        is evaluated on the frames its fit held out, read back from its dataset (``load``)."""
+        res = evaluate(self.gaussians, self.params, self.frame_data(), self.model, self.renderer, self.background,
                        refine_tracking=RefineTrackingConfig() if refine_tracking else None)
         if "params" in res:
             self.params = res.pop("params")
@@ -230,6 +351,7 @@ class Avatar:
         frames = range(self.params.batch_size) if frames is None else frames
         if labels:
             self._labels()  # a clear error before any frame is written
+        real = side_by_side and compare is None and self.frame_data(required=False) is not None
 
         def gen():
             for i in frames:
@@ -238,7 +360,7 @@ class Avatar:
                     img = np.concatenate([img, overlay(img, self.render_masks(frame=i).argmax(0))], 1)
                 if compare is not None:
                     img = np.concatenate([compare.render(frame=i), img], 1)
-                elif side_by_side and self.data is not None:
+                elif real:
                     img = np.concatenate([_image(self._target(i)[0]), img], 1)
                 yield img
         return write_video(path, gen(), fps=fps)
@@ -267,9 +389,10 @@ class Avatar:
         In place; returns self. ``motion`` poses the training frames (``training_motion``): the
         landmark parser draws the face parts from the landmarks the tracker fitted, so under the
         ``"tracked"`` default the mesh and the parsed lips line up without the refinement's drift."""
-        if self.data is not None and self.data.parsing is not None:
+        data = self.frame_data(required=False)
+        if data is not None and data.parsing is not None:
             labels, info = labels_from_parsing(self.gaussians, self.model, self.training_motion(motion),
-                                               self.data.cameras, self.data.parsing, self.train_idx.tolist(),
+                                               data.cameras, data.parsing, self.train_idx.tolist(),
                                                self.renderer, refine_steps=refine_steps, progress=progress, **kw)
             info["motion"] = motion
         else:
@@ -290,7 +413,7 @@ class Avatar:
         idx = [label_index(n) for n in ([name] if isinstance(name, str) else name)]
         return self._labels()[:, idx].sum(1) > threshold
 
-    @torch.no_grad()
+    @_no_grad
     def render_masks(self, frame: int | None = None, params: FlameParams | None = None,
                      camera: Cameras | None = None) -> np.ndarray:
         """Label probability images at any frame or pose, float32 [K, H, W] summing to 1 per pixel
@@ -298,7 +421,7 @@ class Avatar:
         params, camera = self._pose(frame, params, camera)
         return render_label_masks(self._world(params), camera, self._labels(), self.renderer).cpu().numpy()
 
-    @torch.no_grad()
+    @_no_grad
     def render_labels(self, frame: int | None = None, params: FlameParams | None = None,
                       camera: Cameras | None = None, alpha: float = 0.5) -> np.ndarray:
         """The render with each pixel's most likely label blended over it in the parser's colours
@@ -316,7 +439,7 @@ class Avatar:
         return sum(masks[i] for i in idx) > 0.5
 
     # ------------------------------------------------------------------ masks through time and pose
-    @torch.no_grad()
+    @_no_grad
     def splats_under_mask(self, mask: np.ndarray, frame: int | None = None, params: FlameParams | None = None,
                           camera: Cameras | None = None, threshold: float = 0.5, use_labels: bool = True
                           ) -> torch.Tensor:
@@ -330,7 +453,7 @@ class Avatar:
         return selection_from_mask(self._world(params), camera, m, self.renderer, threshold,
                                    labels=self.gaussians.labels if use_labels and self.has_labels else None)
 
-    @torch.no_grad()
+    @_no_grad
     def render_selection(self, selected: torch.Tensor, frame: int | None = None, params: FlameParams | None = None,
                          camera: Cameras | None = None) -> np.ndarray:
         """Exact mask route, second half: the coverage of ``selected`` splats at any time and

@@ -68,8 +68,8 @@ def run_edit_bench(avatar_dir: str | Path | None = None, prompt: str = "red hair
     sync_cuda()
     t_edit = time.perf_counter() - t1
     n = avatar.params.batch_size
-    eval_idx = (avatar.data.eval_idx.tolist() if avatar.data is not None
-                else split_train_eval(n, 0.1)[1].tolist())
+    data = avatar.frame_data(required=False)  # a loaded avatar reads its frames back here
+    eval_idx = data.eval_idx.tolist() if data is not None else split_train_eval(n, 0.1)[1].tolist()
     cmp = held_out_comparison(avatar, edited, plans, eval_idx, out_dir)
     return {"avatar": str(avatar_dir or "synthetic default-head clip"), "prompt": prompt,
             "plans": [p.summary() for p in plans], "editor": type(ed).__name__ if not isinstance(ed, str) else ed,

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import MissingDependencyError
+from .quiet import quiet_native_logs, settle_graph
 
 __all__ = ["FaceLandmarks", "LandmarkDetector", "MediapipeFaceMesh", "follow_face", "bbox_iou"]
 
@@ -66,17 +67,21 @@ class MediapipeFaceMesh:
     name = "mediapipe-facemesh"
 
     def __init__(self, max_faces: int = 3, min_detection_confidence: float = 0.5, tile_retry: bool = True) -> None:
-        try:
-            from mediapipe.python.solutions import face_mesh
-        except ImportError as exc:  # pragma: no cover - mediapipe is a core dependency
-            raise MissingDependencyError("mediapipe is needed for landmarks: pip install mediapipe==0.10.21") from exc
-        self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
-                                        min_detection_confidence=min_detection_confidence)
+        with quiet_native_logs():  # mediapipe's native logs (glog/absl/TF-Lite) stay off the terminal
+            try:
+                from mediapipe.python.solutions import face_mesh
+            except ImportError as exc:  # pragma: no cover - mediapipe is a core dependency
+                raise MissingDependencyError("mediapipe is needed for landmarks: "
+                                             "pip install mediapipe==0.10.21") from exc
+            self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
+                                            min_detection_confidence=min_detection_confidence)
+            settle_graph(self._mesh)  # its models load (and log) on the graph's threads: wait for them here
         self.tile_retry = tile_retry
 
     def _run(self, image: np.ndarray) -> list[FaceLandmarks]:
         h, w = image.shape[:2]
-        res = self._mesh.process(np.ascontiguousarray(image))
+        with quiet_native_logs():  # the graph starts (and logs) on the first call
+            res = self._mesh.process(np.ascontiguousarray(image))
         faces = []
         for lm in res.multi_face_landmarks or []:
             p = np.array([(q.x * w, q.y * h, q.z * w) for q in lm.landmark], dtype=np.float64)
@@ -115,7 +120,8 @@ class MediapipeFaceMesh:
         return []
 
     def close(self) -> None:
-        self._mesh.close()
+        with quiet_native_logs():
+            self._mesh.close()
 
 
 def follow_face(detector: LandmarkDetector, image: np.ndarray, previous: FaceLandmarks | None,

@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import MissingDependencyError
+from .quiet import quiet_native_logs, settle_graph
 
 __all__ = ["Matter", "MediapipeSelfieMatte"]
 
@@ -25,17 +26,21 @@ class MediapipeSelfieMatte:
     name = "mediapipe-selfie"
 
     def __init__(self, model_selection: int = 0) -> None:
-        try:
-            from mediapipe.python.solutions import selfie_segmentation
-        except ImportError as exc:  # pragma: no cover
-            raise MissingDependencyError("mediapipe is needed for matting: pip install mediapipe==0.10.21") from exc
-        self._seg = selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+        with quiet_native_logs():  # mediapipe's native logs (glog/absl/TF-Lite) stay off the terminal
+            try:
+                from mediapipe.python.solutions import selfie_segmentation
+            except ImportError as exc:  # pragma: no cover
+                raise MissingDependencyError("mediapipe is needed for matting: pip install mediapipe==0.10.21") from exc
+            self._seg = selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+            settle_graph(self._seg)  # its model loads (and logs) on the graph's threads: wait for it here
 
     def matte(self, image: np.ndarray) -> np.ndarray:
-        res = self._seg.process(np.ascontiguousarray(image))
+        with quiet_native_logs():  # the graph starts (and logs) on the first call
+            res = self._seg.process(np.ascontiguousarray(image))
         if res.segmentation_mask is None:
             return np.zeros(image.shape[:2], dtype=np.float32)
         return np.clip(res.segmentation_mask, 0.0, 1.0).astype(np.float32)
 
     def close(self) -> None:
-        self._seg.close()
+        with quiet_native_logs():
+            self._seg.close()

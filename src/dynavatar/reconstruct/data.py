@@ -21,7 +21,7 @@ class TrainData:
     images: Tensor  # [N, R, R, 3] uint8
     mattes: Tensor  # [N, R, R] uint8
     cameras: Cameras  # [N] at resolution R
-    params: FlameParams  # [N] tracked
+    params: FlameParams | None  # [N] tracked (None: frames re-attached to a saved avatar whose tracking is gone)
     frame_index: np.ndarray  # [N] source video frames
     train_idx: Tensor  # [T] long
     eval_idx: Tensor  # [E] long (the last frames; never trained on)
@@ -47,13 +47,50 @@ def split_train_eval(n: int, eval_fraction: float) -> tuple[Tensor, Tensor]:
     return torch.arange(0, n - n_eval), torch.arange(n - n_eval, n)
 
 
-def load_train_data(dataset: FrameDataset, tracking: TrackingResult, resolution: int, eval_fraction: float = 0.1,
-                    device: torch.device | str = "cpu") -> TrainData:
+def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, resolution: int,
+                    eval_fraction: float = 0.1, device: torch.device | str = "cpu", *, cameras: Cameras | None = None,
+                    split: tuple[list[int], list[int]] | None = None) -> TrainData:
+    """The dataset's frames at ``resolution`` with the tracking's cameras and parameters.
+
+    Re-attaching the frames of a saved avatar (``reattach``) passes what the fit recorded instead:
+    ``split`` (train_idx, eval_idx) rather than one recomputed from ``eval_fraction``, and the saved
+    ``cameras`` [N] (exactly those the avatar was fitted with) rather than the tracking's; the
+    tracking may then be None (gone or redone), which leaves ``params`` None."""
+    n = len(dataset)
+    if tracking is not None and len(tracking) != n:
+        raise ValueError(f"dataset has {n} frames but the tracking has {len(tracking)}")
+    if cameras is not None and len(cameras) != n:
+        raise ValueError(f"dataset has {n} frames but {len(cameras)} cameras were given")
+    if tracking is None and cameras is None:
+        raise ValueError("give the tracking or the frames' cameras")
+    imgs, mattes, parsing = _read_frames(dataset, resolution)
+    cams = cameras if cameras is not None else _crop_cameras(tracking.cameras, resolution)
+    train_idx, eval_idx = split_train_eval(n, eval_fraction) if split is None else (
+        torch.as_tensor(split[0], dtype=torch.long), torch.as_tensor(split[1], dtype=torch.long))
+    # Landmarks scale like the principal point (pixel-edge convention).
+    lmk = torch.as_tensor(dataset.lmk_crop[..., :2] * (resolution / dataset.resolution), dtype=torch.float32)
+    return TrainData(torch.from_numpy(imgs).to(device), torch.from_numpy(mattes).to(device), cams.to(device),
+                     None if tracking is None else tracking.params.to(device), dataset.frame_index.copy(),
+                     train_idx.to(device), eval_idx.to(device),
+                     None if parsing is None else torch.from_numpy(parsing).to(device),
+                     lmk.to(device), torch.as_tensor(dataset.detected, dtype=torch.bool).to(device))
+
+
+def _crop_cameras(cameras: Cameras, resolution: int) -> Cameras:
+    """The tracking's crop cameras [N] at ``resolution`` (pixel-edge convention: scaling the principal
+    point scales the image exactly)."""
+    s = resolution / cameras.width
+    Ks = cameras.Ks.clone()
+    Ks[:, :2] *= s
+    return Cameras(cameras.viewmats.clone(), Ks, resolution, resolution)
+
+
+def _read_frames(dataset: FrameDataset, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every crop, matte and (when complete) parsing map at ``resolution``:
+    uint8 [N, R, R, 3], [N, R, R], [N, R, R] or None."""
     import cv2
 
     n = len(dataset)
-    if len(tracking) != n:
-        raise ValueError(f"dataset has {n} frames but the tracking has {len(tracking)}")
     imgs = np.empty((n, resolution, resolution, 3), np.uint8)
     mattes = np.empty((n, resolution, resolution), np.uint8)
     has_parsing = (dataset.root / "parsing").is_dir()
@@ -72,14 +109,4 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult, resolution:
             else:
                 parsing[i] = lab if lab.shape[0] == resolution else cv2.resize(
                     lab, (resolution, resolution), interpolation=cv2.INTER_NEAREST)
-    s = resolution / tracking.cameras.width
-    Ks = tracking.cameras.Ks.clone()
-    Ks[:, :2] *= s  # pixel-edge convention: scaling the principal point scales the image exactly
-    cams = Cameras(tracking.cameras.viewmats.clone(), Ks, resolution, resolution).to(device)
-    train_idx, eval_idx = split_train_eval(n, eval_fraction)
-    # Landmarks scale like the principal point (pixel-edge convention).
-    lmk = torch.as_tensor(dataset.lmk_crop[..., :2] * (resolution / dataset.resolution), dtype=torch.float32)
-    return TrainData(torch.from_numpy(imgs).to(device), torch.from_numpy(mattes).to(device), cams,
-                     tracking.params.to(device), dataset.frame_index.copy(), train_idx.to(device), eval_idx.to(device),
-                     None if parsing is None else torch.from_numpy(parsing).to(device),
-                     lmk.to(device), torch.as_tensor(dataset.detected, dtype=torch.bool).to(device))
+    return imgs, mattes, parsing

@@ -57,12 +57,13 @@ def label_comparison_grid(avatar, frames, groups: tuple[str, ...] = ("skin", "ha
 
     from .metrics import group_argmax
 
-    if avatar.data is None or avatar.data.parsing is None:
+    data = avatar.frame_data(required=False)  # a loaded avatar reads its frames back here
+    if data is None or data.parsing is None:
         raise ValueError("the avatar has no parsed frames to compare with (fit it from a parsed clip)")
     rows = []
     for i in frames:
-        image = avatar.data.images[i].cpu().numpy()
-        truth = avatar.data.parsing[i].cpu().numpy()
+        image = data.images[i].cpu().numpy()
+        truth = data.parsing[i].cpu().numpy()
         pred = group_argmax(avatar.render_masks(frame=i))
         row = label_comparison_row(image, truth, pred, groups)
         if scale != 1.0:

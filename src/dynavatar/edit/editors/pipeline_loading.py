@@ -61,7 +61,8 @@ def load_pipeline(kind: str, model: str, device: str | torch.device = "auto", dt
     """Load a diffusers pipeline of ``kind`` (``PIPELINES``) from a local folder or the HF cache.
 
     The tokenizer is checked for a non-empty vocabulary (offline, ``CLIPTokenizer.from_pretrained``
-    can return an empty one).
+    can return an empty one). The pipeline's own denoising progress bar starts disabled: the edit
+    loop shows one bar for the whole edit, and a bar per keyframe between its updates is noise.
     """
     if local_files_only and not _is_cached(model):
         raise MissingWeightsError(missing_weights_message(model, what))
@@ -88,4 +89,6 @@ def load_pipeline(kind: str, model: str, device: str | torch.device = "auto", dt
     if tok is not None and not getattr(tok, "vocab_size", 0):
         raise MissingWeightsError(f"the tokenizer of {model!r} loaded empty (vocab_size 0): the tokenizer files "
                                   f"are missing from the cache. {missing_weights_message(model, what)}")
+    if hasattr(pipe, "set_progress_bar_config"):  # the edit shows its own bar; an editor asked for
+        pipe.set_progress_bar_config(disable=True)  # ``progress=True`` turns the pipeline's back on
     return pipe.to(dev)
