@@ -1,17 +1,23 @@
 """Where optional model weights live in the ecosystem's own caches, and whether they are there.
 
 Nothing here downloads anything: it only looks, so ``dynavatar info`` can say which real backends
-can run offline on this machine and which weights to fetch for the others.
+can run offline on this machine and which weights to fetch for the others. Looking opens no socket:
+``find_weights`` reads the cache folders, and ``hub_offline`` puts huggingface_hub in offline mode
+around loads that must come from the cache only (``local_files_only``), so nothing in them (a
+metadata request, a telemetry ping) reaches the network either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
 __all__ = ["KnownWeights", "KNOWN_WEIGHTS", "hf_hub_cache", "torch_hub_checkpoints", "find_weights", "find_hub_weights",
-           "weights_label", "fetch_hint", "missing_weights_message", "broken_weights_message"]
+           "weights_label", "fetch_hint", "missing_weights_message", "broken_weights_message", "hub_offline"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +70,41 @@ def find_weights(w: KnownWeights) -> Path | None:
 def find_hub_weights(repo: str) -> Path | None:
     """The local snapshot of any Hugging Face repo id (listed in KNOWN_WEIGHTS or not), else None."""
     return find_weights(KnownWeights(repo, "", hub_repo=repo))
+
+
+@contextlib.contextmanager
+def hub_offline(enabled: bool = True) -> Iterator[None]:
+    """Within the block, huggingface_hub (and transformers / diffusers through it) is in offline mode.
+
+    ``HF_HUB_OFFLINE`` is read once, when huggingface_hub is imported, so setting the variable is
+    not enough once it is loaded: its ``constants.HF_HUB_OFFLINE`` is set too, and both are restored
+    on exit. Process-wide while it lasts (like the variable itself). ``enabled=False`` does nothing,
+    so callers can pass their ``local_files_only``.
+    """
+    if not enabled:
+        yield
+        return
+    saved_env = os.environ.get("HF_HUB_OFFLINE")
+    constants = sys.modules.get("huggingface_hub.constants")
+    saved_const = getattr(constants, "HF_HUB_OFFLINE", None)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
+        now = sys.modules.get("huggingface_hub.constants")  # if first imported in the block, it read "1"
+        if now is not None:
+            now.HF_HUB_OFFLINE = saved_const if constants is not None else (
+                _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"))
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
 
 
 # One wording for every "weights missing" error (editors, SDS, the LLM refiner, parsers), so a user

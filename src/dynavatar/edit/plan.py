@@ -48,6 +48,8 @@ class EditPlan:
     num_steps: int = 20  # diffusion sampling steps
     mask_dilation: int = 6  # pixels (at 512x512) the region mask grows before editing
     refiner: str = "rule"  # which refiner produced the plan
+    understood: list[str] = dataclasses.field(default_factory=list)  # the prompt's words a rule mapped to the plan
+    ignored: list[str] = dataclasses.field(default_factory=list)  # content words nothing used (typos, unknown words)
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "EditPlan":
@@ -59,6 +61,10 @@ class EditPlan:
             bad("prompt must be a string")
         if self.kind not in EDIT_KINDS:
             bad(f"kind {self.kind!r} is not one of {EDIT_KINDS}")
+        for field in ("understood", "ignored"):
+            words = getattr(self, field)
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                bad(f"{field} must be a list of words")
         for field in ("regions", "preserve"):
             names = getattr(self, field)
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -139,7 +145,8 @@ class EditPlan:
             raise EditPlanError(f"edit plan is not valid JSON: {e}") from None
 
     def summary(self) -> str:
-        """One line a person reads before the GPU starts."""
+        """One line a person reads before the GPU starts; it names the words the refiner ignored, so a
+        typo or an unknown word is seen before the edit runs without it."""
         extra = []
         if self.colour is not None:
             extra.append(f"colour {self.colour_name or ''} rgb({', '.join(f'{c:.2f}' for c in self.colour)})")
@@ -148,8 +155,10 @@ class EditPlan:
         if self.expression:
             extra.append("expression " + ", ".join(f"{k}={v:.2f}" for k, v in self.expression.items()))
         keep = f"; keep {', '.join(self.preserve)}" if self.preserve else ""
+        heard = (f"  I understood: {', '.join(self.understood) or 'nothing'}; ignored: {', '.join(self.ignored)}"
+                 if self.ignored else "")
         return (f"[{self.kind}] {', '.join(self.regions) or '(FLAME expression)'}: {self.instruction!r}"
-                + (f" ({'; '.join(extra)})" if extra else "") + keep + f"  [refiner: {self.refiner}]")
+                + (f" ({'; '.join(extra)})" if extra else "") + keep + f"  [refiner: {self.refiner}]" + heard)
 
 
 def _finite(v: Any) -> bool:

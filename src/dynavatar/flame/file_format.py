@@ -89,7 +89,7 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _raw_from_pickle(path: Path) -> dict[str, Any]:
-    obj = safe_load_pickle(path.read_bytes())
+    obj = safe_load_pickle(path.read_bytes(), source=str(path))
     if not isinstance(obj, dict):
         raise FlameFileError(f"{path}: expected a dict of arrays, found {type(obj).__name__}")
     return {str(k): v for k, v in obj.items()}

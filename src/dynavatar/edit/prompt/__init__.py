@@ -6,7 +6,8 @@ The modules follow the way a prompt travels:
 - ``rule_refiner.py``: ``RuleRefiner``, offline and deterministic, the default and every model
   refiner's fallback. It reads a prompt with ``vocabulary.py`` (the words and patterns) and
   ``colour_names.py`` (colour names -> sRGB), parses it into drafts with ``grammar.py`` and writes
-  plans from the drafts with ``wording.py`` (``text.py`` holds the helpers both share);
+  plans from the drafts with ``wording.py`` (``text.py`` holds the helpers both share; ``language.py``
+  tells a prompt in another language, which it refuses rather than misreads);
 - ``chat.py``: ``ChatRefiner``, the base of the model refiners (system prompt, repair re-ask,
   fallback), with ``model_reply.py`` turning a model's reply into a plan;
 - ``local_llm.py``: ``TransformersRefiner``, a local chat model through transformers;

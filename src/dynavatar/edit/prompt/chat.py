@@ -61,7 +61,8 @@ def build_system_prompt() -> str:
     for example in ("red hair but keep the eyebrows", "add round glasses", "make her smile slightly"):
         d = rule.refine(example).to_dict()
         short = {k: v for k, v in d.items() if k not in ("prompt", "refiner", "negative_prompt", "text_guidance",
-                                                         "image_guidance", "num_steps", "mask_dilation", "strength")
+                                                         "image_guidance", "num_steps", "mask_dilation", "strength",
+                                                         "understood", "ignored")
                  and v not in (None, [], "")}
         lines += [f"Request: {example}", json.dumps(short)]
     return "\n".join(lines)
@@ -122,6 +123,10 @@ class ChatRefiner:
         reason = re.sub(r"\s+", " ", reason)
         reason = reason if len(reason) <= 240 else reason[:237] + "..."
         logger.warning("%s could not refine %r (%s); using the rule-based refiner", self.name, prompt, reason)
-        plan = RuleRefiner().refine(prompt)
+        try:
+            plan = RuleRefiner().refine(prompt)
+        except EditPlanError as e:  # e.g. a prompt in another language: say why the model did not answer too
+            raise EditPlanError(f"{self.name} could not refine the prompt ({reason}) and the rule-based refiner "
+                                f"cannot either: {e}") from e
         plan.refiner = f"rule (fallback from {self.name}: {reason})"
         return plan.validate()

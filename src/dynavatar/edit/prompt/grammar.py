@@ -57,6 +57,7 @@ class Clause:
     has_target: bool  # names a region, an object or an expression
     has_content: bool  # has words no rule explained (a free-form edit)
     starts_with_verb: bool
+    residual: list[str] = dataclasses.field(default_factory=list)  # those words, in order
 
     @property
     def complete(self) -> bool:
@@ -130,8 +131,10 @@ def _analyse(clause: str) -> Clause:
                                                           quiet=bool(drafts))
     drafts.extend(target_drafts)
     has_target = has_targets or bool(expression) or bool(removed) or bool(item_drafts) or bool(special)
+    if expression:  # "big smile", "smile gently": the adverbs set the intensity
+        residual = [w for w in residual if not re.fullmatch(f"{LOW_EXPR}|{HIGH_EXPR}", w)]
     return Clause(clause, sorted(drafts, key=lambda d: d.pos), preserve, has_target, bool(residual),
-                   starts_with_verb)
+                   starts_with_verb, residual)
 
 
 def _item_drafts(text: str, low: bool, percent: float | None, clause: str):

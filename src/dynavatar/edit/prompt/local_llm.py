@@ -1,8 +1,8 @@
 """``TransformersRefiner``: prompt refinement by a local chat model through ``transformers``.
 
-Qwen2.5-1.5B-Instruct by default, loaded lazily from the Hugging Face cache (``local_files_only``:
-nothing is downloaded unless asked), greedy decoding so a plan is reproducible. Tests inject tiny
-random models built offline.
+Qwen2.5-1.5B-Instruct by default, loaded lazily from the Hugging Face cache (``local_files_only``,
+inside ``dynavatar.weights.hub_offline``: nothing is downloaded and no connection is opened unless
+asked), greedy decoding so a plan is reproducible. Tests inject tiny random models built offline.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import os
 from typing import Any
 
 from ...errors import DynavatarError, MissingDependencyError
-from ...weights import broken_weights_message, fetch_hint, find_hub_weights, missing_weights_message, weights_label
+from ...weights import (broken_weights_message, fetch_hint, find_hub_weights, hub_offline, missing_weights_message,
+                        weights_label)
 from .chat import ChatRefiner
 
 __all__ = ["TransformersRefiner", "DEFAULT_LLM"]
@@ -68,19 +69,23 @@ class TransformersRefiner(ChatRefiner):
         device = resolve_device(self.device)
         source = self.model_id
         try:
-            if self._tokenizer is None:
-                self._tokenizer = transformers.AutoTokenizer.from_pretrained(
-                    source, local_files_only=self.local_files_only)
-            if self._model is None:
-                dtype = "auto" if device.type == "cuda" else torch.float32
-                key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-                self._model = transformers.AutoModelForCausalLM.from_pretrained(
-                    source, local_files_only=self.local_files_only, **{key: dtype}).to(device).eval()
+            with hub_offline(self.local_files_only):
+                self._from_pretrained(transformers, torch, source, device)
         except (OSError, ValueError) as e:
             raise DynavatarError(self._missing_message(e)) from e
         if len(self._tokenizer) == 0:  # an empty tokenizer is what some offline lookups return
             raise DynavatarError(f"the tokenizer of {self.model_id!r} is empty. {fetch_hint(self.model_id)} "
                                  f"{_RULES_HINT}")
+
+    def _from_pretrained(self, transformers: Any, torch: Any, source: str, device: Any) -> None:
+        """The tokenizer and the model that were not injected, through transformers' own loaders."""
+        if self._tokenizer is None:
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=self.local_files_only)
+        if self._model is None:
+            dtype = "auto" if device.type == "cuda" else torch.float32
+            key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+            self._model = transformers.AutoModelForCausalLM.from_pretrained(
+                source, local_files_only=self.local_files_only, **{key: dtype}).to(device).eval()
 
     def _missing_message(self, e: Exception) -> str:
         """The shared "weights missing" wording (``dynavatar.weights``), plus the way to go on without them."""

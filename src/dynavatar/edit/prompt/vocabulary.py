@@ -23,10 +23,10 @@ import re
 from ..plan import EXPRESSIONS
 
 __all__ = ["Target", "Item", "TARGETS", "ITEMS", "MASS_NOUNS", "MATERIAL_ADJ", "TONES", "PERSON_RE", "VERBS",
-           "ADD_VERB_RE", "DEFINITE", "STOP_WORDS", "PHRASE_STOP", "LOW_ADVERB", "LOW_EXPR", "HIGH_EXPR",
-           "PERCENT_RE", "TARGET_RE", "TARGET_OF", "ITEM_RE", "ITEM_OF", "MATERIAL_RE", "MATERIAL_OF", "NEG_RE",
-           "NO_RE", "POSTFIX_NEG_RE", "BUT_RE", "REST_RE", "REMOVE_VERB_RE", "BALD_RE", "SHAVEN_RE", "TAKE_OFF_RE",
-           "EXPRESSION_RES", "EXPR_DEFAULT", "EXPR_REGIONS", "SPLIT_RE"]
+           "ADD_VERB_RE", "DEFINITE", "STOP_WORDS", "FILLER_WORDS", "PHRASE_STOP", "LOW_ADVERB", "LOW_EXPR",
+           "HIGH_EXPR", "PERCENT_RE", "TARGET_RE", "TARGET_OF", "ITEM_RE", "ITEM_OF", "MATERIAL_RE", "MATERIAL_OF",
+           "NEG_RE", "NO_RE", "POSTFIX_NEG_RE", "BUT_RE", "REST_RE", "REMOVE_VERB_RE", "BALD_RE", "SHAVEN_RE",
+           "TAKE_OFF_RE", "EXPRESSION_RES", "EXPR_DEFAULT", "EXPR_REGIONS", "SPLIT_RE"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +179,12 @@ STOP_WORDS = frozenset("""a an the his her him their them they he she it its to 
     would should can could up bit little slightly very really super extra quite rather lot tad touch hint
     somewhat subtle subtly faint faintly mildly barely i we you wearing wear wears one pair colours colour
     light pale pastel dark deep bright vivid vibrant neon muted dusty soft rich same new different s""".split())
+
+# Words with no edit of their own, never reported as "ignored" (reporting only: parsing uses STOP_WORDS).
+FILLER_WORDS = STOP_WORDS | frozenset("""or not no too than much many any even still rather kind sort way thing
+    things something do does did done don't doesn't want wanted need needs get got go going will shall may might
+    must been being has had having hey hi thanks thank ok okay well there here what which who else everything
+    anything rest""".split())
 
 LOW_ADVERB = (r"\b(?:slightly|slight|a (?:little )?bit(?: of)?|a little|a tad|a touch(?: of)?|a hint(?: of)?"
                r"|hint of|subtle|subtly|faint|faintly|somewhat|mildly|barely|partially|partly)\b")
