@@ -192,3 +192,31 @@ def test_real_format_pickles_still_load(tmp_path, protocol):
     np.testing.assert_allclose(data.J_regressor, arrays["J_regressor"].toarray())
     ch = read_flame_file(write_chumpy_pickle(tmp_path / "c.pkl", arrays))
     np.testing.assert_array_equal(ch.posedirs, arrays["posedirs"])
+
+
+def _npz_with_header(path, shape, payload: bytes = b"\0" * 64) -> None:
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("v_template.npy", head.getvalue() + payload)
+
+
+def test_npz_members_that_claim_more_than_they_hold_are_refused_before_allocating(tmp_path):
+    import io
+    import zipfile
+
+    _npz_with_header(tmp_path / "liar.npz", (10**10,))
+    with zipfile.ZipFile(tmp_path / "zipbomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        buf = io.BytesIO()
+        np.save(buf, np.zeros(40_000_000))  # 320 MB of zeros in a ~300 KB archive
+        z.writestr("v_template.npy", buf.getvalue())
+    for name, words in (("liar.npz", "claims an array"), ("zipbomb.npz", "unpack to over")):
+        tracemalloc.start()
+        with pytest.raises(FlameFileError, match=words) as e:
+            read_flame_file(tmp_path / name)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 50 * 2**20 and "\n" not in str(e.value) and str(e.value).count("refused") == 1

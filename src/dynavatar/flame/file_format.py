@@ -95,10 +95,40 @@ def _raw_from_pickle(path: Path) -> dict[str, Any]:
     return {str(k): v for k, v in obj.items()}
 
 
+# An .npz member's header says how big its array is, and numpy allocates that before reading a byte:
+# a few hundred compressed bytes can ask for gigabytes. The declared sizes are checked first.
+_NPZ_MAX_RATIO = 200  # uncompressed / compressed bytes over the whole archive (real FLAME files: < 5)
+_NPZ_MAX_BYTES = 2 << 30
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse an archive whose members declare more data than they hold, or far more than its size."""
+    budget = min(_NPZ_MAX_BYTES, _NPZ_MAX_RATIO * path.stat().st_size + (64 << 20))
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            total += info.file_size
+            if total > budget:
+                raise FlameFileError(f"{path}: refused, its members unpack to over {budget / 2**20:,.0f} MB "
+                                     f"from a {path.stat().st_size:,}-byte file; not a FLAME file?")
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                shape, _, dtype = np.lib.format._read_array_header(member, version)
+                declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if declared > info.file_size:
+                raise FlameFileError(f"{path}: refused, member {info.filename} claims an array of shape {shape} "
+                                     f"({declared:,} bytes) but holds {info.file_size:,}; the file is corrupt")
+
+
 def _raw_from_npz(path: Path) -> dict[str, Any]:
     try:
+        _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+    except FlameFileError:
+        raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise FlameFileError(
             f"{path}: not a readable .npz ({type(exc).__name__}: {exc}); it is truncated, corrupt "
