@@ -144,9 +144,9 @@ class Avatar:
     @classmethod
     def from_video(cls, path: str | os.PathLike, *, head=None, out_dir=None, preset: str = "fast",
                    device: str = "auto", max_frames: int | None = None, resolution: int | None = None,
-                   progress: bool = True, config=None) -> "Avatar":
+                   progress: bool = True, config=None, resume: bool = True) -> "Avatar":
         """Preprocess (cached), track (cached), then fit. ``out_dir`` keeps all of it and lets a
-        killed run resume from its last checkpoint. ``config``: a ``PipelineConfig`` for every stage,
+        killed run resume from its last checkpoint (``resume=False`` starts over). ``config``: a ``PipelineConfig`` for every stage,
         or a ``ReconstructConfig`` that replaces the preset's reconstruction; ``resolution`` (crop
         side, default 512) and ``max_frames`` override its preprocessing. Under ``accelerate launch``
         the processes train data-parallel over frames (``reconstruct/distributed.py``); only the main
@@ -155,11 +155,13 @@ class Avatar:
         out = Path(out_dir) if out_dir else Path(str(path) + ".dynavatar")
         with data_parallel().main_first():  # the main process fills the cache, the others read it
             preprocess(path, out / "data", config=pipe.preprocess, progress=progress)
-        return cls.from_dataset(out / "data", head=head, out_dir=out, device=device, progress=progress, config=pipe)
+        return cls.from_dataset(out / "data", head=head, out_dir=out, device=device, progress=progress, config=pipe,
+                                resume=resume)
 
     @classmethod
     def from_dataset(cls, dataset_dir: str | os.PathLike, *, head=None, out_dir=None, preset: str = "fast",
-                     device: str = "auto", progress: bool = True, config=None, tracking=None) -> "Avatar":
+                     device: str = "auto", progress: bool = True, config=None, tracking=None,
+                     resume: bool = True) -> "Avatar":
         """Fit to a preprocessed (or imported, e.g. VHAP) dataset; tracks it first unless its tracking
         is cached (``tracking`` passes a TrackingResult in instead). ``config`` as in ``from_video``;
         the resolved settings are written to ``OUT/config.json``, and the avatar's metadata records
@@ -177,7 +179,8 @@ class Avatar:
                 tracking = cached_tracking(ds, pipe.track, head=head, device=dev, progress=progress)
         cfg = pipe.reconstruct
         data = load_train_data(ds, tracking, cfg.resolution, cfg.eval_fraction, device=dev)
-        fit = fit_avatar(data, tracked_head(tracking, head), renderer_for(dev), cfg, out_dir=out, progress=progress)
+        fit = fit_avatar(data, tracked_head(tracking, head), renderer_for(dev), cfg, out_dir=out, progress=progress,
+                         resume=resume)
         meta = {"source": str(dataset_dir.resolve()), "preset": pipe.name, "head": tracking.head,
                 "fit_seconds": fit.seconds, "history": fit.history, "frame_index": [int(i) for i in data.frame_index],
                 "dataset": dataset_record(ds, data, cfg.eval_fraction)}  # how a loaded avatar finds its frames

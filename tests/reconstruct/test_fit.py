@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dynavatar.api import Avatar
+from dynavatar.errors import ConfigError
 from dynavatar.flame import FlameModel
 from dynavatar.reconstruct import ReconstructConfig, TrainingDivergedError, evaluate, fit_avatar
 from dynavatar.geometry.photometric import psnr, ssim
@@ -84,9 +85,13 @@ def test_checkpoint_resume(setup, tmp_path):
     res = fit_avatar(data, model, renderer, _cfg(14, checkpoint_every=5), out_dir=tmp_path, progress=False)
     steps = [h["step"] for h in res.history]
     assert steps[0] == 0 and 10 in steps and steps[-1] == 13  # continued, did not restart
-    # other settings (a different preset in the same folder) start over instead of resuming
+    # other settings (a different preset in the same folder) are refused, not silently started over;
+    # resume=False (--restart) starts over (tests/reconstruct/test_resume.py has the details)
+    with pytest.raises(ConfigError, match="other settings"):
+        fit_avatar(data, model, renderer, _cfg(4, checkpoint_every=5, splats_per_face=2), out_dir=tmp_path,
+                   progress=False)
     res = fit_avatar(data, model, renderer, _cfg(4, checkpoint_every=5, splats_per_face=2), out_dir=tmp_path,
-                     progress=False)
+                     progress=False, resume=False)
     assert [h["step"] for h in res.history][0] == 0 and len(res.history) <= 4
 
 

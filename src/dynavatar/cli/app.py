@@ -15,7 +15,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import DynavatarError
+from ..errors import DynavatarError, RunInterrupted
 
 __all__ = ["main", "fail"]
 
@@ -61,7 +61,7 @@ class GuardedGroup(click.Group):
         except DynavatarError as exc:
             if _debug(ctx):
                 raise
-            fail(exc)
+            fail(exc, code=130 if isinstance(exc, RunInterrupted) else 2)
         except KeyboardInterrupt:
             click.secho("interrupted (nothing half-written was kept; run the same command to resume)",
                         fg="yellow", err=True)

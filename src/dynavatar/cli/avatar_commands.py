@@ -167,7 +167,7 @@ def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str,
     if settings or config_file:  # the loop's settings: EditConfig for idu, SDSEditConfig for sds
         config = apply_settings(SDSEditConfig() if method == "sds" else EditConfig(), settings, config_file)
     if not plan_only:
-        out_dir = check_output_dir(out_dir, "edited-avatar", inputs=[avatar_dir])
+        out_dir = check_output_dir(out_dir, "avatar", inputs=[avatar_dir])
     a = Avatar.load(avatar_dir, device=device)
     r = get_refiner(refiner)
     plans = r.refine_all(prompt) if hasattr(r, "refine_all") else [r.refine(prompt)]
@@ -178,5 +178,5 @@ def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str,
     edited = a.edit(prompt, editor=editor, method=method, refiner=r, config=config)
     edited.save(out_dir)
     video = edited.render_video(out_dir / "before_after.mp4", compare=a)
-    mark_output_dir(out_dir, "edited-avatar")
+    mark_output_dir(out_dir, "avatar")
     click.echo(f"edited avatar in {out_dir}; before/after video {video}")

@@ -32,6 +32,7 @@ from ..gaussians.avatar import GaussianAvatar, num_sh_bases
 from ..geometry.cameras import Cameras
 from ..geometry.labels import NUM_LABELS
 from .checkpoint import CHECKPOINT_FORMAT, load_state, save_state
+from .output_dir import mark_output_dir
 
 __all__ = ["SavedAvatar", "save_avatar", "load_avatar"]
 
@@ -63,7 +64,9 @@ def save_avatar(folder: str | os.PathLike, gaussians: GaussianAvatar, model: Fla
             extra.update(dict(zip(_TORSO_MOTION_KEYS, model.torso_motion)))
     meta = {**meta, "resolution": int(cameras.width), "background": list(background),
             "head_source": getattr(model, "source", None), "n_shape": model.n_shape, "n_expr": model.n_expr}
-    return save_state(folder, gaussians, params, meta, extra)
+    folder = save_state(folder, gaussians, params, meta, extra)
+    mark_output_dir(folder, "avatar")  # the folder is dynavatar's: a later save may replace it
+    return folder
 
 
 def load_avatar(folder: str | os.PathLike, head=None, device: str | torch.device = "cpu") -> SavedAvatar:

@@ -49,6 +49,8 @@ class ReconstructConfig:
     torso: bool | str = "auto"  # torso sheet below the neck for shoulders/clothes (flame.torso); "auto":
     # when the parsed frames show clothes (or, unparsed, the matte reaches the bottom edge)
     checkpoint_every: int = 2000  # steps between checkpoints (0 = none)
+    checkpoint_seconds: float = 60.0  # also a checkpoint when this long has passed since the last (0 = off);
+    # either rule writes one, and a checkpoint resumes the run exactly (``reconstruct.resume``)
     log_every: int = 50
     lr: LearningRates = dataclasses.field(default_factory=LearningRates)
     densify: BindingStrategy = dataclasses.field(default_factory=BindingStrategy)
@@ -65,7 +67,7 @@ class ReconstructConfig:
 
 def _tiny() -> ReconstructConfig:
     return ReconstructConfig(
-        resolution=128, steps=300, batch_size=2, checkpoint_every=0, log_every=25,
+        resolution=128, steps=300, batch_size=2, checkpoint_every=0, log_every=25,  # checkpoints by time only
         lr=LearningRates(means_local=1e-2, log_scales_local=2e-2, opacity_logits=5e-2, sh=2e-2),
         densify=BindingStrategy(refine_start=100, refine_stop=250, refine_every=50, reset_every=0,
                                 grad_threshold=4e-4))

@@ -3,8 +3,10 @@
 Per step: pick frames, pose FLAME with the tracked (and jointly refined) parameters, bind the
 splats to the posed triangles, render, compare with the matted frame (L1 + D-SSIM), add the
 binding regularisers of GaussianAvatars (splats stay near and small relative to their triangle),
-step Adam, densify with the binding-aware strategy. Checkpoints are written every N steps and a
-run resumes from the last one; a NaN/inf stops the run after saving the last good state.
+step Adam, densify with the binding-aware strategy. Checkpoints are written every N steps or M
+seconds, and a run resumes from the last one exactly (``resume.py``: optimizer moments, RNG
+streams and densification statistics included); Ctrl-C saves and raises ``RunInterrupted``; a
+NaN/inf stops the run after saving the last good state.
 
 The per-frame motion that is refined (``refine_tracking.MOTION_FIELDS``) includes two things the
 landmark tracker does not fit: a neck bend (kept at zero mean, see ``_UNTRACKED``) and a shift of
@@ -25,13 +27,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..errors import DynavatarError
+from ..errors import DynavatarError, RunInterrupted
 from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar, rgb_to_sh
 from ..gaussians.binding import bind
 from ..gaussians.densify import DensifyState, densify_step
 from ..geometry.cameras import project_points
-from ..io.checkpoint import load_state, save_state
 from .config import ReconstructConfig
 from .data import TrainData
 from .distributed import DataParallel, data_parallel
@@ -39,6 +40,7 @@ from .landmark_anchor import anchor_applies, landmark_anchor
 from ..geometry.photometric import l1 as l1_loss
 from ..geometry.photometric import photometric_loss, psnr, ssim
 from .refine_tracking import MOTION_FIELDS, motion_optimizer
+from .resume import Checkpointer, DeferredInterrupt, load_checkpoint, rng_state
 
 __all__ = ["FitResult", "fit_avatar", "attach_torso", "evaluate", "TrainingDivergedError"]
 
@@ -120,21 +122,6 @@ def attach_torso(model: FlameModel, data: TrainData, max_frames: int = 64) -> Fl
     return head.with_torso(vertices, faces)
 
 
-def _same_config(ckpt_dir: Path, cfg: ReconstructConfig) -> bool:
-    """A checkpoint resumes only a run with the same settings (JSON-compared), except how long it
-    runs and how often it logs or saves: extending a finished run is a resume."""
-    import json
-
-    free = ("steps", "checkpoint_every", "log_every")
-    try:
-        saved = json.loads((ckpt_dir / "avatar.json").read_text()).get("config") or {}
-    except (OSError, ValueError):
-        return False
-    now = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    saved = json.loads(json.dumps(saved, default=str))
-    return {k: v for k, v in saved.items() if k not in free} == {k: v for k, v in now.items() if k not in free}
-
-
 def _wants_torso(setting: bool | str, data: TrainData) -> bool:
     """``ReconstructConfig.torso``: "auto" looks for clothes in the parsing, else for a matte that
     reaches the bottom edge of the frame (a person cut off below, not a floating head)."""
@@ -161,9 +148,12 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                parallel: DataParallel | None = None) -> FitResult:
     """Optimise a ``GaussianAvatar`` on ``data``'s training frames (see the module docstring).
 
-    ``parallel``: data-parallel over frames (``distributed.py``); by default the launcher's
-    environment decides (one process without ``accelerate launch``). Only the main process writes
-    checkpoints and shows progress; every process returns the same result."""
+    ``out_dir``: checkpoints go to ``out_dir/checkpoint``; with ``resume`` a checkpoint there is
+    continued exactly, and one written with other settings raises ``ConfigError`` (``resume=False``
+    starts over and overwrites it). Ctrl-C saves the last completed step and raises
+    ``RunInterrupted``. ``parallel``: data-parallel over frames (``distributed.py``); by default the
+    launcher's environment decides (one process without ``accelerate launch``). Only the main process
+    writes checkpoints and shows progress; every process returns the same result."""
     cfg = config or ReconstructConfig()
     dp = parallel or data_parallel()
     dev = data.images.device
@@ -173,22 +163,18 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     bg = torch.tensor(cfg.background, device=dev)
     ckpt_dir = Path(out_dir) / "checkpoint" if out_dir else None
-    start, history = 0, []
+    resumed = load_checkpoint(ckpt_dir, cfg, dev, resume)  # raises ConfigError for other settings
+    start, history = (resumed.step, resumed.history) if resumed is not None else (0, [])
 
     avatar = GaussianAvatar.init_on_mesh(model.faces.shape[0], cfg.splats_per_face, cfg.sh_degree, init_scale=0.5,
                                          init_opacity=0.5, jitter=0.2 if cfg.splats_per_face > 1 else 0.0,
                                          generator=gen, device=dev)
     base = data.params.with_torso()  # every motion field present (the torso's shift starts at 0)
     deltas = {k: torch.zeros_like(getattr(base, k)) for k in _REFINED} if cfg.refine_params else None
-    if resume and ckpt_dir is not None and (ckpt_dir / "avatar.json").is_file() and not _same_config(ckpt_dir, cfg):
-        logger.warning("%s was written with other settings; starting over instead of resuming", ckpt_dir)
-        resume = False
-    if resume and ckpt_dir is not None and (ckpt_dir / "avatar.json").is_file():
-        avatar, _, meta, extra = load_state(ckpt_dir, device=dev)
-        start, history = int(meta["step"]), list(meta.get("history", []))
+    if resumed is not None:
+        avatar = resumed.avatar
         if deltas is not None:
-            deltas = {k: extra.get(f"delta.{k}", deltas[k]).to(dev) for k in deltas}
-        logger.info("resuming from %s at step %d", ckpt_dir, start)
+            deltas = {k: resumed.deltas.get(k, deltas[k]).to(dev) for k in deltas}
     else:
         _init_colours(avatar, data, model, bg)
     avatar.requires_grad_(True)
@@ -200,68 +186,84 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
             v.requires_grad_(True)
         opt_params = motion_optimizer(deltas, cfg.lr.expr, cfg.lr.pose, cfg.lr.translation, cfg.lr.torso,
                                       fused=fused)
-    state = DensifyState.zeros(avatar.num_splats, device=dev)
+    state = (DensifyState.zeros(avatar.num_splats, device=dev) if resumed is None
+             else resumed.restore(opt, opt_params, gen, dev))
+    saver = Checkpointer(ckpt_dir, cfg, enabled=dp.is_main, saved_step=start if resumed is not None else None)
 
-    def checkpoint(step: int) -> None:
-        if ckpt_dir is None or not dp.is_main:
-            return
-        extra = {f"delta.{k}": v for k, v in deltas.items()} if deltas is not None else None
-        save_state(ckpt_dir, avatar, None, {"step": step, "history": history[-200:], "config": dataclasses.asdict(cfg)},
-                   extra)
+    def checkpoint(next_step: int, rng: dict[str, Tensor]) -> None:
+        """Save the state in which steps < ``next_step`` are done (``rng``: the streams at that boundary)."""
+        saver.save(next_step, avatar, deltas, opt, opt_params, state, history, rng)
 
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), desc="fit avatar", disable=not (progress and dp.is_main), unit="step",
                initial=start, total=cfg.steps)
     train = data.train_idx
     anchored = deltas is not None and anchor_applies(cfg.w_landmarks, data, model)
-    for step in bar:
-        _decay_position_lr(opt, cfg, step)
-        idx = train[torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=gen).to(train.device)]
-        idx = dp.shard(idx)  # the same draw in every process; each renders its share
-        p = _frame_params(base, deltas, idx)
-        verts = model(p, landmark_set=None, check_finite=False).vertices
-        g = bind(avatar, verts, model.faces)
-        cams = data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])]
-        out = renderer.render(g, cams, background=bg)
-        if out.means2d.requires_grad:
-            out.means2d.retain_grad()
-        target, _ = data.targets(idx, bg)
-        pred = out.rgb
-        loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim) + _regularisers(avatar, cfg)
-        if anchored:
-            loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
-                                                            data.landmarks_valid[idx], points=cfg.landmark_points)
-        opt.zero_grad(set_to_none=True)
-        if opt_params is not None:
-            opt_params.zero_grad(set_to_none=True)
-        loss.backward()
-        trained = list(avatar.parameters_dict().values()) + (list(deltas.values()) if deltas is not None else [])
-        mean_loss = dp.average_gradients(trained, loss)
-        if not torch.isfinite(mean_loss):
-            checkpoint(step)
-            bad = [n for n, t in avatar.parameters_dict().items() if not torch.isfinite(t).all()]
-            raise TrainingDivergedError(
-                f"loss became {mean_loss.item()} at step {step}" + (f"; non-finite parameters: {bad}" if bad else "") +
-                ". The last good state was saved" + (f" to {ckpt_dir}" if ckpt_dir else "") +
-                "; lower the learning rates (config.lr) or check the input frames/tracking.")
-        opt.step()
-        if opt_params is not None:
-            opt_params.step()
-            _zero_mean_(deltas, train, _UNTRACKED)
-            if not cfg.train_neck:
-                deltas["neck"].detach().zero_()
-        avatar, state, info = densify_step(cfg.densify, state, avatar, opt, out, step, data.resolution,
-                                           data.resolution, generator=gen,
-                                           reduce_stats=dp.reduce_densify_stats)
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            with torch.no_grad():
-                ps = psnr(pred.detach(), target).mean().item()
-            history.append({"step": step, "loss": mean_loss.item(), "l1": l1_loss(pred.detach(), target).item(), "psnr": ps,
-                            "splats": avatar.num_splats, "time_s": time.perf_counter() - t0})
-            bar.set_postfix(loss=f"{mean_loss.item():.4f}", psnr=f"{ps:.2f}", splats=avatar.num_splats)
-        if cfg.checkpoint_every and step > start and step % cfg.checkpoint_every == 0:
-            checkpoint(step)
-    checkpoint(cfg.steps)
+    # Where the loop stands, for Ctrl-C: steps < ``done`` are complete; "pre": the current step has only
+    # drawn random numbers (state as at ``done``, streams as in ``rng0``); "update": it is changing the
+    # splats/optimizers (no consistent state to save); "boundary": ``done`` steps complete, nothing more.
+    done, phase, rng0 = start, "boundary", None
+    interrupt = DeferredInterrupt(enabled=not dp.active)  # processes of a parallel run must stop together
+    try:
+        with interrupt:
+            for step in bar:
+                rng0 = rng_state(gen, dev)
+                phase = "pre"
+                _decay_position_lr(opt, cfg, step)
+                draw = torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=gen)
+                idx = train[draw.to(train.device)]
+                idx = dp.shard(idx)  # the same draw in every process; each renders its share
+                p = _frame_params(base, deltas, idx)
+                verts = model(p, landmark_set=None, check_finite=False).vertices
+                g = bind(avatar, verts, model.faces)
+                cams = data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])]
+                out = renderer.render(g, cams, background=bg)
+                if out.means2d.requires_grad:
+                    out.means2d.retain_grad()
+                target, _ = data.targets(idx, bg)
+                pred = out.rgb
+                loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim) + _regularisers(avatar, cfg)
+                if anchored:
+                    loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
+                                                                    data.landmarks_valid[idx],
+                                                                    points=cfg.landmark_points)
+                opt.zero_grad(set_to_none=True)
+                if opt_params is not None:
+                    opt_params.zero_grad(set_to_none=True)
+                loss.backward()
+                trained = list(avatar.parameters_dict().values()) + list((deltas or {}).values())
+                mean_loss = dp.average_gradients(trained, loss)
+                if not torch.isfinite(mean_loss):
+                    checkpoint(step, rng0)
+                    raise _diverged(mean_loss, step, avatar, saver.folder)
+                phase = "update"
+                opt.step()
+                if opt_params is not None:
+                    opt_params.step()
+                    _zero_mean_(deltas, train, _UNTRACKED)
+                    if not cfg.train_neck:
+                        deltas["neck"].detach().zero_()
+                avatar, state, info = densify_step(cfg.densify, state, avatar, opt, out, step, data.resolution,
+                                                   data.resolution, generator=gen,
+                                                   reduce_stats=dp.reduce_densify_stats)
+                done, phase = step + 1, "boundary"
+                if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                    with torch.no_grad():
+                        ps = psnr(pred.detach(), target).mean().item()
+                    history.append({"step": step, "loss": mean_loss.item(), "l1": l1_loss(pred.detach(), target).item(),
+                                    "psnr": ps, "splats": avatar.num_splats, "time_s": time.perf_counter() - t0})
+                    bar.set_postfix(loss=f"{mean_loss.item():.4f}", psnr=f"{ps:.2f}", splats=avatar.num_splats)
+                if interrupt.requested:  # Ctrl-C during this step: stop here, where the state is whole
+                    raise KeyboardInterrupt
+                if saver.due(done):
+                    checkpoint(done, rng_state(gen, dev))
+    except KeyboardInterrupt:
+        if phase != "update":  # "pre": the step changed nothing yet, so it is redone on resume
+            checkpoint(done, rng0 if phase == "pre" else rng_state(gen, dev))
+        raise _interrupted(done, cfg.steps, saver) from None
+    finally:
+        bar.close()
+    checkpoint(cfg.steps, rng_state(gen, dev))
     refined = base
     if deltas is not None and model.torso_vertices is not None:
         model, deltas["torso"] = _centre_torso(model, deltas["torso"].detach(), data.train_idx)
@@ -274,6 +276,33 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
         if model.torso_vertices is not None:  # ... and the torso shift their head's motion predicts
             model, refined = _fit_torso_motion(model, refined, data.train_idx, ev)
     return FitResult(avatar.detach(), model, refined.detach(), history, time.perf_counter() - t0)
+
+
+def _diverged(loss: Tensor, step: int, avatar: GaussianAvatar, folder: Path | None) -> TrainingDivergedError:
+    bad = [n for n, t in avatar.parameters_dict().items() if not torch.isfinite(t).all()]
+    return TrainingDivergedError(
+        f"loss became {loss.item()} at step {step}" + (f"; non-finite parameters: {bad}" if bad else "") +
+        ". The last good state was saved" + (f" to {folder}" if folder else "") +
+        "; lower the learning rates (config.lr) or check the input frames/tracking.")
+
+
+def _interrupted(done: int, total: int, saver: Checkpointer) -> RunInterrupted:
+    """The one-line error of a Ctrl-C: what was saved where (``saver.saved_step``: the step its newest
+    checkpoint resumes at), and what to do."""
+    at = f"interrupted at step {done} of {total}"
+    if saver.folder is None:
+        return RunInterrupted(f"{at}; nothing was saved (no output folder was given) — pass out_dir (-o) to make "
+                              "the run resumable")
+    if not saver.enabled:
+        return RunInterrupted(f"{at}; the main process saves the state in {saver.folder} — run the same command "
+                              "again to resume")
+    if saver.saved_step == done:
+        return RunInterrupted(f"{at}; the state was saved in {saver.folder} — run the same command again to resume")
+    if saver.saved_step is not None:
+        return RunInterrupted(f"{at}, in the middle of an update; the checkpoint of step {saver.saved_step} in "
+                              f"{saver.folder} is kept — run the same command again to resume from it")
+    return RunInterrupted(f"{at}, in the middle of an update; nothing was saved — run the same command again to "
+                          "start over")
 
 
 @torch.no_grad()
