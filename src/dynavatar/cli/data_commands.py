@@ -125,9 +125,11 @@ _RUN_FILES = ("checkpoint/avatar.json", "data/meta.json")
 @click.option("--batch-size", type=POSITIVE, default=None,
               help="Override the preset's frames per step (split over the processes of `accelerate launch`).")
 @click.option("--restart", is_flag=True, help="Start over instead of resuming OUT's checkpoint.")
+@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
+              help="Score the held-out frames and write the before/after video (later: Avatar.load(...).evaluate()).")
 @settings_options("PipelineConfig (preprocess.*, track.*, reconstruct.*)")
 def fit(video: Path, out_dir: Path, preset: str, head: Path | None, device: str, max_frames: int | None,
-        steps: int | None, batch_size: int | None, restart: bool, settings: tuple[str, ...],
+        steps: int | None, batch_size: int | None, restart: bool, evaluate: bool, settings: tuple[str, ...],
         config_file: str | None) -> None:
     """Fit an avatar to VIDEO (preprocess + track + optimise; resumes from OUT's checkpoint).
 
@@ -164,6 +166,9 @@ def fit(video: Path, out_dir: Path, preset: str, head: Path | None, device: str,
     if not dp.is_main:
         return
     avatar.save(out_dir / "avatar")
+    if not evaluate:
+        click.echo(f"optimised in {avatar.meta['fit_seconds']:.1f}s; avatar in {out_dir / 'avatar'}")
+        return
     tracked = avatar.evaluate()
     refined = avatar.evaluate(refine_tracking=True)
     procs = f" on {dp.world_size} processes" if dp.active else ""
