@@ -213,3 +213,20 @@ def test_an_avatar_without_a_dataset_says_so(head):
         a.evaluate()
     with pytest.raises(DynavatarError, match="records no dataset"):
         a.attach("anywhere")
+
+
+def test_save_refuses_a_users_folder_and_resaves_its_own(head, tmp_path):
+    from dynavatar.errors import OutputPathError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("four years")
+    avatar = _avatar(head, torso=False)
+    with pytest.raises(OutputPathError, match="not written by dynavatar"):
+        avatar.save(tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["thesis.txt"]
+    avatar.save(tmp_path / "a")
+    avatar.save(tmp_path / "a")  # its own folder: replaced
+    legacy = tmp_path / "legacy"
+    _legacy_save(legacy, avatar)  # an older version's folder has no marker but is an avatar folder
+    avatar.save(legacy)
+    assert (legacy / ".dynavatar").is_file()

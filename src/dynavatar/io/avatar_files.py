@@ -32,7 +32,7 @@ from ..gaussians.avatar import GaussianAvatar, num_sh_bases
 from ..geometry.cameras import Cameras
 from ..geometry.labels import NUM_LABELS
 from .checkpoint import CHECKPOINT_FORMAT, load_state, save_state
-from .output_dir import mark_output_dir
+from .output_dir import check_output_dir, mark_output_dir
 
 __all__ = ["SavedAvatar", "save_avatar", "load_avatar"]
 
@@ -56,7 +56,11 @@ class SavedAvatar:
 
 def save_avatar(folder: str | os.PathLike, gaussians: GaussianAvatar, model: FlameModel, params: FlameParams,
                 cameras: Cameras, meta: dict, background: tuple[float, float, float]) -> Path:
-    """Write an avatar into ``folder`` (``avatar.safetensors`` + ``avatar.json``); -> the folder."""
+    """Write an avatar into ``folder`` (``avatar.safetensors`` + ``avatar.json``); -> the folder.
+    A non-empty folder that is neither marked as dynavatar's nor an avatar folder of an older version
+    is refused before anything is written (``io.output_dir``)."""
+    folder = Path(folder)
+    check_output_dir(folder, "avatar", overwrite=_is_older_avatar_folder(folder))
     extra = {"cameras.viewmats": cameras.viewmats, "cameras.Ks": cameras.Ks}
     if model.torso_vertices is not None:
         extra.update({"torso.vertices": model.torso_vertices, "torso.faces": model.torso_faces})
@@ -67,6 +71,14 @@ def save_avatar(folder: str | os.PathLike, gaussians: GaussianAvatar, model: Fla
     folder = save_state(folder, gaussians, params, meta, extra)
     mark_output_dir(folder, "avatar")  # the folder is dynavatar's: a later save may replace it
     return folder
+
+
+def _is_older_avatar_folder(folder: Path) -> bool:
+    """An avatar saved before folders were marked: its avatar.json names our checkpoint format."""
+    try:
+        return json.loads((folder / "avatar.json").read_text()).get("format") == CHECKPOINT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_avatar(folder: str | os.PathLike, head=None, device: str | torch.device = "cpu") -> SavedAvatar:
