@@ -115,7 +115,10 @@ def _check_npz_sizes(path: Path) -> None:
                 continue
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
-                shape, _, dtype = np.lib.format._read_array_header(member, version)
+                # public readers in numpy 1 and 2; format 3.0 differs from 2.0 only in the header's text encoding
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
                 declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
             if declared > info.file_size:
                 raise FlameFileError(f"{path}: refused, member {info.filename} claims an array of shape {shape} "
