@@ -520,11 +520,12 @@ class Avatar:
                                 turned_clip(self.params, self.cameras, frames, yaw, pitch, self.device), masks, fps)
 
     # ------------------------------------------------------------------ text editing
-    def plan(self, prompt: str, refiner="auto"):
+    def plan(self, prompt: str, refiner="auto", editor="auto", method: str = "idu"):
         """The structured plan an edit would follow (regions, instruction, colour, strengths), so it
         can be checked before any GPU time is spent. ``refiner``: "auto" | "rule" | "transformers" |
-        "openai" or a PromptRefiner."""
-        return self._refiner(refiner).refine(prompt)
+        "openai" or a PromptRefiner. Its ``summary()`` also says what ``edit(prompt, editor, method)``
+        would run and whether its weights are cached, fetchable or neither (``EditPlan.with_backend``)."""
+        return self._refiner(refiner).refine(prompt).with_backend(editor, method)
 
     @staticmethod
     def _refiner(refiner):
@@ -536,12 +537,13 @@ class Avatar:
              progress: bool = True, **editor_kwargs) -> "Avatar":
         """A new avatar with the edit applied in every frame; this one is untouched.
 
-        prompt: words ("red hair") or an EditPlan. editor: "auto" | "palette" | "ip2p" | "inpaint" or
-        an ImageEditor. method: "idu" (edit keyframes, re-optimise the region's splats, re-edit) or
-        "sds" (score distillation with a diffusion model; ``guidance`` injects an SDSGuidance).
-        Expression plans ("make her smile") change the FLAME expressions instead of the splats.
+        prompt: words ("red hair") or an EditPlan. editor: "auto" | "palette" | "ip2p" | "inpaint" |
+        "geometry" or an ImageEditor. method: "idu" (edit keyframes, re-optimise the region's splats,
+        re-edit) or "sds" (score distillation with a diffusion model; ``guidance`` injects an SDSGuidance).
+        Expression plans ("make her smile") change the FLAME expressions instead of the splats; glasses
+        plans under "auto"/"geometry" are built as splats bound to rigid head triangles (offline).
         """
-        from .edit import EditPlan, apply_expression  # loaded on the first edit: keeps `import dynavatar` light
+        from .edit import EditPlan, apply_expression, glasses_edit, is_glasses_plan  # loaded on the first edit
 
         if not isinstance(prompt, EditPlan):  # "red hair and blue eyes": one plan per clause, chained
             r, out = self._refiner(refiner), self
@@ -555,6 +557,11 @@ class Avatar:
         if plan.kind == "expression":  # a new face, same splats
             params = apply_expression(self.params, self.model, plan.expression or {}, plan.strength)
             record.update(editor="flame-expression")
+        elif is_glasses_plan(plan) and editor in ("auto", "geometry"):  # new splats on rigid head triangles
+            gaussians = glasses_edit(self.gaussians, self.model, self.params, plan)
+            record.update(editor="geometry", splats_added=gaussians.num_splats - self.gaussians.num_splats)
+        elif editor == "geometry":
+            raise DynavatarError(f"editor='geometry' builds glasses only; {plan.prompt!r} is a {plan.kind} edit")
         else:  # same motion, new splats
             gaussians = self._edit_splats(plan, method, editor, config, guidance, progress, record, **editor_kwargs)
         record["seconds"] = round(time.perf_counter() - t0, 2)

@@ -149,7 +149,7 @@ def export(avatar_dir: Path, out_path: Path, frame: int) -> None:
 @click.argument("avatar_dir", type=click.Path(path_type=Path))
 @click.argument("prompt")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Edited avatar folder.")
-@click.option("--editor", default="auto", show_default=True, type=click.Choice(["auto", "palette", "ip2p", "inpaint"]))
+@click.option("--editor", default="auto", show_default=True, type=click.Choice(["auto", "palette", "ip2p", "inpaint", "geometry"]))
 @click.option("--method", default="idu", show_default=True, type=click.Choice(["idu", "sds"]))
 @click.option("--refiner", default="auto", show_default=True, type=click.Choice(["auto", "rule", "transformers", "openai"]))
 @click.option("--device", default="auto", show_default=True, type=DEVICE)
@@ -171,8 +171,8 @@ def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str,
     a = Avatar.load(avatar_dir, device=device)
     r = get_refiner(refiner)
     plans = r.refine_all(prompt) if hasattr(r, "refine_all") else [r.refine(prompt)]
-    for p in plans:
-        click.echo("plan: " + p.summary())
+    for p in plans:  # each plan, then what would run it here (editor, weights cached / fetchable / neither)
+        click.echo("plan: " + p.with_backend(editor, method).summary())
     if plan_only:
         return
     edited = a.edit(prompt, editor=editor, method=method, refiner=r, config=config)

@@ -35,6 +35,8 @@ _LAZY = {
     "EditConfig": "apply.loop", "EditResult": "apply.region", "edit_splats": "apply.loop",
     "SDSEditConfig": "apply.sds_loop", "edit_splats_sds": "apply.sds_loop", "SDSConfig": "apply.sds_config",
     "SDSGuidance": "apply.sds_guidance", "apply_expression": "apply.expression", "rotate_head": "apply.keyframes",
+    "add_glasses": "apply.glasses", "glasses_edit": "apply.glasses", "glasses_request": "apply.glasses",
+    "is_glasses_plan": "apply.glasses", "GLASSES_STYLES": "apply.glasses",
     # judging an edit (numpy; OpenCV, torch and CLIP load inside the functions)
     "clip_direction_metrics": "metrics", "hue_error_deg": "metrics", "median_hue_deg": "metrics",
     "outside_change": "metrics", "region_colour_consistency": "metrics", "region_colour_spread": "metrics",
