@@ -1,12 +1,23 @@
-"""Shared test fixtures: markers, output folder, paths to the real shared data."""
+"""Shared test fixtures: markers, output folder, paths to the real shared data.
+
+The whole suite runs with ``HF_HUB_OFFLINE=1``, set here before anything imports huggingface_hub
+(which reads it once, at import): the real backends fetch weights on first use, and no test may
+reach the network by accident. A test that downloads (from a local server) opts in by setting the
+variable and ``huggingface_hub.constants.HF_HUB_OFFLINE`` through ``monkeypatch``.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-import pytest
-import torch
+os.environ["HF_HUB_OFFLINE"] = "1"
+if "huggingface_hub.constants" in sys.modules:  # imported already (by a plugin): it read the old value
+    sys.modules["huggingface_hub.constants"].HF_HUB_OFFLINE = True
+
+import pytest  # noqa: E402 - after the offline switch, on purpose
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Real head videos/photos shared beside the checkout (never committed); tests skip without them.

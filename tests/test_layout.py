@@ -16,9 +16,9 @@ MAX_LINES = 600
 
 # The stages in pipeline order; a stage may import its own package and any earlier one.
 PIPELINE = ("geometry", "flame", "gaussians", "render", "io", "perceive", "track", "reconstruct", "semantics", "edit")
-SHELLS = ("api", "cli", "bench", "demo", "config")
+SHELLS = ("api", "cli", "bench", "demo", "config", "view")
 # Leaf modules every layer may use: errors, device choice, weight lookups, atomic file writes.
-COMMON = ("dynavatar.errors", "dynavatar.device", "dynavatar.weights", "dynavatar.io.atomic")
+COMMON = ("dynavatar.errors", "dynavatar.device", "dynavatar.weights", "dynavatar.hub", "dynavatar.io.atomic")
 
 
 def _modules() -> list[Path]:

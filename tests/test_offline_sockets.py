@@ -18,6 +18,7 @@ from dynavatar.edit.editors.pipeline_loading import MissingWeightsError, load_pi
 from dynavatar.edit.plan import EditPlan
 from dynavatar.edit.prompt import DEFAULT_LLM, OpenAIRefiner, RuleRefiner, TransformersRefiner, get_refiner
 from dynavatar.errors import DynavatarError
+from dynavatar.hub import all_weights_status, resolve_weights
 from dynavatar.weights import KNOWN_WEIGHTS, find_hub_weights, find_weights, hub_offline
 
 LLM_VARS = ("DYNAVATAR_LLM_BASE_URL", "DYNAVATAR_LLM_MODEL", "DYNAVATAR_LLM_API_KEY", "OPENAI_API_KEY",
@@ -54,6 +55,7 @@ def openai_env_only(monkeypatch, tmp_path):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the suite's default (conftest), said here because it is the point
     return tmp_path
 
 
@@ -136,3 +138,22 @@ def test_hub_offline_sets_and_restores(monkeypatch):
     assert constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ
     with hub_offline(enabled=False):
         assert constants.HF_HUB_OFFLINE is False
+
+
+def test_offline_weights_resolution_info_and_plans_open_no_socket(no_network, openai_env_only):
+    """With HF_HUB_OFFLINE=1 every real backend's weights are "neither" without asking any host, each
+    resolution fails with the one-line message, the CLIP metric is skipped and a plan says so."""
+    from click.testing import CliRunner
+
+    from dynavatar.cli import main
+    from dynavatar.edit.metrics import clip_direction_metrics
+
+    for w in KNOWN_WEIGHTS:
+        with pytest.raises(DynavatarError, match=f"HF_HUB_OFFLINE=1.*dynavatar download {w.key}"):
+            resolve_weights(w.key)
+    assert {s.state for s in all_weights_status()} == {"neither"}
+    assert clip_direction_metrics([], [], "a person", "a person with red hair") is None
+    result = CliRunner().invoke(main, ["info"])
+    assert result.exit_code == 0 and "neither   ip2p" in result.output
+    hat = EditPlan(prompt="add a hat", kind="accessory", regions=["headwear", "hair"], instruction="add a hat")
+    assert "InstructPix2Pix (cannot run here" in hat.with_backend().summary()

@@ -332,15 +332,17 @@ class Avatar:
         return target[0], mask[0]
 
     def evaluate(self, refine_tracking: bool = False) -> dict:
-        """Held-out PSNR / SSIM / LPIPS (None unless LPIPS weights are available locally).
+        """Held-out PSNR / SSIM / LPIPS (None unless the ``lpips`` package and its weights are available).
 
         ``refine_tracking=True``: first refine the held-out frames' expression/pose/translation
         photometrically with the avatar frozen (the landmark tracker alone leaves 1-2 px of
         misalignment, which the training frames lose through joint refinement); the refined
         parameters are kept, so renders of those frames match the reported figures. A loaded avatar
         is evaluated on the frames its fit held out, read back from its dataset (``load``)."""
+        from .hub import lpips_function
+
         res = evaluate(self.gaussians, self.params, self.frame_data(), self.model, self.renderer, self.background,
-                       refine_tracking=RefineTrackingConfig() if refine_tracking else None)
+                       lpips_fn=lpips_function(self.device), refine_tracking=RefineTrackingConfig() if refine_tracking else None)
         if "params" in res:
             self.params = res.pop("params")
             self.meta["held_out_tracking"] = "photometrically refined"
@@ -581,7 +583,8 @@ class Avatar:
             cfg = config or EditConfig()
             res = edit_splats(self.gaussians, self.model, self.params, self.cameras, self.train_idx, plan, ed,
                               self.renderer, bg, cfg, progress=progress)
-            record.update(editor=type(ed).__name__, config=dataclasses.asdict(cfg),
+            record.update(editor=type(ed).__name__, editor_choice=getattr(ed, "auto_choice", None),
+                          config=dataclasses.asdict(cfg),
                           keyframes=sorted({v.frame for v in res.views}), splats_edited=int(res.selected.sum()))
         elif method == "sds":
             cfg = config or SDSEditConfig()

@@ -1,7 +1,9 @@
-"""What ``dynavatar info`` reports: versions, head model, CUDA/gsplat, cached weights.
+"""What ``dynavatar info`` reports: versions, head model, CUDA/gsplat, and for each known model's
+weights whether they are present (cached, whole), fetchable (downloads allowed and the host answers
+within a few seconds) or neither.
 
 Reads package versions from metadata instead of importing the packages, so it stays fast and
-works even when an optional package is broken.
+works even when an optional package is broken. With ``HF_HUB_OFFLINE=1`` no host is asked.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def collect_info() -> dict[str, Any]:
+def collect_info(probe: bool = True) -> dict[str, Any]:
+    """Everything ``dynavatar info`` prints; ``probe=False`` asks no host whether absent weights are fetchable."""
     import torch
 
     from . import __version__
     from .errors import DynavatarError
     from .flame.resolve import resolve_head_path
-    from .weights import KNOWN_WEIGHTS, find_weights
+    from .hub import all_weights_status
 
     info: dict[str, Any] = {"dynavatar": __version__, "python": platform.python_version()}
     info["packages"] = {p: _version(p) for p in PACKAGES}
@@ -44,8 +47,9 @@ def collect_info() -> dict[str, Any]:
     gs = info["packages"]["gsplat"]
     info["gsplat"] = ("usable" if gs and cuda else
                       f"installed ({gs}) but needs CUDA for rasterization" if gs else "not installed")
-    info["weights"] = {w.name: {"used_for": w.used_for, "path": str(p) if (p := find_weights(w)) else None}
-                       for w in KNOWN_WEIGHTS}
+    info["weights"] = {st.weights.key: {"name": st.weights.name, "used_for": st.weights.used_for, "state": st.state,
+                                        "path": str(st.path) if st.path else None, "detail": st.detail}
+                       for st in all_weights_status(probe=probe)}
     return info
 
 
@@ -59,7 +63,9 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append("  (embedded default head; put a FLAME file in assets/flame/ or set DYNAVATAR_FLAME)")
     c = info["cuda"]
     lines += ["", f"cuda: {'yes, ' + c['device'] if c['available'] else 'no'} (torch built with CUDA {c['torch_cuda'] or '-'})",
-              f"gsplat: {info['gsplat']}", "", "optional weights in local caches:"]
-    for name, w in info["weights"].items():
-        lines.append(f"  {'[x]' if w['path'] else '[ ]'} {name:<24} {w['used_for']}" + (f"  {w['path']}" if w["path"] else ""))
+              f"gsplat: {info['gsplat']}", "",
+              "optional weights (present: cached; fetchable: fetched on first use or by `dynavatar download NAME`):"]
+    for key, w in info["weights"].items():
+        lines.append(f"  {w['state']:<9} {key:<12} {w['name']:<33} {w['used_for']}")
+        lines.append(f"            {w['path'] or w['detail']}")
     return "\n".join(lines)

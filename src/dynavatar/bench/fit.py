@@ -151,7 +151,7 @@ def format_fit_table(r: dict) -> str:
             ("load + label splats [s]", f(r["label_and_load_s"])), ("end to end [s]", f(r["end_to_end_s"])),
             ("splats", r["splats"]), ("held-out frames", r["eval_frames"]),
             ("held-out PSNR [dB] (tracked params)", f(r["psnr"], 2)), ("held-out SSIM", f(r["ssim"], 4)),
-            ("held-out LPIPS", f(r["lpips"], 4) if r["lpips"] is not None else "n/a (no local LPIPS weights)"),
+            ("held-out LPIPS", f(r["lpips"], 4) if r["lpips"] is not None else "n/a (lpips package or its AlexNet weights unavailable)"),
             ("torso sheet", "yes" if r.get("torso") else "no"),
             ("held-out tracking refinement [s]", f(r["refine_s"])),
             ("  then held-out PSNR [dB]", f(r["psnr_refined"], 2)), ("  then held-out SSIM", f(r["ssim_refined"], 4)),

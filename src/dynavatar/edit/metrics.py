@@ -1,5 +1,6 @@
 """How an edit is judged: locality, whether the region changed as asked, temporal consistency,
-and (with CLIP weights) Instruct-NeRF2NeRF's CLIP direction similarity and consistency.
+and (with CLIP weights, fetched on first use unless offline) Instruct-NeRF2NeRF's CLIP direction
+similarity and consistency.
 
 The metrics take plain uint8 images and bool masks, whichever editor or loop made them, so they sit
 beside the plan rather than inside ``apply/``. OpenCV, torch and transformers load inside the
@@ -9,10 +10,13 @@ functions that need them: importing the metrics costs nothing.
 from __future__ import annotations
 
 import colorsys
+import logging
 
 import numpy as np
 
-from ..weights import find_hub_weights
+from ..hub import CorruptWeightsError, MissingWeightsError, resolve_weights
+
+logger = logging.getLogger("dynavatar.edit")
 
 __all__ = ["outside_change", "median_hue_deg", "hue_error_deg", "region_colour_spread", "region_hue_spread",
            "region_colour_consistency", "clip_direction_metrics"]
@@ -135,12 +139,19 @@ def region_colour_consistency(images: list[np.ndarray], masks: list[np.ndarray],
 
 
 def clip_direction_metrics(before: list[np.ndarray], after: list[np.ndarray], source_text: str, target_text: str,
-                           model: str = "openai/clip-vit-large-patch14", device: str = "cpu") -> dict | None:
+                           model: str = "openai/clip-vit-large-patch14", device: str = "cpu",
+                           local_files_only: bool | None = None) -> dict | None:
     """Instruct-NeRF2NeRF's metrics with CLIP: direction similarity = cos(E(after) - E(before),
     T(target) - T(source)); direction consistency = cos between consecutive frames' image
-    directions. None when the CLIP weights are not in the local Hugging Face cache."""
-    path = find_hub_weights(model)
-    if path is None:
+    directions. The CLIP weights come from the Hugging Face cache or are fetched on first use
+    (``dynavatar.hub.resolve_weights``); None when they are absent and may not be fetched
+    (``HF_HUB_OFFLINE=1`` / ``local_files_only``) or the fetch failed: the other metrics stand alone."""
+    try:
+        path = resolve_weights(model, local_files_only=local_files_only, what="CLIP edit metric")
+    except CorruptWeightsError:
+        raise  # a broken cached copy is the user's to fix, not a metric to drop quietly
+    except MissingWeightsError as exc:
+        logger.info("CLIP direction metrics skipped: %s", exc)
         return None
     import torch
     import transformers

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import DynavatarError
 from ..geometry.labels import LABEL_NAMES
@@ -50,6 +50,9 @@ class EditPlan:
     refiner: str = "rule"  # which refiner produced the plan
     understood: list[str] = dataclasses.field(default_factory=list)  # the prompt's words a rule mapped to the plan
     ignored: list[str] = dataclasses.field(default_factory=list)  # content words nothing used (typos, unknown words)
+    # What would run (``with_backend``); not a field: it describes this machine, not the plan, so it
+    # stays out of the JSON and of equality.
+    backend: ClassVar[str] = ""
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "EditPlan":
@@ -144,6 +147,15 @@ class EditPlan:
         except json.JSONDecodeError as e:
             raise EditPlanError(f"edit plan is not valid JSON: {e}") from None
 
+    def with_backend(self, editor: Any = "auto", method: str = "idu", probe: bool = True) -> "EditPlan":
+        """This plan, with ``summary()`` also saying what would run it here: the editor ``Avatar.edit``
+        would use (``editor``/``method`` as there) and whether its weights are cached, fetchable or
+        neither (``edit/backends.py``; ``probe`` lets it ask the hub, within a few seconds)."""
+        from .backends import describe_backend  # loads the editors' plan test (and torch) only when asked
+
+        self.backend = describe_backend(self, editor, method, probe)
+        return self
+
     def summary(self) -> str:
         """One line a person reads before the GPU starts; it names the words the refiner ignored, so a
         typo or an unknown word is seen before the edit runs without it."""
@@ -158,7 +170,8 @@ class EditPlan:
         heard = (f"  I understood: {', '.join(self.understood) or 'nothing'}; ignored: {', '.join(self.ignored)}"
                  if self.ignored else "")
         return (f"[{self.kind}] {', '.join(self.regions) or '(FLAME expression)'}: {self.instruction!r}"
-                + (f" ({'; '.join(extra)})" if extra else "") + keep + f"  [refiner: {self.refiner}]" + heard)
+                + (f" ({'; '.join(extra)})" if extra else "") + keep + f"  [refiner: {self.refiner}]" + heard
+                + (f"  -> {self.backend}" if self.backend else ""))
 
 
 def _finite(v: Any) -> bool:

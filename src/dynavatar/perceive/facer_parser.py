@@ -1,8 +1,9 @@
 """The real face-parsing backend: pyfacer's FaRL parsers (LaPa or CelebAMask-HQ labels), mapped onto
 our labels with explicit tables.
 
-pyfacer is imported on first use (``pip install 'dynavatar[facer]'``); its weights must already be in the
-torch hub cache or be given: nothing is downloaded here.
+pyfacer is imported on first use (``pip install 'dynavatar[facer]'``); its weights are given, or come
+from the torch hub cache, or are fetched there on first use (``dynavatar.hub.resolve_weights``, names
+"farl" and "farl-celebm") unless ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..errors import DynavatarError, InvalidParametersError, MissingDependencyError
 from ..geometry.labels import LABEL_NAMES, NUM_LABELS, label_index
-from ..weights import torch_hub_checkpoints
+from ..hub import MissingWeightsError, resolve_weights
 from .face_frame import MP_BRIDGE, MP_IRIS_LEFT, MP_IRIS_RIGHT
 from .face_parser import check_images, check_landmarks, check_mattes, detect_landmarks
 from .landmarks import MediapipeFaceMesh
@@ -42,10 +43,10 @@ CELEBM_TO_LABEL: dict[str, str] = {
     "imouth": "mouth_interior", "llip": "lower_lip", "ulip": "upper_lip", "hair": "hair", "eyeg": "eyeglasses",
     "hat": "headwear", "earr": "left_ear", "neck_l": "neck",
 }
-# facer's model names -> (label table, weights file name prefix in the torch hub cache).
+# facer's model names -> (label table, the weights' name in dynavatar.weights.KNOWN_WEIGHTS).
 _FACER_MODELS = {
-    "farl/lapa/448": (LAPA_TO_LABEL, "face_parsing.farl.lapa."),
-    "farl/celebm/448": (CELEBM_TO_LABEL, "face_parsing.farl.celebm."),
+    "farl/lapa/448": (LAPA_TO_LABEL, "farl"),
+    "farl/celebm/448": (CELEBM_TO_LABEL, "farl-celebm"),
 }
 _SIDE_PAIRS = (("left_eye", "right_eye"), ("left_brow", "right_brow"), ("left_ear", "right_ear"))
 
@@ -55,8 +56,9 @@ class FacerParser:
 
     The face is aligned with five points taken from mediapipe's mesh (iris centres, nose tip,
     mouth corners), so facer's RetinaFace detector and its weights are not needed. The parser's
-    weights (``face_parsing.farl.lapa.*.pt`` / ``face_parsing.farl.celebm.*.pt``) must already be in
-    ``$TORCH_HOME/hub/checkpoints`` or be given as ``weights``: nothing is downloaded.
+    weights (``face_parsing.farl.lapa.*.pt`` / ``face_parsing.farl.celebm.*.pt``) are given as
+    ``weights``, or found in ``$TORCH_HOME/hub/checkpoints``, or fetched there on first use (with a
+    progress bar) unless ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``.
 
     Mapping: see ``LAPA_TO_LABEL`` / ``CELEBM_TO_LABEL``; probabilities of their classes that map
     to one of ours are summed. After mapping, left/right pairs are checked against the landmarks
@@ -65,7 +67,7 @@ class FacerParser:
     """
 
     def __init__(self, model: str = "farl/lapa/448", device: str = "cpu", *, weights: str | Path | None = None,
-                 detector=None) -> None:
+                 detector=None, local_files_only: bool | None = None) -> None:
         if model not in _FACER_MODELS:
             raise InvalidParametersError(f"unknown facer parser {model!r}; choose one of {sorted(_FACER_MODELS)}")
         try:
@@ -76,10 +78,10 @@ class FacerParser:
                 "(or use the offline LandmarkParser)") from exc
         self.model_name = model
         self.name = f"facer-{model.replace('/', '-')}"
-        self.table, prefix = _FACER_MODELS[model]
-        self.weights = Path(weights) if weights is not None else _find_facer_weights(prefix, model)
+        self.table, known = _FACER_MODELS[model]
+        self.weights = Path(weights) if weights is not None else _resolve(known, model, local_files_only)
         if not self.weights.is_file():
-            raise DynavatarError(f"facer weights not found: {self.weights}")
+            raise DynavatarError(f"facer weights not found: {self.weights}; pass the .pt file as weights=...")
         self.device = device
         self._detector = detector
         self._net = None
@@ -139,17 +141,12 @@ class FacerParser:
         return out
 
 
-def _find_facer_weights(prefix: str, model: str) -> Path:
-    folder = torch_hub_checkpoints()
-    if folder.is_dir():
-        for f in sorted(folder.iterdir()):
-            if f.name.startswith(prefix) and f.suffix == ".pt":
-                return f
-    raise DynavatarError(
-        f"the facer parser {model!r} needs its FaRL weights ({prefix}*.pt, e.g. "
-        f"{prefix}main_ema_*_jit*.pt from https://github.com/FacePerceiver/facer/releases/tag/models-v1) "
-        f"in {folder} (the torch hub cache; set TORCH_HOME to move it) or passed as FacerParser(weights=...). "
-        "Nothing is downloaded here; the offline LandmarkParser needs no weights.")
+def _resolve(known: str, model: str, local_files_only: bool | None) -> Path:
+    """The checkpoint file (cached, or fetched unless offline); absent offline, the way on without it."""
+    try:
+        return resolve_weights(known, local_files_only=local_files_only, what=f"facer parser {model!r}")
+    except MissingWeightsError as exc:
+        raise type(exc)(f"{exc} The offline LandmarkParser needs no weights.") from exc
 
 
 def facer_five_points(points: np.ndarray) -> np.ndarray:

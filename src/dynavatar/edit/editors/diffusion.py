@@ -11,9 +11,10 @@ Both share one shell (:class:`CropDiffusionEditor`), because the hard parts are 
    (``masks.feather_mask``: dilation ``plan.mask_dilation``, Gaussian feather ``feather``, both
    pixels at 512); pixels where that alpha is 0 come back bit-identical.
 
-Pipelines are injected (tests pass tiny random ones built from configs) or loaded lazily from the
-local Hugging Face cache with ``local_files_only`` (``pipeline_loading.py``); absent weights raise
-:class:`MissingWeightsError` naming them and the command that fetches them.
+Pipelines are injected (tests pass tiny random ones built from configs) or loaded lazily
+(``pipeline_loading.py``): from a folder, the Hugging Face cache, or fetched on first use at the
+pinned revision like any Hugging Face library; with ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``
+absent weights raise :class:`MissingWeightsError` naming them and the command that fetches them.
 """
 
 from __future__ import annotations
@@ -135,15 +136,16 @@ def _prompts(text: str, n: int) -> list[str]:
 class InstructPix2PixEditor(CropDiffusionEditor):
     """InstructPix2Pix ("turn her hair red") on region crops; ``plan.strength`` scales the composite alpha.
 
-    pipe: a ``StableDiffusionInstructPix2PixPipeline`` (used as is) or None to load ``model`` from
-    a local folder or the HF cache (``local_files_only``). device "auto" = CUDA when available;
+    pipe: a ``StableDiffusionInstructPix2PixPipeline`` (used as is) or None to load ``model`` (a
+    folder, hub id or short name) from the HF cache, fetching it on first use unless offline
+    (``local_files_only`` None follows ``HF_HUB_OFFLINE``). device "auto" = CUDA when available;
     dtype None = float16 on CUDA, float32 on CPU.
     """
 
     name = "ip2p"
 
     def __init__(self, pipe: Any = None, model: str = "timbrooks/instruct-pix2pix", device: str | torch.device = "auto",
-                 dtype: torch.dtype | None = None, local_files_only: bool = True, crop_margin: float = 0.25,
+                 dtype: torch.dtype | None = None, local_files_only: bool | None = None, crop_margin: float = 0.25,
                  min_crop_fraction: float = 0.25, work_resolution: int = 512, feather: float = 3.0,
                  max_batch: int = 4, progress: bool = False) -> None:
         if pipe is None:
@@ -165,8 +167,8 @@ class InpaintEditor(CropDiffusionEditor):
     """SD inpainting of the grown region mask with ``plan.positive_prompt``, optionally ControlNet-guided.
 
     ``plan.strength`` is the denoising strength (1 = repaint from noise; at least one step runs).
-    controlnet: None, a ``ControlNetModel``, or a hub id / folder to load one from (with
-    ``local_files_only``). ``control`` makes the control image from the crops: "canny" (edge map,
+    controlnet: None, a ``ControlNetModel``, or a hub id / folder to load one from (resolved like
+    ``model``). ``control`` makes the control image from the crops: "canny" (edge map,
     for a canny ControlNet), "inpaint" (masked pixels = -1, for control_v11p_sd15_inpaint) or a
     callable ``(crops [N, 3, h, w], masks [N, 1, h, w]) -> [N, 3, h, w]``. An injected ``pipe``
     with a ``controlnet`` component is driven as a ControlNet pipeline.
@@ -177,7 +179,7 @@ class InpaintEditor(CropDiffusionEditor):
     def __init__(self, pipe: Any = None, model: str = "stable-diffusion-v1-5/stable-diffusion-inpainting",
                  controlnet: Any = None, control: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "canny",
                  control_scale: float = 1.0, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-                 local_files_only: bool = True, crop_margin: float = 0.25, min_crop_fraction: float = 0.25,
+                 local_files_only: bool | None = None, crop_margin: float = 0.25, min_crop_fraction: float = 0.25,
                  work_resolution: int = 512, feather: float = 3.0, max_batch: int = 4, progress: bool = False) -> None:
         if pipe is None:
             kind = "inpaint" if controlnet is None else "controlnet-inpaint"

@@ -1,8 +1,10 @@
-"""Loading diffusers pipelines for the editors from a local folder or the Hugging Face cache.
+"""Loading diffusers pipelines for the editors from a local folder, the Hugging Face cache or the hub.
 
-Weights are looked up (``dynavatar.weights``) before diffusers is even imported, so a missing model
-fails at once with the shared "weights missing" wording, which names the weights and the command
-that fetches them. Nothing is downloaded unless ``local_files_only=False``.
+The weights are resolved (``dynavatar.hub.resolve_weights``: a folder as given, else the cache, else
+fetched on first use at the pinned revision, unless ``HF_HUB_OFFLINE=1`` or ``local_files_only``)
+before diffusers is even imported, so a missing model fails at once with the shared "weights
+missing" wording, which names the weights and the command that fetches them. diffusers then loads
+the resolved folder, which opens no connection.
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ from typing import Any
 import torch
 
 from ...device import resolve_device
-from ...errors import DynavatarError, MissingDependencyError
-from ...weights import broken_weights_message, find_hub_weights, hf_hub_cache, missing_weights_message
+from ...errors import MissingDependencyError
+from ...hub import MissingWeightsError, load_failure_message, resolve_weights
+from ...weights import missing_weights_message
 
 __all__ = ["MissingWeightsError", "PIPELINES", "load_pipeline"]
-
-
-class MissingWeightsError(DynavatarError, FileNotFoundError):
-    """Model weights a backend needs are not on this machine; the message says how to fetch them."""
 
 
 PIPELINES = {
@@ -28,10 +27,6 @@ PIPELINES = {
     "inpaint": "StableDiffusionInpaintPipeline",
     "controlnet-inpaint": "StableDiffusionControlNetInpaintPipeline",
 }
-
-
-def _is_cached(model: str) -> bool:
-    return Path(model).is_dir() or find_hub_weights(model) is not None
 
 
 def _import_diffusers() -> Any:
@@ -57,34 +52,36 @@ def _default_dtype(device: torch.device) -> torch.dtype:
 
 
 def load_pipeline(kind: str, model: str, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-                  local_files_only: bool = True, controlnet: Any = None, what: str = "editor") -> Any:
-    """Load a diffusers pipeline of ``kind`` (``PIPELINES``) from a local folder or the HF cache.
+                  local_files_only: bool | None = None, controlnet: Any = None, what: str = "editor",
+                  progress: bool = True) -> Any:
+    """Load a diffusers pipeline of ``kind`` (``PIPELINES``) from ``model``: a folder, or a hub id /
+    short name resolved by ``resolve_weights`` (cache, else fetched unless offline; ``local_files_only``
+    None follows ``HF_HUB_OFFLINE``). ``progress``: the download's progress bar.
 
     The tokenizer is checked for a non-empty vocabulary (offline, ``CLIPTokenizer.from_pretrained``
     can return an empty one). The pipeline's own denoising progress bar starts disabled: the edit
     loop shows one bar for the whole edit, and a bar per keyframe between its updates is noise.
     """
-    if local_files_only and not _is_cached(model):
-        raise MissingWeightsError(missing_weights_message(model, what))
+    folder = _resolve(model, local_files_only, what, progress)
     diffusers = _import_diffusers()
     dev = resolve_device(device)
     dtype = dtype or _default_dtype(dev)
-    common = {_dtype_key(): dtype, "local_files_only": local_files_only, "cache_dir": str(hf_hub_cache())}
+    common = {_dtype_key(): dtype, "local_files_only": True}
     extra: dict[str, Any] = {}
     if kind == "controlnet-inpaint":
         if isinstance(controlnet, str):
-            if local_files_only and not _is_cached(controlnet):
-                raise MissingWeightsError(missing_weights_message(controlnet, what + "'s ControlNet"))
+            cn_folder = _resolve(controlnet, local_files_only, what + "'s ControlNet", progress)
             try:
-                controlnet = diffusers.ControlNetModel.from_pretrained(controlnet, **common)
+                controlnet = diffusers.ControlNetModel.from_pretrained(str(cn_folder), **common)
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise MissingWeightsError(broken_weights_message(controlnet, what + "'s ControlNet", exc)) from exc
+                raise MissingWeightsError(load_failure_message(controlnet, cn_folder, what + "'s ControlNet",
+                                                               exc)) from exc
         extra["controlnet"] = controlnet
     cls = getattr(diffusers, PIPELINES[kind])
     try:
-        pipe = cls.from_pretrained(model, safety_checker=None, requires_safety_checker=False, **common, **extra)
+        pipe = cls.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False, **common, **extra)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MissingWeightsError(broken_weights_message(model, what, exc)) from exc
+        raise MissingWeightsError(load_failure_message(model, folder, what, exc)) from exc
     tok = getattr(pipe, "tokenizer", None)
     if tok is not None and not getattr(tok, "vocab_size", 0):
         raise MissingWeightsError(f"the tokenizer of {model!r} loaded empty (vocab_size 0): the tokenizer files "
@@ -92,3 +89,12 @@ def load_pipeline(kind: str, model: str, device: str | torch.device = "auto", dt
     if hasattr(pipe, "set_progress_bar_config"):  # the edit shows its own bar; an editor asked for
         pipe.set_progress_bar_config(disable=True)  # ``progress=True`` turns the pipeline's back on
     return pipe.to(dev)
+
+
+def _resolve(model: str, local_files_only: bool | None, what: str, progress: bool) -> Path:
+    """The folder of ``model``; a file path (a single-file checkpoint) is refused with the way out."""
+    folder = resolve_weights(model, local_files_only=local_files_only, what=what, progress=progress)
+    if not folder.is_dir():
+        raise MissingWeightsError(f"the {what} loads diffusers folders, and {folder} is a file: convert it with "
+                                  "diffusers' from_single_file(...).save_pretrained(folder) and pass the folder")
+    return folder

@@ -1,8 +1,10 @@
 """``TransformersRefiner``: prompt refinement by a local chat model through ``transformers``.
 
-Qwen2.5-1.5B-Instruct by default, loaded lazily from the Hugging Face cache (``local_files_only``,
-inside ``dynavatar.weights.hub_offline``: nothing is downloaded and no connection is opened unless
-asked), greedy decoding so a plan is reproducible. Tests inject tiny random models built offline.
+Qwen2.5-1.5B-Instruct by default, loaded lazily: the weights are resolved by
+``dynavatar.hub.resolve_weights`` (a folder as given, else the Hugging Face cache, else fetched on
+first use at the pinned revision unless ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``), then
+transformers loads that folder inside ``dynavatar.weights.hub_offline``, so the load itself opens no
+connection. Greedy decoding, so a plan is reproducible. Tests inject tiny random models built offline.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import os
 from typing import Any
 
 from ...errors import DynavatarError, MissingDependencyError
-from ...weights import (broken_weights_message, fetch_hint, find_hub_weights, hub_offline, missing_weights_message,
-                        weights_label)
+from ...hub import MissingWeightsError, load_failure_message, resolve_weights
+from ...weights import fetch_hint, hub_offline
 from .chat import ChatRefiner
 
 __all__ = ["TransformersRefiner", "DEFAULT_LLM"]
@@ -24,14 +26,15 @@ _RULES_HINT = "Offline, get_refiner('rule') needs no weights."
 
 
 class TransformersRefiner(ChatRefiner):
-    """A local chat model through transformers (loaded lazily; nothing is downloaded by default).
+    """A local chat model through transformers (loaded lazily; fetched on first use unless offline).
 
-    ``model``: a Hugging Face id (looked up in the local cache) or a folder. ``pipeline_or_model``
+    ``model``: a Hugging Face id or short name ("qwen"), or a folder. ``local_files_only``: None
+    follows ``HF_HUB_OFFLINE``; True never fetches. ``pipeline_or_model``
     and ``tokenizer`` inject ready objects (a text-generation pipeline, or a causal LM plus its
     tokenizer) — tests pass tiny random ones. Decoding is greedy, so a plan is reproducible.
     """
 
-    def __init__(self, model: str = DEFAULT_LLM, device: str = "auto", local_files_only: bool = True,
+    def __init__(self, model: str = DEFAULT_LLM, device: str = "auto", local_files_only: bool | None = None,
                  pipeline_or_model: Any = None, tokenizer: Any = None, max_new_tokens: int = 300,
                  strict: bool = False):
         self.model_id = str(model)
@@ -67,12 +70,15 @@ class TransformersRefiner(ChatRefiner):
         from ...device import resolve_device
 
         device = resolve_device(self.device)
-        source = self.model_id
         try:
-            with hub_offline(self.local_files_only):
-                self._from_pretrained(transformers, torch, source, device)
+            folder = resolve_weights(self.model_id, local_files_only=self.local_files_only, what=_WHAT)
+        except MissingWeightsError as e:
+            raise type(e)(f"{e} {_RULES_HINT}") from e
+        try:
+            with hub_offline():  # the folder is on disk: transformers has nothing to ask the hub
+                self._from_pretrained(transformers, torch, str(folder), device)
         except (OSError, ValueError) as e:
-            raise DynavatarError(self._missing_message(e)) from e
+            raise DynavatarError(self._load_failed(folder, e)) from e
         if len(self._tokenizer) == 0:  # an empty tokenizer is what some offline lookups return
             raise DynavatarError(f"the tokenizer of {self.model_id!r} is empty. {fetch_hint(self.model_id)} "
                                  f"{_RULES_HINT}")
@@ -80,25 +86,18 @@ class TransformersRefiner(ChatRefiner):
     def _from_pretrained(self, transformers: Any, torch: Any, source: str, device: Any) -> None:
         """The tokenizer and the model that were not injected, through transformers' own loaders."""
         if self._tokenizer is None:
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=self.local_files_only)
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
         if self._model is None:
             dtype = "auto" if device.type == "cuda" else torch.float32
             key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
             self._model = transformers.AutoModelForCausalLM.from_pretrained(
-                source, local_files_only=self.local_files_only, **{key: dtype}).to(device).eval()
+                source, local_files_only=True, **{key: dtype}).to(device).eval()
 
-    def _missing_message(self, e: Exception) -> str:
-        """The shared "weights missing" wording (``dynavatar.weights``), plus the way to go on without them."""
+    def _load_failed(self, folder: Any, e: Exception) -> str:
+        """A folder of the user's: what failed; resolved weights: the file to delete, or "broken" (shared wording)."""
         if os.path.isdir(self.model_id):
             return f"could not load the {_WHAT} from {self.model_id}: {e}"
-        if not self.local_files_only:
-            msg = (f"the {_WHAT} could not load the {weights_label(self.model_id)} from the hub "
-                   f"({type(e).__name__}: {str(e)[:200]}). {fetch_hint(self.model_id)}")
-        elif find_hub_weights(self.model_id) is None:
-            msg = missing_weights_message(self.model_id, _WHAT)
-        else:
-            msg = broken_weights_message(self.model_id, _WHAT, e)
-        return f"{msg} {_RULES_HINT}"
+        return f"{load_failure_message(self.model_id, folder, _WHAT, e)} {_RULES_HINT}"
 
     def _chat_text(self, messages: list[dict[str, str]], tokenizer: Any) -> str:
         """The tokenizer's chat template when it has one, else a plain role-prefixed transcript."""
