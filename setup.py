@@ -51,8 +51,13 @@ EXTRAS = {
     # FaRL face parsing through pyfacer. It pulls torchvision, which has no CPU build here:
     # install it only where a matching CUDA torch/torchvision pair exists.
     "facer": ["pyfacer>=0.0.4", "timm>=0.9"],
-    # Tests: smplx is an independent FLAME implementation used only as a numerical reference.
-    "test": ["pytest>=7.4", "pytest-timeout>=2.2", "smplx==0.1.28"],
+    # `dynavatar view`: the browser viewer is built on viser (its GUI, camera controls and websocket).
+    "view": ["viser>=1.1.1,<1.2"],
+    # Tests: smplx is an independent FLAME implementation used only as a numerical reference; viser
+    # so the viewer's tests run (they drive it from a headless chromium, which .ci/run installs);
+    # nbclient/nbformat/ipykernel execute the example notebooks (tests/test_examples.py).
+    "test": ["pytest>=7.4", "pytest-timeout>=2.2", "smplx==0.1.28", "viser>=1.1.1,<1.2",
+             "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
 }
 
 setup(

@@ -43,8 +43,11 @@ def choose_backend(plan: EditPlan, editor: Any = "auto", method: str = "idu") ->
         return Backend("SDS (Stable Diffusion 1.5)", "sd15")
     if not isinstance(editor, str):
         return Backend(getattr(editor, "name", type(editor).__name__), None, "the editor given")
+    from .apply.glasses import is_glasses_plan
     from .editors.palette import is_palette_plan
 
+    if is_glasses_plan(plan) and editor in ("auto", "geometry"):  # as Avatar.edit routes it
+        return Backend("glasses as geometry", None, "auto: glasses are built as splats on the head")
     palette_plan = is_palette_plan(plan)
     if editor == "auto":
         return Backend(*_EDITORS["palette" if palette_plan else "ip2p"],
