@@ -21,7 +21,6 @@ import copy
 import dataclasses
 import functools
 import importlib
-import json
 import logging
 import os
 import time
@@ -121,12 +120,6 @@ def _image(rgb: "torch.Tensor") -> np.ndarray:
     return (rgb.clamp(0, 1) * 255).round().byte().cpu().numpy()
 
 
-def _write_config(pipe, out: Path) -> None:
-    """``OUT/config.json``: every stage's resolved settings, so a run folder says how it was made."""
-    with atomic_path(out / "config.json") as tmp:
-        Path(tmp).write_text(json.dumps(dataclasses.asdict(pipe), indent=1, default=str))
-
-
 @dataclasses.dataclass
 class Avatar:
     """A FLAME-bound Gaussian avatar with the clip it was fitted to (if any)."""
@@ -173,7 +166,7 @@ class Avatar:
         dev = dp.device if dp.active and device == "auto" else resolve_device(device)
         ds = FrameDataset.load(dataset_dir)
         if dp.is_main:
-            _write_config(pipe, out)
+            pipe.save(out / "config.json")
         with dp.main_first():
             if tracking is None:
                 tracking = cached_tracking(ds, pipe.track, head=head, device=dev, progress=progress)
@@ -239,6 +232,12 @@ class Avatar:
                     raise
                 logger.warning("%s", exc)
         return self.data
+
+    def view(self, port: int = 8080, host: str = "127.0.0.1", device: str = "auto", block: bool = True, **kw):
+        """Open this avatar in the browser viewer (``dynavatar.view.serve``; ``pip install 'dynavatar[view]'``)."""
+        from .view import serve
+
+        return serve(self, port=port, host=host, device=device, block=block, **kw)
 
     # ------------------------------------------------------------------ the clip
     @property

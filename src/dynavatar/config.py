@@ -9,6 +9,9 @@ and ``Avatar.from_video(preset="quality")`` are the same run.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from pathlib import Path
 
 from .perceive import PreprocessConfig
 from .reconstruct.config import PRESETS, ReconstructConfig
@@ -56,3 +59,13 @@ class PipelineConfig:
         if changes:
             pipe = dataclasses.replace(pipe, preprocess=dataclasses.replace(pipe.preprocess, **changes))
         return pipe
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write every stage's resolved settings as JSON (atomically): a run folder's ``config.json``
+        says how it was made, and ``dynavatar fit --config`` reads the same file back."""
+        from .io.atomic import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(dataclasses.asdict(self), indent=1, default=str))
+        return path

@@ -90,3 +90,9 @@ def test_bad_config_files_are_one_line_errors(tmp_path, name, text, words):
 def test_out_of_range_settings_are_refused(item, words):
     with pytest.raises(ConfigError, match=words):
         apply_settings(PipelineConfig.preset("tiny"), [item])
+
+
+def test_a_run_folders_config_json_reads_back_as_the_same_settings(tmp_path):
+    fast = PipelineConfig.preset("fast")
+    fast.save(tmp_path / "config.json")
+    assert apply_settings(PipelineConfig.preset("tiny"), file=tmp_path / "config.json") == fast
