@@ -124,6 +124,7 @@ def fitted(tmp_path_factory):
     return root, avatar, figures
 
 
+@pytest.mark.slow  # shares a ~40 s tiny fit (the `fitted` fixture); CI runs -m slow
 def test_the_fit_records_its_dataset_and_settings(fitted):
     from dynavatar.config import PipelineConfig
     from dynavatar.reconstruct import ReconstructConfig
@@ -139,6 +140,7 @@ def test_the_fit_records_its_dataset_and_settings(fitted):
     assert written == expected and written["reconstruct"]["steps"] == 2 and written["name"] == "tiny"
 
 
+@pytest.mark.slow  # shares a ~40 s tiny fit (the `fitted` fixture); CI runs -m slow
 def test_a_loaded_avatar_evaluates_like_the_fitted_one_in_a_new_process(fitted):
     root, _, figures = fitted
     code = ("import json, sys, torch; torch.set_num_threads(int(sys.argv[2])); from dynavatar import Avatar; "
@@ -153,6 +155,7 @@ def test_a_loaded_avatar_evaluates_like_the_fitted_one_in_a_new_process(fitted):
         assert back[k] == pytest.approx(figures[k], abs=1e-6), k
 
 
+@pytest.mark.slow  # shares a ~40 s tiny fit (the `fitted` fixture); CI runs -m slow
 def test_a_moved_dataset_is_found_through_data(fitted, tmp_path):
     root, avatar, figures = fitted
     moved = tmp_path / "elsewhere"
@@ -176,6 +179,7 @@ def test_a_moved_dataset_is_found_through_data(fitted, tmp_path):
         shutil.move(str(moved), root / "data")
 
 
+@pytest.mark.slow  # shares a ~40 s tiny fit (the `fitted` fixture); CI runs -m slow
 def test_a_dataset_with_other_frames_is_refused(fitted, tmp_path):
     root, _, _ = fitted
     short = tmp_path / "short"
@@ -194,6 +198,7 @@ def test_a_dataset_with_other_frames_is_refused(fitted, tmp_path):
         Avatar.load(root / "run" / "avatar", device="cpu", data=short)
 
 
+@pytest.mark.slow  # shares a ~40 s tiny fit (the `fitted` fixture); CI runs -m slow
 def test_frames_whose_tracking_is_gone_still_evaluate(fitted, tmp_path):
     """Evaluation poses the frames with the avatar's saved parameters and cameras; only the tracked
     motion needs the dataset's tracking."""
