@@ -285,8 +285,10 @@ def test_avatar_plan_and_cli_plan_only_say_what_will_run(tmp_path):
     sds = avatar.plan("red hair", "rule", method="sds").summary()
     assert "-> editor: SDS (Stable Diffusion 1.5) (cannot run here" in sds
     avatar.save(tmp_path / "a")
-    res = CliRunner().invoke(main, ["edit", str(tmp_path / "a"), "add round glasses", "-o", str(tmp_path / "b"),
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "a"), "add a hat", "-o", str(tmp_path / "b"),
                                     "--plan-only", "--refiner", "rule", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "-> editor: InstructPix2Pix (cannot run here: weights not cached; HF_HUB_OFFLINE=1" in res.output
+    glasses = avatar.plan("add round glasses", refiner="rule").summary()  # built offline, as Avatar.edit does
+    assert glasses.endswith("-> editor: glasses as geometry (offline) on eyeglasses, left_eye, right_eye, nose, skin")
     assert not (tmp_path / "b").exists()
