@@ -14,7 +14,7 @@ def _frame_in_range(frame: int, n_frames: int, option: str = "--frame") -> int:
     from ..errors import ConfigError
 
     if not 0 <= frame < n_frames:
-        raise ConfigError(f"{option} {frame}: this avatar's clip has frames 0..{n_frames - 1}")
+        raise ConfigError(f"{option} {frame} is out of range: this avatar's clip has frames 0..{n_frames - 1}")
     return frame
 
 

@@ -57,7 +57,8 @@ def label_comparison_grid(avatar, frames, groups: tuple[str, ...] = ("skin", "ha
 
     from .metrics import group_argmax
 
-    data = avatar.frame_data(required=False)  # a loaded avatar reads its frames back here
+    frame_data = getattr(avatar, "frame_data", None)  # a loaded avatar reads its frames back here
+    data = frame_data(required=False) if frame_data is not None else getattr(avatar, "data", None)
     if data is None or data.parsing is None:
         raise ValueError("the avatar has no parsed frames to compare with (fit it from a parsed clip)")
     rows = []
