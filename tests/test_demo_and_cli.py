@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imageio.v3 as iio
 import numpy as np
+import torch
 from click.testing import CliRunner
 
 from dynavatar.cli import main
@@ -12,6 +13,7 @@ from flame_fixtures import ellipsoid_head
 
 
 def test_demo_writes_video_and_sheet(tmp_path):
+    torch.set_num_threads(1)  # small renders on a shared machine; conftest restores the count
     head = write_flame_npz(ellipsoid_head(), tmp_path / "head.npz")
     r = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "demo"), "--head", str(head), "--frames", "4",
                                   "--resolution", "64", "--device", "cpu"])
@@ -33,10 +35,13 @@ def test_demo_on_default_head(tmp_path):
         import pytest
 
         pytest.skip("default head not built")
+    torch.set_num_threads(1)
     r = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "d"), "--frames", "3", "--resolution", "96",
                                   "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert np.asarray(iio.imread(tmp_path / "d" / "demo.mp4")).shape[0] == 3
+    assert (tmp_path / "d" / "gallery.png").is_file() and (tmp_path / "d" / "avatar").is_dir()
+    assert "blue eyes" in r.output and "gallery" in r.output  # the summary names the edits it ran
 
 
 def test_cli_reports_bad_input_cleanly(tmp_path):
