@@ -17,13 +17,11 @@ call that needs them (``_Lazy``), so ``from dynavatar import Avatar`` takes a fr
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import importlib
 import logging
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -535,61 +533,36 @@ class Avatar:
         return get_refiner(refiner) if isinstance(refiner, str) else refiner
 
     def edit(self, prompt, editor="auto", method: str = "idu", refiner="auto", config=None, guidance=None,
-             progress: bool = True, **editor_kwargs) -> "Avatar":
+             progress: bool = True, mask=None, frame: int | None = None, mask_route: str = "exact",
+             **editor_kwargs) -> "Avatar":
         """A new avatar with the edit applied in every frame; this one is untouched.
 
         prompt: words ("red hair") or an EditPlan. editor: "auto" | "palette" | "ip2p" | "inpaint" |
-        "geometry" or an ImageEditor. method: "idu" (edit keyframes, re-optimise the region's splats,
-        re-edit) or "sds" (score distillation with a diffusion model; ``guidance`` injects an SDSGuidance).
-        Expression plans ("make her smile") change the FLAME expressions instead of the splats; glasses
-        plans under "auto"/"geometry" are built as splats bound to rigid head triangles (offline).
-        """
-        from .edit import EditPlan, apply_expression, glasses_edit, is_glasses_plan  # loaded on the first edit
+        "geometry" or an ImageEditor. method: "idu" (iterative dataset update) or "sds" (VT-SDS;
+        ``guidance`` injects an SDSGuidance). ``mask`` ([H, W], drawn on ``frame``'s render): the
+        region instead of the plan's labels, carried to every view by the "exact" or "learned"
+        ``mask_route``. Clauses that cannot run are skipped when another ran (``meta["skipped"]``).
+        The work is ``edit.dispatch`` (``apply_plan``, ``apply_clauses``)."""
+        from .edit import EditPlan, apply_clauses, edit_avatar
 
-        if not isinstance(prompt, EditPlan):  # "red hair and blue eyes": one plan per clause, chained
-            r, out = self._refiner(refiner), self
-            for p in r.refine_all(prompt) if hasattr(r, "refine_all") else [r.refine(prompt)]:
-                out = out.edit(p, editor, method, config=config, guidance=guidance, progress=progress, **editor_kwargs)
-            return out
-        t0 = time.perf_counter()
-        plan = prompt.validate()
-        record = {"prompt": plan.prompt, "plan": plan.to_dict(), "method": method}
-        gaussians, params = self.gaussians, self.params
-        if plan.kind == "expression":  # a new face, same splats
-            params = apply_expression(self.params, self.model, plan.expression or {}, plan.strength)
-            record.update(editor="flame-expression")
-        elif is_glasses_plan(plan) and editor in ("auto", "geometry"):  # new splats on rigid head triangles
-            gaussians = glasses_edit(self.gaussians, self.model, self.params, plan)
-            record.update(editor="geometry", splats_added=gaussians.num_splats - self.gaussians.num_splats)
-        elif editor == "geometry":
-            raise DynavatarError(f"editor='geometry' builds glasses only; {plan.prompt!r} is a {plan.kind} edit")
-        else:  # same motion, new splats
-            gaussians = self._edit_splats(plan, method, editor, config, guidance, progress, record, **editor_kwargs)
-        record["seconds"] = round(time.perf_counter() - t0, 2)
-        meta = copy.deepcopy(self.meta)
-        meta["edits"] = list(meta.get("edits", [])) + [record]
-        logger.info("edit %r done in %.1f s (%s)", plan.prompt, record["seconds"], plan.summary())
-        return Avatar(gaussians, self.model, params, self.cameras, meta, self.data, self.background)
+        if mask_route not in ("exact", "learned"):
+            raise DynavatarError(f"mask_route must be 'exact' or 'learned', got {mask_route!r}")
+        drawn = None if mask is None else self._drawn_region(mask, frame, mask_route, progress)
+        kw = dict(editor=editor, method=method, config=config, guidance=guidance, progress=progress, drawn=drawn,
+                  **editor_kwargs)
+        if isinstance(prompt, EditPlan):
+            return edit_avatar(self, prompt, **kw)
+        r = self._refiner(refiner)
+        plans = r.refine_all(prompt) if hasattr(r, "refine_all") else [r.refine(prompt)]
+        return apply_clauses(self, plans, lambda a, p: edit_avatar(a, p, **kw))
 
-    def _edit_splats(self, plan, method: str, editor, config, guidance, progress: bool, record: dict,
-                     **editor_kwargs) -> GaussianAvatar:
-        """The splats edited by ``method`` ("idu" or "sds"); what ran is added to ``record``."""
-        from .edit import EditConfig, SDSEditConfig, edit_splats, edit_splats_sds, get_editor
+    def _drawn_region(self, mask, frame: int | None, route: str, progress: bool):
+        """The edit region of a mask drawn on ``frame``'s render (``edit.apply.region.DrawnRegion``)."""
+        from .edit import DrawnRegion
 
-        bg = torch.tensor(self.background, device=self.device)
-        if method == "idu":
-            ed = get_editor(editor, plan=plan, **editor_kwargs) if isinstance(editor, str) else editor
-            cfg = config or EditConfig()
-            res = edit_splats(self.gaussians, self.model, self.params, self.cameras, self.train_idx, plan, ed,
-                              self.renderer, bg, cfg, progress=progress)
-            record.update(editor=type(ed).__name__, editor_choice=getattr(ed, "auto_choice", None),
-                          config=dataclasses.asdict(cfg),
-                          keyframes=sorted({v.frame for v in res.views}), splats_edited=int(res.selected.sum()))
-        elif method == "sds":
-            cfg = config or SDSEditConfig()
-            res = edit_splats_sds(self.gaussians, self.model, self.params, self.cameras, self.train_idx, plan,
-                                  guidance, self.renderer, bg, cfg, progress=progress)
-            record.update(editor="sds", config=dataclasses.asdict(cfg), splats_edited=int(res.selected.sum()))
-        else:
-            raise DynavatarError(f"unknown edit method {method!r}; use 'idu' or 'sds'")
-        return res.gaussians
+        if frame is None or not 0 <= int(frame) < self.params.batch_size:
+            raise DynavatarError(f"a drawn mask needs the frame it was drawn on, 0..{self.params.batch_size - 1}: "
+                                 f"edit(..., mask=m, frame=k), got frame={frame}")
+        sel = self._covered_splats(mask, int(frame))
+        mapper = self.mask_mapper(mask, int(frame), progress=progress)[0] if route == "learned" else None
+        return DrawnRegion(sel, self.params.batch_size, mapper)

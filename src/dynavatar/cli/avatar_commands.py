@@ -35,6 +35,8 @@ def demo(out_dir: Path, head: Path | None, frames: int, resolution: int, device:
     mark_output_dir(out_dir, "demo")
     click.echo("dynavatar demo ran:\n" + "\n".join(f"  - {line}" for line in r.ran))
     click.echo(f"wrote {r.video} and {r.contact_sheet} in {r.seconds:.1f}s")
+    if r.gallery:
+        click.echo(f"edits: {r.gallery} and {r.gallery_video}; the whole demo in one picture: {r.overview}")
 
 
 @main.command()
@@ -152,31 +154,54 @@ def export(avatar_dir: Path, out_path: Path, frame: int) -> None:
 @click.option("--editor", default="auto", show_default=True, type=click.Choice(["auto", "palette", "ip2p", "inpaint", "geometry"]))
 @click.option("--method", default="idu", show_default=True, type=click.Choice(["idu", "sds"]))
 @click.option("--refiner", default="auto", show_default=True, type=click.Choice(["auto", "rule", "transformers", "openai"]))
+@click.option("--mask", "mask_path", type=click.Path(path_type=Path),
+              help="Edit only the region drawn in this image on FRAME's render (white = inside; labels not needed).")
+@click.option("--frame", default=None, type=NON_NEGATIVE, help="The frame --mask was drawn on (required with --mask).")
+@click.option("--mask-route", default="exact", show_default=True, type=click.Choice(["exact", "learned"]),
+              help="Carry the mask to other frames and views by the splats under it, or by a trained MaskMapper.")
 @click.option("--device", default="auto", show_default=True, type=DEVICE)
 @click.option("--plan-only", is_flag=True, help="Print the edit plan and stop (no GPU time spent).")
 @settings_options("EditConfig (SDSEditConfig with --method sds)")
-def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str, refiner: str, device: str,
-         plan_only: bool, settings: tuple[str, ...], config_file: str | None) -> None:
-    """Edit a saved avatar by text ("red hair"); writes OUT and OUT/before_after.mp4."""
+def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str, refiner: str, mask_path: Path | None,
+         frame: int | None, mask_route: str, device: str, plan_only: bool, settings: tuple[str, ...],
+         config_file: str | None) -> None:
+    """Edit a saved avatar by text ("red hair"); writes OUT and OUT/before_after.mp4.
+
+    A prompt with several clauses ("red hair and add a hat") keeps the clauses that ran: one line
+    per skipped clause says why, the result is still written, and the exit code is 0 when at least
+    one clause ran (2 when none could)."""
     from ..api import Avatar
     from ..edit import EditConfig, SDSEditConfig, get_refiner
+    from ..edit import runs_here
+    from ..errors import ConfigError
     from ..io.output_dir import check_output_dir, mark_output_dir
     from .settings import apply_settings
 
+    if (mask_path is None) != (frame is None):
+        raise ConfigError("--mask and --frame go together: give the mask image and the frame it was drawn on")
     config = None
     if settings or config_file:  # the loop's settings: EditConfig for idu, SDSEditConfig for sds
         config = apply_settings(SDSEditConfig() if method == "sds" else EditConfig(), settings, config_file)
     if not plan_only:
-        out_dir = check_output_dir(out_dir, "avatar", inputs=[avatar_dir])
+        out_dir = check_output_dir(out_dir, "avatar", inputs=[avatar_dir] + ([mask_path] if mask_path else []))
+    drawn = _read_drawn_mask(mask_path) if mask_path is not None else None
     a = Avatar.load(avatar_dir, device=device)
     r = get_refiner(refiner)
     plans = r.refine_all(prompt) if hasattr(r, "refine_all") else [r.refine(prompt)]
     for p in plans:  # each plan, then what would run it here (editor, weights cached / fetchable / neither)
-        click.echo("plan: " + p.with_backend(editor, method).summary())
+        p.with_backend(editor, method)
+        where = f" [region: the mask drawn on frame {frame}, {mask_route} route]" if drawn is not None else ""
+        click.echo("plan: " + p.summary() + where + ("" if runs_here(p.backend) or len(plans) == 1 else
+                                                      "  (this clause would be skipped)"))
     if plan_only:
         return
-    edited = a.edit(prompt, editor=editor, method=method, refiner=r, config=config)
+    if drawn is not None:
+        _frame_in_range(frame, a.params.batch_size)
+    edited = a.edit(prompt, editor=editor, method=method, refiner=r, config=config, mask=drawn, frame=frame,
+                    mask_route=mask_route)
     edited.save(out_dir)
     video = edited.render_video(out_dir / "before_after.mp4", compare=a)
     mark_output_dir(out_dir, "avatar")
+    for s in edited.meta.get("skipped", [])[len(a.meta.get("skipped", [])):]:
+        click.echo(f"skipped {s['instruction']!r} ({s['kind']}): {s['error']}")
     click.echo(f"edited avatar in {out_dir}; before/after video {video}")

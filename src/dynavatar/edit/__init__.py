@@ -37,6 +37,9 @@ _LAZY = {
     "SDSGuidance": "apply.sds_guidance", "apply_expression": "apply.expression", "rotate_head": "apply.keyframes",
     "add_glasses": "apply.glasses", "glasses_edit": "apply.glasses", "glasses_request": "apply.glasses",
     "is_glasses_plan": "apply.glasses", "GLASSES_STYLES": "apply.glasses",
+    "DrawnRegion": "apply.region", "loop_config": "apply.loop",
+    # the dispatch behind Avatar.edit
+    "runs_here": "backends", "AvatarParts": "dispatch", "apply_plan": "dispatch", "apply_clauses": "dispatch", "edit_avatar": "dispatch", "CapturedFrames": "dispatch",
     # judging an edit (numpy; OpenCV, torch and CLIP load inside the functions)
     "clip_direction_metrics": "metrics", "hue_error_deg": "metrics", "median_hue_deg": "metrics",
     "outside_change": "metrics", "region_colour_consistency": "metrics", "region_colour_spread": "metrics",

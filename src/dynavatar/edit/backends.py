@@ -21,7 +21,9 @@ from typing import Any
 from ..hub import WeightsStatus, weights_status
 from .plan import EditPlan
 
-__all__ = ["Backend", "choose_backend", "describe_backend"]
+__all__ = ["Backend", "choose_backend", "describe_backend", "runs_here"]
+
+CANNOT = "cannot run here"  # the words a backend line carries when the edit would fail on this machine
 
 # editor name -> (what a person calls it, the weights it needs by KNOWN_WEIGHTS name; None = none)
 _EDITORS = {"palette": ("palette", None), "ip2p": ("InstructPix2Pix", "ip2p"),
@@ -63,9 +65,16 @@ def describe_backend(plan: EditPlan, editor: Any = "auto", method: str = "idu", 
     b = choose_backend(plan, editor, method)
     regions = ", ".join(plan.regions) or "FLAME expression parameters"
     if b.weights is None:
-        state = "offline" if not b.note or b.note.startswith(("auto", "expression")) else b.note
+        state = ("offline" if not b.note or b.note.startswith(("auto", "expression")) else
+                 b.note if b.note == "the editor given" else f"{CANNOT}: {b.note}")
         return f"editor: {b.label} ({state}) on {regions}"
     return f"editor: {b.label} ({_state(weights_status(b.weights, probe=probe))}) on {regions}"
+
+
+def runs_here(line: str) -> bool:
+    """Whether a ``describe_backend`` line says the edit can run on this machine now (offline, cached
+    or fetchable weights), so ``--plan-only`` can say which clauses an edit would skip."""
+    return CANNOT not in line
 
 
 def _state(st: WeightsStatus) -> str:
@@ -73,5 +82,5 @@ def _state(st: WeightsStatus) -> str:
         return f"weights cached at {st.path}"
     if st.state == "fetchable":
         return st.detail.replace("not cached;", "weights not cached;")
-    return (f"cannot run here: weights {st.detail} (or fetch them with `dynavatar download {st.weights.key}` "
+    return (f"{CANNOT}: weights {st.detail} (or fetch them with `dynavatar download {st.weights.key}` "
             "where there is internet)")

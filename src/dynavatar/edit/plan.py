@@ -47,6 +47,13 @@ class EditPlan:
     image_guidance: float = 1.5  # InstructPix2Pix image guidance
     num_steps: int = 20  # diffusion sampling steps
     mask_dilation: int = 6  # pixels (at 512x512) the region mask grows before editing
+    # The IDU loop's "guiding parameters" (DynamicAvatars derives them from the LLM): None = the
+    # loop's own default (plans written before they existed); the refiners fill them per kind
+    # (``prompt/kind_defaults.py``), and an explicit EditConfig field the user set overrides them.
+    adv_weight: float | None = None  # discriminator (adversarial) loss weight (EditConfig.w_adv)
+    keyframes: int | None = None  # keyframes the dynamic editing strategy picks (EditConfig.keyframes)
+    reedit_every: int | None = None  # steps between re-edits of the keyframes, 0 = edit once (EditConfig.reedit_every)
+    optimise_steps: int | None = None  # splat optimisation steps (EditConfig.steps)
     refiner: str = "rule"  # which refiner produced the plan
     understood: list[str] = dataclasses.field(default_factory=list)  # the prompt's words a rule mapped to the plan
     ignored: list[str] = dataclasses.field(default_factory=list)  # content words nothing used (typos, unknown words)
@@ -106,7 +113,22 @@ class EditPlan:
             bad(f"num_steps must be an integer in [1, 1000], got {self.num_steps}")
         if not (isinstance(self.mask_dilation, int) and 0 <= self.mask_dilation <= 128):
             bad(f"mask_dilation must be an integer in [0, 128], got {self.mask_dilation}")
+        if self.adv_weight is not None and not (_finite(self.adv_weight) and 0.0 <= self.adv_weight <= 1.0):
+            bad(f"adv_weight must be in [0, 1], got {self.adv_weight}")
+        for name, lo, hi in (("keyframes", 1, 64), ("reedit_every", 0, 10_000), ("optimise_steps", 0, 20_000)):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+                bad(f"{name} must be an integer in [{lo}, {hi}], got {v}")
         return self
+
+    # ------------------------------------------------------------------ the loop's knobs
+    LOOP_FIELDS: ClassVar[dict[str, str]] = {"adv_weight": "w_adv", "keyframes": "keyframes",
+                                             "reedit_every": "reedit_every", "optimise_steps": "steps"}
+
+    def guiding(self) -> dict[str, Any]:
+        """The loop settings this plan asks for, by ``EditConfig`` field name (only those it sets):
+        ``{"w_adv": 0.02, "keyframes": 8, "reedit_every": 100, "steps": 300}``."""
+        return {cfg: getattr(self, f) for f, cfg in self.LOOP_FIELDS.items() if getattr(self, f) is not None}
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -120,7 +142,8 @@ class EditPlan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EditPlan":
-        """Build and validate a plan from a dict; unknown keys are an error (typos must not pass)."""
+        """Build and validate a plan from a dict; unknown keys are an error (typos must not pass); a
+        field a plan of an older version lacks takes its default (the loop knobs: None)."""
         if not isinstance(d, dict):
             raise EditPlanError(f"an edit plan must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -167,6 +190,9 @@ class EditPlan:
         if self.expression:
             extra.append("expression " + ", ".join(f"{k}={v:.2f}" for k, v in self.expression.items()))
         keep = f"; keep {', '.join(self.preserve)}" if self.preserve else ""
+        if self.kind != "expression" and self.guiding():
+            g = self.guiding()
+            keep += "; loop " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in g.items())
         heard = (f"  I understood: {', '.join(self.understood) or 'nothing'}; ignored: {', '.join(self.ignored)}"
                  if self.ignored else "")
         return (f"[{self.kind}] {', '.join(self.regions) or '(FLAME expression)'}: {self.instruction!r}"

@@ -16,7 +16,8 @@ from dynavatar.edit.prompt import (OpenAIRefiner, PromptRefiner, RuleRefiner, Tr
                                    build_system_prompt, extract_json_object, get_refiner, plan_from_text)
 from dynavatar.errors import DynavatarError
 
-EYES = {"left_eye", "right_eye"}
+EYES = {"iris", "left_eye", "right_eye"}  # an eye colour: the iris (eye labels of older avatars)
+EYES_KEPT = EYES | {"sclera"}  # keeping the eyes keeps their whites too
 BROWS = {"left_brow", "right_brow"}
 LIPS = {"upper_lip", "lower_lip"}
 GLASSES = {"eyeglasses", "left_eye", "right_eye"}
@@ -63,10 +64,10 @@ CASES = [
     ("purple lips", "colour", LIPS, lambda p: hue_close(p.colour, 275, 20)),
     ("blue eyes", "colour", EYES, lambda p: hue_close(p.colour, 225, 20) and p.instruction == "make the eyes blue"
      and p.positive_prompt == "a photo of a person with blue eyes"),
-    ("green left eye", "colour", {"left_eye"}, lambda p: hue_close(p.colour, 130, 20)),
+    ("green left eye", "colour", {"iris", "left_eye"}, lambda p: hue_close(p.colour, 130, 20)),
     ("red eyebrows", "colour", BROWS, None),
     ("red lipstick", "colour", LIPS, None),
-    ("white teeth", "colour", {"mouth_interior"}, None),
+    ("white teeth", "colour", {"teeth"}, None),
     ("turn him green", "colour", SKIN, lambda p: hue_close(p.colour, 130, 20)),
     ("olive skin", "colour", SKIN,
      lambda p: hue_close(p.colour, 30, 15)),  # a skin tone, not olive green
@@ -81,8 +82,8 @@ CASES = [
     ("make the hair red without changing the eyebrows", "colour", {"hair"}, lambda p: set(p.preserve) == BROWS),
     ("make the face green, not the lips", "colour", {"skin", "nose"}, lambda p: set(p.preserve) == LIPS),
     ("make the face green but not the nose", "colour", {"skin"}, lambda p: p.preserve == ["nose"]),
-    ("keep the eyes and make the hair red", "colour", {"hair"}, lambda p: set(p.preserve) == EYES),
-    ("auburn hair, don't change the eyes", "colour", {"hair"}, lambda p: set(p.preserve) == EYES),
+    ("keep the eyes and make the hair red", "colour", {"hair"}, lambda p: set(p.preserve) == EYES_KEPT),
+    ("auburn hair, don't change the eyes", "colour", {"hair"}, lambda p: set(p.preserve) == EYES_KEPT),
     ("red hair and lips", "colour", {"hair"} | LIPS, lambda p: p.instruction == "make the hair and the lips red"),
     ("make the hair and the eyes blue", "colour", {"hair"} | EYES, None),
     # accessories
@@ -119,7 +120,7 @@ CASES = [
     ("wink with the right eye", "expression", None, lambda p: set(p.expression) == {"wink_right"}),
     ("stop smiling", "expression", None, lambda p: set(p.expression) == {"neutral"}),
     ("smile and close the eyes", "expression", None, lambda p: set(p.expression) == {"smile", "closed_eyes"}),
-    ("smile but keep the eyes", "expression", None, lambda p: set(p.preserve) == EYES and not EYES & set(p.regions)),
+    ("smile but keep the eyes", "expression", None, lambda p: set(p.preserve) == EYES_KEPT and not EYES_KEPT & set(p.regions)),
     # fallback
     ("asdf qwerty zxcv", "appearance", {"skin", "hair"}, lambda p: p.instruction == "asdf qwerty zxcv"),
     ("cyberpunk style", "appearance", {"skin", "hair"}, None),

@@ -3,13 +3,21 @@
 Instruct-NeRF2NeRF's loop, restricted to a region (DynamicAvatars) and driven by FLAME (AvatarStudio):
 
 1. choose keyframes covering the clip's expressions and poses, plus novel head rotations;
-2. render each view, and its region mask from the splat labels (dual tracking);
-3. edit the renders inside the masks (any ``ImageEditor``);
+2. render each view, and its region mask from the splat labels (dual tracking) or from a mask the
+   user drew on one frame (``DrawnRegion``: exact route or the learned MaskMapper);
+3. edit the renders inside the masks (any ``ImageEditor``): the edit starts from the current
+   render and, for editors that take image guidance (InstructPix2Pix), is conditioned on the
+   ORIGINAL view (the captured frame, or the unedited render of a novel view), as in
+   Instruct-NeRF2NeRF, so identity does not drift over the re-edits;
 4. optimise only the region's splats towards the edited views (L1 + D-SSIM + a patch
    discriminator's adversarial loss); every other splat is restored after each step, so nothing
    outside the region can change;
 5. every ``reedit_every`` steps, re-render and re-edit (the "dataset update"), so the targets
    converge to a 3D-consistent edit instead of averaging inconsistent 2D edits.
+
+The loop's knobs (discriminator weight, keyframes, re-edit period, steps) come from the plan
+(``EditPlan.guiding``, chosen per kind by the refiner: DynamicAvatars' guiding parameters) unless
+the ``EditConfig`` given sets them (``loop_config``).
 
 Because the splats are bound to FLAME triangles, the edited region follows every expression and
 pose of the clip and any new animation.
@@ -23,6 +31,7 @@ frames and novel poses agree; the loop then only fine-tunes (``steps=0`` skips i
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 
 import torch
@@ -38,10 +47,11 @@ from ..editors.palette import PaletteEditor, is_palette_plan
 from ..plan import EditPlan
 from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from .keyframes import View, farthest_point_keyframes, keyframe_views
-from .region import EditResult, pose_views, prepare_region, region_masks, region_optimizer, region_step, render_views
+from .region import (DrawnRegion, EditResult, pose_views, prepare_region, region_masks, region_optimizer, region_step,
+                     render_views, view_masks)
 from .splat_recolour import recolour_splats, splat_region_weight, splat_visibility
 
-__all__ = ["EditConfig", "recolour_region", "edit_splats"]
+__all__ = ["EditConfig", "loop_config", "original_views", "recolour_region", "edit_splats"]
 
 
 @dataclasses.dataclass
@@ -79,34 +89,81 @@ def recolour_region(g: GaussianAvatar, sel: Tensor, plan: EditPlan, editor: Pale
     vis = splat_visibility(wg, cams, region_masks(wg, cams, g.labels, plan, renderer), renderer)  # [N]
     weight = splat_region_weight(g.labels, plan, sel)  # [N], 0 outside the region
     return recolour_splats(g, plan, weight, vis, min_detail=getattr(editor, "min_detail", 0.05),
-                           iris_only=getattr(editor, "iris_only", True))
+                           iris_only=getattr(editor, "iris_only", True), model=model, params=params)
+
+
+def loop_config(plan: EditPlan, config: EditConfig | None = None) -> EditConfig:
+    """The loop's settings: ``EditConfig``'s defaults, then the plan's guiding parameters
+    (``EditPlan.guiding``: discriminator weight, keyframes, re-edit period, steps, which the refiner
+    chose for this kind of edit), then every field of ``config`` that differs from the default: an
+    explicit setting of the user's always wins, a field left at its default lets the plan decide."""
+    default = EditConfig()
+    out = dataclasses.replace(default, **plan.guiding())
+    if config is None:
+        return out
+    user = {f.name: getattr(config, f.name) for f in dataclasses.fields(EditConfig)
+            if getattr(config, f.name) != getattr(default, f.name)}
+    return dataclasses.replace(out, **user)
+
+
+def original_views(gaussians: GaussianAvatar, model: FlameModel, params: FlameParams, cameras: Cameras,
+                   views: list[View], renderer, background: Tensor, captured: Tensor | None = None) -> Tensor:
+    """What the image editor is conditioned on (Instruct-NeRF2NeRF's image guidance): the captured
+    frame for a view of a training frame as seen (``captured`` [N, H, W, 3] in [0, 1], composited on
+    the background), else the UNEDITED avatar's render (novel head turns, or no frames at hand).
+    Conditioning on the original rather than on the current render is what keeps identity over the
+    re-edits.  -> [V, H, W, 3]"""
+    with torch.no_grad():
+        imgs, _, _ = render_views(gaussians, model, params, cameras, views, renderer, background)
+    if captured is not None:
+        for i, v in enumerate(views):
+            if v.yaw == 0.0 and v.pitch == 0.0 and captured[v.frame].shape == imgs[i].shape:
+                imgs[i] = captured[v.frame].to(imgs)
+    return imgs
+
+
+def _accepts_originals(editor) -> bool:
+    """Editors that take image guidance (``originals=``); the palette editor edits the render alone."""
+    try:
+        return "originals" in inspect.signature(editor.edit).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParams, cameras: Cameras,
                 train_idx: Tensor, plan: EditPlan, editor, renderer, background: Tensor,
-                config: EditConfig | None = None, progress: bool = True) -> EditResult:
-    """Re-optimise the plan's region so renders match the edited keyframes. Returns new splats;
-    ``gaussians`` is not modified."""
-    cfg = config or EditConfig()
+                config: EditConfig | None = None, progress: bool = True, drawn: DrawnRegion | None = None,
+                captured: Tensor | None = None) -> EditResult:
+    """Re-optimise the plan's region (or the ``drawn`` one) so renders match the edited keyframes.
+    Settings: ``loop_config(plan, config)``. Each (re-)edit starts from the current render and, for
+    editors that take it, is conditioned on the original view (``original_views``; ``captured``:
+    the clip's frames). Returns new splats; ``gaussians`` is not modified."""
+    cfg = loop_config(plan, config)
     t0 = time.perf_counter()
     dev = gaussians.means_local.device
     model = model.to(dev)
-    g, sel, gen = prepare_region(gaussians, plan, cfg.region_threshold, cfg.clone_for_accessory, cfg.seed)
+    g, sel, gen = prepare_region(gaussians, plan, cfg.region_threshold, cfg.clone_for_accessory, cfg.seed, drawn)
     keyframes = farthest_point_keyframes(params, cfg.keyframes, train_idx.cpu())
     views = keyframe_views(keyframes, cfg.novel_yaws)
+    info = {"config": dataclasses.asdict(cfg), "route": drawn.route if drawn is not None else "labels"}
     recoloured = 0
-    if cfg.splat_recolour and is_palette_plan(plan) and isinstance(editor, PaletteEditor):
+    if cfg.splat_recolour and drawn is None and is_palette_plan(plan) and isinstance(editor, PaletteEditor):
         before = g.sh.clone()
         g = recolour_region(g, sel, plan, editor, model, params, cameras, views, renderer)
         recoloured = int((g.sh != before).flatten(1).any(1).sum())
     if cfg.steps <= 0:  # the splat-space step alone (or nothing)
-        return EditResult(g.detach(), views, sel, [], time.perf_counter() - t0, recoloured)
+        return EditResult(g.detach(), views, sel, [], time.perf_counter() - t0, recoloured, info)
+    guided = _accepts_originals(editor)
+    originals = (original_views(gaussians, model, params, cameras, views, renderer, background, captured)
+                 if guided else None)
+    info["image_guidance"] = "original views" if guided else "none (the editor edits the current render)"
 
     def make_targets() -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             imgs, wg, cams = render_views(g, model, params, cameras, views, renderer, background)
-            masks = region_masks(wg, cams, g.labels, plan, renderer)
-            edited = editor.edit(imgs, masks, plan, seed=cfg.seed)
+            masks = view_masks(wg, cams, g.labels, plan, renderer, views, sel, drawn)
+            kw = {"originals": originals} if guided else {}
+            edited = editor.edit(imgs, masks, plan, seed=cfg.seed, **kw)
         return edited.to(dev).clamp(0, 1), masks
 
     targets, masks = make_targets()
@@ -131,4 +188,4 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
             if step >= cfg.adv_start:
                 loss = loss + cfg.w_adv * generator_loss(disc, pred, m)
         region_step(loss, opt, g, frozen, sel, step, cfg.steps, history, bar, "edit")
-    return EditResult(g.detach(), views, sel, history, time.perf_counter() - t0, recoloured)
+    return EditResult(g.detach(), views, sel, history, time.perf_counter() - t0, recoloured, info)

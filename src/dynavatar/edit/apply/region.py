@@ -1,7 +1,8 @@
 """The region an edit may change, shared by both edit loops (the IDU loop and SDS).
 
-Which splats belong to the plan's regions (``region_selection``, minus preserved labels), their
-masks in rendered views, renders of keyframes and novel head turns, a private copy of the splats
+Which splats belong to the plan's regions (``region_selection``, minus preserved labels) or to a
+region the user drew on one frame (``DrawnRegion``: the splats under the mask, carried to every
+view by the exact route or by a learned MaskMapper), their masks in rendered views, renders of keyframes and novel head turns, a private copy of the splats
 (accessories get a second, jittered copy of the region for room to grow), and the optimiser step
 that puts every splat outside the region back exactly after each update (``region_step``), so
 nothing the plan did not ask for can change.
@@ -10,6 +11,7 @@ nothing the plan did not ask for can change.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,10 +22,11 @@ from ...gaussians.avatar import GaussianAvatar
 from ...gaussians.binding import bind
 from ...geometry.cameras import Cameras
 from ...geometry.labels import label_index
+from ...semantics.coverage import render_coverage
 from ..plan import EditPlan
 from .keyframes import View, rotate_head
 
-__all__ = ["EditResult", "region_selection", "region_masks", "pose_views", "render_views", "prepare_region",
+__all__ = ["EditResult", "DrawnRegion", "view_masks", "region_selection", "region_masks", "pose_views", "render_views", "prepare_region",
            "region_optimizer", "restore_outside", "region_step"]
 
 
@@ -35,6 +38,43 @@ class EditResult:
     history: list[dict]
     seconds: float
     recoloured: int = 0  # splats the splat-space palette step changed (0: step not used)
+    info: dict = dataclasses.field(default_factory=dict)  # what else the loop decided (settings, tokens...)
+
+
+@dataclasses.dataclass
+class DrawnRegion:
+    """An edit region drawn by the user on one frame, instead of the plan's labels (DynamicAvatars'
+    mask mapping): the splats under the mask are the ones optimised, and each edited view's mask
+    is either those splats rendered at the view (the exact route) or a trained ``MaskMapper``'s
+    prediction at the view's time and head turn (the learned route)."""
+
+    selected: Tensor  # bool [N] splats under the drawn mask (``Avatar.splats_under_mask``)
+    n_frames: int  # frames of the clip: a view's time is frame / (n_frames - 1), as the mapper was trained
+    mapper: Any = None  # a MaskMapper (learned route); None renders the selection (exact route)
+
+    @property
+    def route(self) -> str:
+        return "exact" if self.mapper is None else "learned"
+
+    def masks(self, world, cameras: Cameras, views: list[View], sel: Tensor, renderer) -> Tensor:
+        """Region masks of ``views`` (their world gaussians and cameras), {0, 1}  -> [V, H, W].
+        ``sel``: the current selection (bool [N'], cloned accessory splats included)."""
+        if self.mapper is None:
+            return (render_coverage(world, cameras, sel, renderer) > 0.5).float()
+        dev = next(self.mapper.parameters()).device
+        t = torch.tensor([v.frame for v in views], dtype=torch.float32) / max(self.n_frames - 1, 1)
+        pose = torch.tensor([[v.yaw, v.pitch] for v in views], dtype=torch.float32)
+        with torch.no_grad():
+            p = self.mapper.predict(t.to(dev), pose.to(dev), out_size=(cameras.height, cameras.width))
+        return (p > 0.5).float().to(world.means.device)
+
+
+def view_masks(world, cameras: Cameras, labels: Tensor, plan: EditPlan, renderer, views: list[View],
+               sel: Tensor, drawn: DrawnRegion | None) -> Tensor:
+    """The edit region in each view: the drawn region's route, else the plan's labels.  -> [V, H, W]"""
+    if drawn is not None:
+        return drawn.masks(world, cameras, views, sel, renderer)
+    return region_masks(world, cameras, labels, plan, renderer)
 
 
 def region_selection(labels: Tensor, plan: EditPlan, threshold: float) -> Tensor:
@@ -87,14 +127,21 @@ def _clone_region(g: GaussianAvatar, sel: Tensor, gen: torch.Generator) -> tuple
 
 
 def prepare_region(gaussians: GaussianAvatar, plan: EditPlan, threshold: float, clone_for_accessory: bool,
-                   seed: int) -> tuple[GaussianAvatar, Tensor, torch.Generator]:
-    """A private copy of the splats, the bool [N'] mask of those the edit may change, and the
-    seeded generator the rest of the edit draws from (torch's global seed is set too)."""
+                   seed: int, drawn: DrawnRegion | None = None) -> tuple[GaussianAvatar, Tensor, torch.Generator]:
+    """A private copy of the splats, the bool [N'] mask of those the edit may change (the plan's
+    labels, or the splats under a ``drawn`` mask: then labels are not needed), and the seeded
+    generator the rest of the edit draws from (torch's global seed is set too)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     g = gaussians.detach()
     g = dataclasses.replace(g, **{k: v.clone() for k, v in g.parameters_dict().items()})
-    sel = region_selection(g.labels, plan, threshold)
+    if drawn is not None:
+        sel = drawn.selected.to(g.means_local.device).bool()
+        if sel.shape != (g.num_splats,) or not sel.any():
+            raise DynavatarError("the drawn mask selects no splat of this avatar; draw it over the head on "
+                                 "the frame's render (avatar.render(frame=k))")
+    else:
+        sel = region_selection(g.labels, plan, threshold)
     if not sel.any():
         raise DynavatarError(f"no splat is labelled {plan.regions} (above {threshold}); "
                              "nothing to edit. Check avatar.render_masks() on a frame.")

@@ -1,5 +1,8 @@
 """Settings of score distillation (SDS) and of its optional LoRA personalisation, with named presets.
 
+- **View words reachable.** DreamFusion's 45 deg "front" cone is for cameras orbiting a whole object;
+  an avatar edit turns the head by at most about 45 deg, so with that cone every view was "front
+  view" and SDS was not view-aware at all. The front cone is 20 deg here.
 - **Guidance scale 7.5 by default.** DreamFusion's 100 compensates for SDS's blur when a shape is
   *generated from nothing*; here the edit starts from a faithful reconstruction (and, with LoRA, a
   model that knows the subject), and very high guidance oversaturates colours and drifts identity.
@@ -30,7 +33,8 @@ class SDSConfig:
     weighting: str = "sds"  # "sds": w(t) = 1 - alpha_bar_t (DreamFusion); "uniform": w(t) = 1
     resolution: int = 512  # renders are resized to resolution^2; latent side = resolution / vae_scale_factor
     view_dependent: bool = True  # append ", front view" etc. to the prompt
-    front_deg: float = 45.0  # |yaw| <= this -> "front view"
+    front_deg: float = 20.0  # |yaw| <= this -> "front view"; 20 so the edit loop's head turns (up to
+    #                          SDSEditConfig.yaw_range, 46 deg) and a clip's own turns reach "side view"
     back_deg: float = 135.0  # |yaw| >= this -> "back view"; in between -> "side view"
     overhead_deg: float = 60.0  # pitch (camera elevation) >= this -> "overhead view"
     lora_rank: int = 4  # rank of the LoRA adapters of personalisation

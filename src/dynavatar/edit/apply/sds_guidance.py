@@ -214,6 +214,21 @@ class SDSGuidance:
     def clear_keyframes(self) -> None:
         self._keyframe_times, self._keyframe_tags = None, []
 
+    def condition_texts(self, prompt: str, yaw: Sequence[float], pitch: Sequence[float],
+                        t: Sequence[float] | None = None) -> list[tuple[str, str, float]]:
+        """The prompts ``condition`` embeds for each sample, readable: (text of the keyframe before
+        t, text of the one after, weight of the latter); without keyframes or t, (text, text, 0).
+        What the view and time tokens are at a pose and time, for the record and for tests."""
+        yaw_v = _as_batch(yaw, torch.as_tensor(yaw).numel(), "yaw")
+        B = yaw_v.numel()
+        pitch_v, t_v = _as_batch(pitch, B, "pitch"), _as_batch(t, B, "t")
+        viewed = [self.view_prompt(prompt, float(y), float(p)) for y, p in zip(yaw_v, pitch_v)]
+        if self._keyframe_times is None or t_v is None:
+            return [(v, v, 0.0) for v in viewed]
+        i0, i1, w = keyframe_blend(self._keyframe_times, t_v)
+        tags = self._keyframe_tags
+        return [(f"{v}, {tags[int(a)]}", f"{v}, {tags[int(b)]}", float(x)) for v, a, b, x in zip(viewed, i0, i1, w)]
+
     def condition(self, prompt: str, yaw: Tensor | float | Sequence[float], pitch: Tensor | float | Sequence[float],
                   t: Tensor | float | Sequence[float] | None = None, negative: str | None = None) -> TextEmbeddings:
         """Per-sample view-and-time-aware text embeddings (see the module doc).
@@ -368,7 +383,7 @@ class SDSGuidance:
     def personalise(self, images: Tensor, prompt: str, steps: int | None = None, rank: int | None = None, *,
                     times: Sequence[float] | Tensor | None = None, tags: Sequence[str] | None = None,
                     yaw: Sequence[float] | Tensor | None = None, pitch: Sequence[float] | Tensor | None = None,
-                    lr: float | None = None) -> PersonaliseResult:
+                    lr: float | None = None, t: Sequence[float] | Tensor | None = None) -> PersonaliseResult:
         """LoRA-fine-tune the UNet on the avatar's keyframes (AvatarStudio's personalised diffusion).
 
         images: [K, H, W, 3] in [0, 1]; prompt: the subject ("a photo of sks person"); times: [K] in
@@ -376,6 +391,9 @@ class SDSGuidance:
         yaw/pitch: [K] degrees of each keyframe's camera (default 0 = front). Only the adapters train
         (plain DreamBooth-style noise-prediction loss, no prior preservation); later ``loss`` calls use
         the adapted UNet until ``remove_lora``. Adds adapters if there are none, else keeps training them.
+        ``t``: [K] each image's time when several images share a keyframe time (views of one frame
+        under several head turns: register the distinct times with ``set_keyframes`` first); default
+        ``times``.
         """
         c = self.config
         steps = c.lora_steps if steps is None else steps
@@ -388,7 +406,7 @@ class SDSGuidance:
         with torch.no_grad():
             latents = self.encode_images(images).float()  # [K, C, h, w]
             cond = self.condition(prompt, zeros if yaw is None else yaw, zeros if pitch is None else pitch,
-                                  times).cond  # [K, L, D]
+                                  times if t is None else t).cond  # [K, L, D]
         if not self.has_lora:
             self.add_lora(rank)
         elif rank is not None and rank != self._lora_sites[0].adapter.down.shape[0]:

@@ -12,9 +12,10 @@ from torch import Tensor
 
 from ...errors import DynavatarError, InvalidParametersError
 from ...geometry.cameras import camera_centers
+from ...geometry.rotations import axis_angle_to_matrix
 from .sds_config import WEIGHTINGS, SDSConfig
 
-__all__ = ["view_word", "view_angles", "timestep_range", "sds_weight", "keyframe_blend", "latent_mask",
+__all__ = ["view_word", "view_angles", "head_view_angles", "time_tag", "timestep_range", "sds_weight", "keyframe_blend", "latent_mask",
            "sds_surrogate", "eps_from_prediction", "add_noise"]
 
 
@@ -45,6 +46,24 @@ def view_angles(viewmats: Tensor, target: Tensor | None = None) -> tuple[Tensor,
     yaw = torch.rad2deg(torch.atan2(d[..., 0], d[..., 2]))
     pitch = torch.rad2deg(torch.atan2(d[..., 1], torch.hypot(d[..., 0], d[..., 2])))
     return yaw, pitch
+
+
+def head_view_angles(rotation: Tensor, translation: Tensor, viewmats: Tensor) -> tuple[Tensor, Tensor]:
+    """Yaw and pitch (degrees) of each camera as the HEAD sees it: the camera centre in the head's
+    frame (FLAME global rotation [B, 3] axis-angle, translation [B, 3]), so a head turned 30 deg
+    in front of a fixed camera is seen from 30 deg to the side, as an orbiting camera would be.
+    viewmats: [B, 4, 4] world-to-camera. -> (yaw [B], pitch [B])."""
+    R = axis_angle_to_matrix(rotation.float())  # [B, 3, 3] head -> world
+    c = camera_centers(viewmats.float()) - translation.float()  # [B, 3]
+    d = (R.transpose(1, 2) @ c[..., None])[..., 0]  # camera centre in head coordinates
+    yaw = torch.rad2deg(torch.atan2(d[..., 0], d[..., 2]))
+    pitch = torch.rad2deg(torch.atan2(d[..., 1], torch.hypot(d[..., 0], d[..., 2])))
+    return yaw, pitch
+
+
+def time_tag(t: float) -> str:
+    """The time token of a keyframe at normalised clip time ``t`` in [0, 1] ("time 0.25")."""
+    return f"time {float(t):.2f}"
 
 
 def timestep_range(config: SDSConfig, step: int, total_steps: int, num_train_timesteps: int) -> tuple[int, int]:

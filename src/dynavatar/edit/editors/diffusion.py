@@ -30,7 +30,8 @@ from .crops import crop_box, crop_resize, uncrop_resize, work_size
 from .masks import composite, dilate_mask, feather_mask, plan_scale
 from .pipeline_loading import load_pipeline
 
-__all__ = ["canny_control", "inpaint_control", "CropDiffusionEditor", "InstructPix2PixEditor", "InpaintEditor"]
+__all__ = ["canny_control", "inpaint_control", "CropDiffusionEditor", "InstructPix2PixEditor", "InpaintEditor",
+           "ip2p_from_current"]
 
 
 # ----------------------------------------------------------------------------- control images
@@ -83,7 +84,7 @@ class CropDiffusionEditor:
 
     # -- hooks
     def _run(self, crops: torch.Tensor, crop_masks: torch.Tensor, plan: EditPlan,
-             generators: list[torch.Generator] | None) -> torch.Tensor:
+             generators: list[torch.Generator] | None, originals: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def _alpha_gain(self, plan: EditPlan) -> float:
@@ -97,12 +98,18 @@ class CropDiffusionEditor:
             raise EditPlanError(f"the plan for {plan.prompt!r} names no region to edit")
 
     # -- the edit
-    def edit(self, images: torch.Tensor, masks: torch.Tensor, plan: EditPlan, seed: int | None = None) -> torch.Tensor:
-        """images [B, H, W, 3] in [0, 1], masks [B, H, W] in [0, 1] -> edited images [B, H, W, 3]."""
+    def edit(self, images: torch.Tensor, masks: torch.Tensor, plan: EditPlan, seed: int | None = None,
+             originals: torch.Tensor | None = None) -> torch.Tensor:
+        """images [B, H, W, 3] in [0, 1], masks [B, H, W] in [0, 1] -> edited images [B, H, W, 3].
+
+        ``originals`` [B, H, W, 3]: the unedited views (the edit loop's captured frames or unedited
+        renders); an editor with image guidance conditions on them and starts from ``images``."""
         self.check(plan)
         if images.ndim != 4 or images.shape[-1] != 3 or masks.shape != images.shape[:3]:
             raise ValueError(f"expected images [B, H, W, 3] and masks [B, H, W], got {tuple(images.shape)} "
                              f"and {tuple(masks.shape)}")
+        if originals is not None and originals.shape != images.shape:
+            raise ValueError(f"originals must match images {tuple(images.shape)}, got {tuple(originals.shape)}")
         gain = self._alpha_gain(plan)
         if gain == 0.0:
             return images.clone()
@@ -122,11 +129,54 @@ class CropDiffusionEditor:
                 cmasks = torch.stack([crop_resize(grown[i][..., None], boxes[i], size, "bilinear")
                                       for i in chunk])  # [n, 1, h, w]
                 gens = None if seed is None else [torch.Generator("cpu").manual_seed(seed + i) for i in chunk]
-                out = self._run(crops, cmasks, plan, gens).to(device=images.device, dtype=torch.float32)
+                orig = (None if originals is None else
+                        torch.stack([crop_resize(originals[i].to(images), boxes[i], size) for i in chunk]))
+                out = self._run(crops, cmasks, plan, gens, orig).to(device=images.device, dtype=torch.float32)
                 for j, i in enumerate(chunk):
                     b = boxes[i]
                     edited[i, b.y0:b.y1, b.x0:b.x1] = uncrop_resize(out[j], b).to(images.dtype)
         return composite(images, edited, alpha * gain)
+
+
+def _text_embeddings(pipe: Any, texts: list[str]) -> torch.Tensor:
+    """CLIP last hidden states of ``texts``.  -> [len(texts), L, D]"""
+    tok = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt")
+    return pipe.text_encoder(tok.input_ids.to(pipe.device))[0]
+
+
+@torch.no_grad()
+def ip2p_from_current(pipe: Any, current: torch.Tensor, original: torch.Tensor, plan: EditPlan, start: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Instruct-NeRF2NeRF edit with an InstructPix2Pix pipeline's components: the UNet's image
+    channels carry the ``original`` view's latents (the image guidance), and the denoised latents
+    start from the ``current`` render noised to the timestep ``start`` of the way into the
+    schedule. Three-way classifier-free guidance, as InstructPix2Pix:
+    ``eps = eps_uncond + s_img (eps_img - eps_uncond) + s_txt (eps_full - eps_img)``.
+
+    current, original: [1, 3, h, w] in [0, 1] -> [1, 3, h, w] in [0, 1]."""
+    unet, vae, sched = pipe.unet, pipe.vae, pipe.scheduler
+    dev, dt = unet.device, unet.dtype
+    text = _text_embeddings(pipe, [plan.instruction, plan.negative_prompt or ""]).to(dt)  # [2, L, D]
+    emb = torch.cat([text[:1], text[1:], text[1:]])  # full, image-only, unconditional
+    orig_lat = vae.encode((original.to(dev, dt) * 2 - 1)).latent_dist.mode()  # [1, 4, h/8, w/8], unscaled
+    image_lat = torch.cat([orig_lat, orig_lat, torch.zeros_like(orig_lat)])
+    x = vae.encode((current.to(dev, dt) * 2 - 1)).latent_dist.mean * vae.config.scaling_factor
+    sched.set_timesteps(plan.num_steps, device=dev)
+    first = min(int(round(plan.num_steps * (1.0 - start))), plan.num_steps - 1)
+    timesteps = sched.timesteps[first:]
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(first)
+    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(dev, dt)
+    x = sched.add_noise(x, noise, timesteps[:1])
+    for t in timesteps:
+        x_in = sched.scale_model_input(torch.cat([x] * 3), t)
+        eps = unet(torch.cat([x_in, image_lat], 1), t, encoder_hidden_states=emb).sample
+        e_full, e_img, e_unc = eps.chunk(3)
+        eps = e_unc + plan.image_guidance * (e_img - e_unc) + plan.text_guidance * (e_full - e_img)
+        x = sched.step(eps, t, x, generator=generator).prev_sample
+    out = vae.decode(x / vae.config.scaling_factor).sample
+    return (out.float() / 2 + 0.5).clamp(0, 1)
 
 
 def _prompts(text: str, n: int) -> list[str]:
@@ -135,6 +185,12 @@ def _prompts(text: str, n: int) -> list[str]:
 
 class InstructPix2PixEditor(CropDiffusionEditor):
     """InstructPix2Pix ("turn her hair red") on region crops; ``plan.strength`` scales the composite alpha.
+
+    Given ``originals`` (the edit loop always gives them), it edits as Instruct-NeRF2NeRF does: the
+    image guidance is the ORIGINAL view (``plan.image_guidance`` pulls towards it, so identity is
+    kept), and denoising starts from the CURRENT render noised to ``start_strength`` of the schedule
+    (``ip2p_from_current``), so the re-edits converge instead of restarting from noise. Without
+    them, the pipeline edits ``images`` from pure noise, as ``diffusers`` does.
 
     pipe: a ``StableDiffusionInstructPix2PixPipeline`` (used as is) or None to load ``model`` (a
     folder, hub id or short name) from the HF cache, fetching it on first use unless offline
@@ -147,16 +203,23 @@ class InstructPix2PixEditor(CropDiffusionEditor):
     def __init__(self, pipe: Any = None, model: str = "timbrooks/instruct-pix2pix", device: str | torch.device = "auto",
                  dtype: torch.dtype | None = None, local_files_only: bool | None = None, crop_margin: float = 0.25,
                  min_crop_fraction: float = 0.25, work_resolution: int = 512, feather: float = 3.0,
-                 max_batch: int = 4, progress: bool = False) -> None:
+                 max_batch: int = 4, progress: bool = False, start_strength: float = 0.7) -> None:
+        if not 0.0 < start_strength <= 1.0:
+            raise ValueError(f"start_strength must be in (0, 1], got {start_strength}")
         if pipe is None:
             pipe = load_pipeline("ip2p", model, device, dtype, local_files_only, what="InstructPix2Pix editor")
+        self.start_strength = float(start_strength)
         super().__init__(pipe, crop_margin, min_crop_fraction, work_resolution, feather, max_batch, progress)
 
     def _alpha_gain(self, plan: EditPlan) -> float:
         return float(plan.strength)
 
-    def _run(self, crops, crop_masks, plan, generators):
+    def _run(self, crops, crop_masks, plan, generators, originals=None):
         n = len(crops)
+        if originals is not None:
+            gens = generators or [None] * n
+            return torch.cat([ip2p_from_current(self.pipe, crops[i:i + 1], originals[i:i + 1], plan,
+                                                self.start_strength, gens[i]) for i in range(n)])
         return self.pipe(prompt=_prompts(plan.instruction, n), image=crops,
                          negative_prompt=_prompts(plan.negative_prompt, n) if plan.negative_prompt else None,
                          num_inference_steps=plan.num_steps, guidance_scale=plan.text_guidance,
@@ -198,7 +261,7 @@ class InpaintEditor(CropDiffusionEditor):
     def uses_controlnet(self) -> bool:
         return getattr(self.pipe, "controlnet", None) is not None
 
-    def _run(self, crops, crop_masks, plan, generators):
+    def _run(self, crops, crop_masks, plan, generators, originals=None):  # repaints: no image guidance
         n, _, h, w = crops.shape
         strength = min(1.0, max(float(plan.strength), 1.001 / plan.num_steps))  # >= 1 denoising step
         kw: dict[str, Any] = {}

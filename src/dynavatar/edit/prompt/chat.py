@@ -37,8 +37,9 @@ def build_system_prompt() -> str:
         f'- "kind": one of {", ".join(repr(k).replace(chr(39), chr(34)) for k in EDIT_KINDS)}. "colour": recolour '
         'regions to one colour; "accessory": add an object (glasses, hat, earrings, beard); "remove": take '
         'something away; "expression": change the facial expression; "appearance": anything else.',
-        f'- "regions": labels the edit may change, from: {labels}. Eyes are "left_eye" and "right_eye"; brows '
-        '"left_brow" and "right_brow"; lips "upper_lip" and "lower_lip". Glasses: "eyeglasses" plus the eyes, '
+        f'- "regions": labels the edit may change, from: {labels}. Eye colour is "iris" (with "left_eye" '
+        'and "right_eye" for avatars labelled before irises had a label; never "sclera"); brows "left_brow" '
+        'and "right_brow"; lips "upper_lip" and "lower_lip". Glasses: "eyeglasses" plus the eyes, '
         'nose and skin they cover; hats: "headwear" plus "hair"; earrings: the ears; beards: "skin". '
         'Non-empty unless kind is "expression".',
         '- "instruction": a short imperative sentence for an image editor, e.g. "make the hair red".',
@@ -53,6 +54,10 @@ def build_system_prompt() -> str:
         '- optional numbers: "strength" 0..1 (default 1), "text_guidance" 0..50 (default 7.5, colour edits 5), '
         '"image_guidance" 0..20 (default 1.5), "num_steps" integer 1..1000 (default 20), "mask_dilation" integer '
         "pixels 0..128 (default 6, accessories 16). Leave them out to use the defaults.",
+        '- optional guiding parameters of the 3D edit loop: "adv_weight" 0..1 (discriminator weight; default 0.02, '
+        'more for new geometry such as accessories), "keyframes" integer 1..64 (default 8), "reedit_every" integer '
+        '0..10000 (steps between re-edits of the keyframes; default 100, fewer for accessories), "optimise_steps" '
+        "integer 0..20000 (default 300). Leave them out to use the defaults for the kind.",
         "Use no other fields.",
         "",
         "Examples:",
@@ -62,7 +67,9 @@ def build_system_prompt() -> str:
         d = rule.refine(example).to_dict()
         short = {k: v for k, v in d.items() if k not in ("prompt", "refiner", "negative_prompt", "text_guidance",
                                                          "image_guidance", "num_steps", "mask_dilation", "strength",
-                                                         "understood", "ignored")
+                                                         "understood", "ignored",
+                                                         "adv_weight", "keyframes", "reedit_every",
+                                                         "optimise_steps")
                  and v not in (None, [], "")}
         lines += [f"Request: {example}", json.dumps(short)]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from typing import Any
 from ...errors import DynavatarError, MissingDependencyError
 from ...hub import MissingWeightsError, load_failure_message, resolve_weights
 from ...weights import fetch_hint, hub_offline
-from .chat import ChatRefiner
+from .chat import ChatRefiner, GenerationError
 
 __all__ = ["TransformersRefiner", "DEFAULT_LLM"]
 
@@ -32,6 +32,8 @@ class TransformersRefiner(ChatRefiner):
     follows ``HF_HUB_OFFLINE``; True never fetches. ``pipeline_or_model``
     and ``tokenizer`` inject ready objects (a text-generation pipeline, or a causal LM plus its
     tokenizer) — tests pass tiny random ones. Decoding is greedy, so a plan is reproducible.
+    Weights that cannot be had (offline and not cached, transformers missing) fall back to the
+    rule-based refiner with a warning, like the endpoint refiner; ``strict=True`` raises instead.
     """
 
     def __init__(self, model: str = DEFAULT_LLM, device: str = "auto", local_files_only: bool | None = None,
@@ -121,7 +123,12 @@ class TransformersRefiner(ChatRefiner):
     def generate_text(self, messages: list[dict[str, str]]) -> str:
         import torch
 
-        model, tok = self._components()
+        try:
+            model, tok = self._components()
+        except DynavatarError as e:  # no weights offline, no transformers, a broken folder: the rules step in
+            if self.strict:
+                raise
+            raise GenerationError(f"the local model could not load: {e}") from e
         enc = tok(self._chat_text(messages, tok), return_tensors="pt")
         device = getattr(model, "device", None)
         if device is not None:

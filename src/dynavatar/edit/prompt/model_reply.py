@@ -90,7 +90,7 @@ def _coerce(d: dict[str, Any]) -> dict[str, Any]:
     if isinstance(d.get("kind"), str) and d["kind"] in KIND_DEFAULTS:
         for k, v in KIND_DEFAULTS[d["kind"]].items():
             d.setdefault(k, v)
-    for k in ("num_steps", "mask_dilation"):
+    for k in ("num_steps", "mask_dilation", "keyframes", "reedit_every", "optimise_steps"):
         if isinstance(d.get(k), float) and d[k].is_integer():
             d[k] = int(d[k])
     if isinstance(d.get("regions"), list) and isinstance(d.get("preserve"), list):
