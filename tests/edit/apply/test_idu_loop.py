@@ -128,7 +128,7 @@ def test_expression_edit_changes_flame_not_splats(avatar):
     assert smiling.gaussians is avatar.gaussians
     names = avatar.model.expr_names
     i = names.index("smile_L")
-    assert torch.allclose(smiling.params.expr[:, i] - avatar.params.expr[:, i], torch.tensor(0.8))
+    assert bool((smiling.params.expr[:, i] > avatar.params.expr[:, i]).all())  # every frame smiles more, relative to its own face
 
 
 def test_expression_transfer_to_a_head_without_names_recovers_the_mixing():

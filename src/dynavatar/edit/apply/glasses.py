@@ -13,7 +13,10 @@ with small elongated splats, they are 3D-consistent by construction and need no 
   the head joint alone, untouched by expression and pose-corrective blendshapes: forehead, scalp,
   ears), with local coordinates that make ``bind()`` reproduce the fitted position and orientation at
   rest. Glasses therefore follow every head pose and expression and never bend with the jaw or blinks;
-* they carry the one-hot "eyeglasses" label, so later edits ("make the glasses red") find them.
+* they carry the one-hot "eyeglasses" label, so later edits ("make the glasses red") find them;
+* where a temple runs under the avatar's hair (hair-labelled splats outside it, at rest), it fades out
+  and stops, as a real temple vanishes into the hair above the ear: splat renderers sort by splat
+  centre, so a long hair strand in front of the temple would otherwise be drawn behind it in turned views.
 
 ``glasses_request(plan_or_text)`` reads style, colour, thickness and lens tint from an edit's words, so
 ``add_glasses(avatar, model, **glasses_request(plan))`` carries out "add thick black cat-eye glasses".
@@ -49,6 +52,9 @@ _FRAME_OPACITY = 0.97
 _RIGID_TOL = 1e-7  # metres of motion per unit of expression/pose-corrective coefficient
 _LIGHT = (0.25, 0.55, 0.80)  # baked key light in the head frame (upper front)
 _TORTOISESHELL = (0.36, 0.21, 0.10)
+_HAIR_TUBE = 0.004  # hair centres within this of a temple's outward line cover it (metres)
+_HAIR_COVER = 3  # ... when there are at least this many
+_HAIR_FADE = 0.004  # a temple fades out over its first 4 mm under the hair
 
 
 @dataclass
@@ -182,8 +188,9 @@ def glasses_splats(model: FlameModel, *, style: str = "round", colour=DEFAULT_CO
 
 
 def _fitted_splats(model: FlameModel, style, colour, thickness, lens_tint, lens_opacity,
-                   rest_params) -> tuple[GlassesSplats, Tensor]:
-    """(the glasses splats, the rest vertices [V_all, 3] they were fitted to), both world, float64."""
+                   rest_params) -> tuple[GlassesSplats, Tensor, Tensor, Tensor]:
+    """(the glasses splats, the rest vertices [V_all, 3] they were fitted to, the head frame's origin [3]
+    and axes R [3, 3]), world, float64."""
     style, colour, lens_tint, lens_opacity = _check_options(style, colour, thickness, lens_tint, lens_opacity)
     fit, origin, R, verts_w = fit_head(model, rest_params)
     curves = fit_glasses_curves(fit, style, thickness, _SPACING)
@@ -204,7 +211,7 @@ def _fitted_splats(model: FlameModel, style, colour, thickness, lens_tint, lens_
     parts.append(_lens_splats(curves, tint, lens_opacity))
     m, r, s, rgb, o, part, order = (torch.cat(x) for x in zip(*parts))
     return GlassesSplats(means=origin + m @ R.T, rotations=R @ r, scales=s, rgb=rgb, opacity=o, part=part,
-                         order=order), verts_w
+                         order=order), verts_w, origin, R
 
 
 # ---------------------------------------------------------------------------------------- binding
@@ -232,13 +239,110 @@ def add_glasses(gaussians: GaussianAvatar, model: FlameModel, *, style: str = "r
     if gaussians.num_splats and int(gaussians.binding.max()) >= model.faces.shape[0]:
         raise ConfigError(f"the avatar is bound to triangle {int(gaussians.binding.max())} but the head model has "
                           f"{model.faces.shape[0]}; pass the head model the avatar was built with")
-    g, verts_w = _fitted_splats(model, style, colour, thickness, lens_tint, lens_opacity, rest_params)
+    g, verts_w, origin, R = _fitted_splats(model, style, colour, thickness, lens_tint, lens_opacity, rest_params)
+    g = _under_hair_removed(g, _hair_means(gaussians, model, verts_w), origin, R)
     faces = model.faces.cpu()
     rigid = torch.nonzero(rigid_faces(model))[:, 0]
     centroids = verts_w[faces[rigid]].mean(1)  # [Fr, 3]
     face_ids = rigid[torch.cdist(g.means, centroids).argmin(-1)]
     means, quats, log_scales = _bind_local(g, verts_w, faces, face_ids)
     return _append(gaussians, means, quats, log_scales, g, face_ids)
+
+
+def _hair_means(gaussians: GaussianAvatar, model: FlameModel, verts_w: Tensor) -> Tensor:
+    """Rest-pose world centres [H, 3] of the avatar's hair splats (none without semantic labels)."""
+    from ...gaussians.binding import bind
+
+    if gaussians.num_splats == 0 or gaussians.labels.shape[1] != NUM_LABELS:
+        return verts_w.new_zeros(0, 3)
+    lab = gaussians.labels.detach().cpu()
+    hair = (lab.argmax(1) == label_index("hair")) & (lab.amax(1) > 0.5)
+    if not bool(hair.any()):
+        return verts_w.new_zeros(0, 3)
+    sub = GaussianAvatar(means_local=gaussians.means_local.detach().cpu()[hair],
+                         quats_local=gaussians.quats_local.detach().cpu()[hair],
+                         log_scales_local=gaussians.log_scales_local.detach().cpu()[hair],
+                         opacity_logits=gaussians.opacity_logits.detach().cpu()[hair],
+                         sh=gaussians.sh.detach().cpu()[hair], binding=gaussians.binding.cpu()[hair],
+                         labels=lab[hair], sh_degree=gaussians.sh_degree)
+    return bind(sub, verts_w[None].to(sub.means_local), model.faces.cpu()).means[0].double()
+
+
+def _runs_filled(mask: Tensor, gap: int) -> Tensor:
+    """``mask`` [N] (bool along a curve) with gaps and runs shorter than ``gap`` samples closed/dropped,
+    so a temple does not flicker in and out of the hair."""
+    m = mask.clone()
+    for want in (True, False):  # fill short False gaps, then drop short True runs
+        i = 0
+        while i < len(m):
+            j = i
+            while j < len(m) and bool(m[j]) == bool(m[i]):
+                j += 1
+            if bool(m[i]) != want and j - i < gap and i > 0 and j < len(m):
+                m[i:j] = want
+            i = j
+    return m
+
+
+def _distance_under(covered: Tensor, step: float) -> Tensor:
+    """Along a curve sampled every ``step`` (hinge first), how far each covered point lies from the
+    nearer edge of its covered run; a run that reaches the curve's end (behind the ear) fades in
+    from its start only.  covered [N] bool -> [N]"""
+    n = len(covered)
+    out = torch.zeros(n, dtype=torch.float64)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and bool(covered[j]) == bool(covered[i]):
+            j += 1
+        if bool(covered[i]):
+            k = torch.arange(j - i, dtype=torch.float64)
+            from_start = (k + 1) * step
+            out[i:j] = from_start if j == n else torch.minimum(from_start, (j - i - k) * step)
+        i = j
+    return out
+
+
+def _under_hair_removed(g: GlassesSplats, hair: Tensor, origin: Tensor, R: Tensor) -> GlassesSplats:
+    """``g`` without the temple splats that run under the avatar's hair (rest-pose world centres
+    ``hair`` [H, 3]; the head frame ``origin`` [3], ``R`` [3, 3]).
+
+    Why: a temple goes into the hair above the ear, and a person sees it vanish there. Splat renderers
+    composite in the order of splat CENTRES, and a hair strand is a long splat whose centre may lie
+    behind the thin temple even where the strand passes in front of it, so the temple would be drawn
+    over the hair in turned views. Where hair lies outside the temple (at least ``_HAIR_COVER`` hair
+    centres in a tube of radius ``_HAIR_TUBE`` along the temple's outward direction, at rest), the
+    temple is hidden in every view that sees that side of the head, so it is left out, with its first
+    ``_HAIR_FADE`` metres under the hair faded out instead of cut."""
+    temples = [PART_NAMES.index("right_temple"), PART_NAMES.index("left_temple")]
+    if len(hair) == 0:
+        return g
+    hair_h = (hair - origin) @ R  # head frame: x to the subject's left
+    keep = torch.ones(len(g.means), dtype=torch.bool)
+    opacity = g.opacity.clone()
+    for part, side in zip(temples, (-1.0, 1.0)):
+        sel = torch.nonzero(g.part == part)[:, 0]
+        if len(sel) == 0:
+            continue
+        n = int(g.order[sel].max()) + 1
+        centre = torch.zeros(n, 3, dtype=g.means.dtype).index_add_(0, g.order[sel], g.means[sel])
+        centre = (centre / torch.bincount(g.order[sel], minlength=n)[:, None].clamp_min(1) - origin) @ R  # [n, 3]
+        lo, hi = centre.amin(0) - _HAIR_TUBE, centre.amax(0) + _HAIR_TUBE
+        box = ((hair_h[:, 1:] >= lo[1:]) & (hair_h[:, 1:] <= hi[1:])).all(-1) & (side * hair_h[:, 0] > 0)
+        h = hair_h[box]  # [h, 3] the hair near this temple
+        out = side * (h[None, :, 0] - centre[:, None, 0])  # [n, h] how far outside the temple
+        across = (h[None, :, 1:] - centre[:, None, 1:]).norm(dim=-1)  # [n, h]
+        covered = ((out > 0.001) & (out < 0.04) & (across < _HAIR_TUBE)).sum(1) >= _HAIR_COVER
+        covered = _runs_filled(covered, max(2, round(0.003 / _SPACING)))
+        under = _distance_under(covered, _SPACING)  # [n] how far under the hair, 0 at its edge
+        fade = (1 - under / _HAIR_FADE).clamp(0, 1)  # [n] 1 at the edge, 0 deeper in
+        f = torch.where(covered, fade, torch.ones_like(fade))[g.order[sel]]
+        opacity[sel] = opacity[sel] * f
+        keep[sel] = f > 0.02
+    if bool(keep.all()):
+        return g
+    return GlassesSplats(means=g.means[keep], rotations=g.rotations[keep], scales=g.scales[keep], rgb=g.rgb[keep],
+                         opacity=opacity[keep], part=g.part[keep], order=g.order[keep])
 
 
 def _append(a: GaussianAvatar, means: Tensor, quats: Tensor, log_scales: Tensor, g: GlassesSplats,
