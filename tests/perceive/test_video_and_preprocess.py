@@ -203,3 +203,27 @@ def test_parallel_parsing_matches_serial_and_shares_the_cache(tmp_path):
 
     cfg = PreprocessConfig(resolution=192, max_frames=36, workers=3)
     assert len(preprocess(path, tmp_path / "w1", config=cfg, detector=Boom(), progress=False)) == 36
+
+
+def test_keep_person_clears_foreground_not_connected_to_the_face():
+    """A bottle on a shelf that the segmenter took for the person goes, with its soft edge, and so
+    does a faint blob that never reaches 0.5; the person (the region holding the landmarks) and its
+    own soft edge stay untouched."""
+    from dynavatar.perceive.matting import keep_person
+
+    alpha = np.zeros((40, 40), np.float32)
+    alpha[5:40, 8:24] = 1.0  # head and body, down to the bottom edge
+    alpha[5:40, 24:26] = 0.3  # the person's soft edge (hair)
+    alpha[10:20, 33:37] = 1.0  # the bottle, apart from the person
+    alpha[10:20, 32] = 0.4  # its soft edge
+    alpha[30:36, 0:3] = 0.3  # a faint blob at the far left
+    points = np.array([[12.5, 10.5], [18.5, 14.5], [15.0, 20.0]])  # landmarks on the face (pixel edges)
+    out = keep_person(alpha, points, margin=3)
+    assert out[10:20, 32:37].max() == 0.0 and out[30:36, 0:3].max() == 0.0  # bottle, its edge, the faint blob
+    np.testing.assert_array_equal(out[:, 5:29], alpha[:, 5:29])  # the person exactly as it was
+    assert out.sum() == alpha[:, 5:29].sum()
+    assert keep_person(alpha, points[:0]) is alpha  # no landmarks: nothing to decide from
+    assert keep_person(alpha, np.array([[2.0, 2.0]])) is alpha  # landmarks off the matte: left as it is
+    one = np.zeros_like(alpha)
+    one[5:40, 8:24] = 1.0
+    assert keep_person(one, points) is one  # nothing away from the person

@@ -1,5 +1,8 @@
-"""``dynavatar bench fit VIDEO``: time per stage (preprocess, track, optimise, label) and held-out
-quality (PSNR / SSIM / LPIPS, and rendered label masks vs the parser's masks).
+"""``dynavatar bench fit CLIP [CLIP ...]``: time per stage (preprocess, track, optimise, label) and
+held-out quality (PSNR / SSIM / LPIPS, and rendered label masks vs the parser's masks), per clip;
+several clips give one table with the mean and the worst clip (``bench.fit_table``). A CLIP may be
+a preprocessed folder (``dynavatar preprocess``), which is how clips reach a GPU machine without
+mediapipe.
 
 Held-out quality is reported twice: with the tracker's (landmark-only) parameters, and after the
 photometric tracking refinement of the held-out frames with the avatar frozen
@@ -19,7 +22,11 @@ import numpy as np
 
 from . import sync_cuda, warm_up_cuda
 
-__all__ = ["run_fit_bench", "format_fit_table", "save_held_out_grid", "save_label_grid"]
+__all__ = ["run_fit_bench", "run_fit_benches", "format_fit_table", "save_held_out_grid", "save_label_grid"]
+
+#: Shown instead of held-out figures when the clip is too short to hold frames out (fewer than 2
+#: frames: ``reconstruct.data.split_train_eval`` then trains on every frame).
+NO_HELD_OUT = "no held-out frames (the clip is too short to hold any out): held-out figures are n/a"
 
 
 def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto", max_frames: int | None = None,
@@ -68,9 +75,10 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     sync_cuda()
     t_refine = time.perf_counter() - t3
     iou_refined = _label_iou(avatar)
-    psnr_head = _psnr_without_clothes(avatar)
-    grid = save_held_out_grid(avatar, work / "held_out.png")
-    if avatar.data.parsing is not None and avatar.has_labels:
+    held = len(avatar.data.eval_idx) > 0
+    psnr_head = _psnr_without_clothes(avatar) if held else None
+    grid = save_held_out_grid(avatar, work / "held_out.png") if held else None
+    if held and avatar.data.parsing is not None and avatar.has_labels:
         save_label_grid(avatar, work / "labels_held_out.png")
     saved = avatar.save(work / "avatar")  # so `bench mask` / `edit` can follow on the very same fit
     return {"video": str(video), "frames": len(ds), "resolution": avatar.resolution, "preset": preset,
@@ -79,8 +87,50 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
             "splats": avatar.gaussians.num_splats, "psnr": metrics["psnr"], "ssim": metrics["ssim"],
             "lpips": metrics["lpips"], "eval_frames": metrics["frames"], "label_iou": iou,
             "refine_s": t_refine, "psnr_refined": refined["psnr"], "ssim_refined": refined["ssim"],
-            "lpips_refined": refined["lpips"], "psnr_refined_no_clothes": psnr_head, "label_iou_refined": iou_refined, "grid": str(grid),
-            "avatar_dir": str(saved), "torso": avatar.model.torso_vertices is not None, "avatar": avatar}
+            "lpips_refined": refined["lpips"], "psnr_refined_no_clothes": psnr_head, "label_iou_refined": iou_refined,
+            "grid": str(grid) if grid else "none",
+            "avatar_dir": str(saved), "torso": avatar.model.torso_vertices is not None, "avatar": avatar,
+            "nme": tracking.summary().get("lmk_error_mean"),
+            "note": "" if held else NO_HELD_OUT}
+
+
+def run_fit_benches(clips: list, preset: str = "fast", device: str = "auto", max_frames: int | None = None,
+                    work_dir: str | Path | None = None, head: str | None = None, progress: bool = False,
+                    json_path: str | Path | None = None, config=None, on_row=None) -> list[dict]:
+    """``run_fit_bench`` on each clip (a video or a preprocessed folder) in ``work_dir/<clip name>``;
+    -> one row per clip (``bench.fit_table.fit_row``). A clip whose fit stops with a project error
+    gets an error row and the others still run (one bad clip must not cost a GPU lease the rest).
+    ``json_path``: the rows so far are rewritten after every clip, so a run cut off by a time limit
+    still leaves the finished clips' rows. ``on_row(row)`` is called as each clip finishes."""
+    from ..errors import DynavatarError
+    from .fit_table import clip_name, error_row, fit_row, save_rows
+
+    root = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="dynavatar-bench-fit-"))
+    names = _unique_names([clip_name(c) for c in clips])
+    rows = []
+    for clip, name in zip(clips, names):
+        try:
+            r = run_fit_bench(clip, preset, device, max_frames, root / name, head=head, progress=progress, config=config)
+            row = {**fit_row(r), "clip": name}
+            del r  # the avatar: free its memory before the next clip
+        except DynavatarError as e:
+            row = {**error_row(clip, str(e)), "clip": name}
+        rows.append(row)
+        if json_path is not None:
+            save_rows(rows, json_path)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Clip names made unique (``a``, ``a-2``): each clip gets its own work folder."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
 
 
 def _psnr_without_clothes(avatar) -> float | None:
@@ -111,7 +161,13 @@ def _label_iou(avatar) -> dict:
         return {}
     ious = [group_iou(group_argmax(avatar.render_masks(frame=i)), avatar.data.parsing[i].cpu().numpy())
             for i in avatar.data.eval_idx.tolist()]
-    return {k: float(np.nanmean([d[k] for d in ious])) for k in ious[0]} if ious else {}
+    return {k: _nanmean([d[k] for d in ious]) for k in ious[0]} if ious else {}
+
+
+def _nanmean(values: list[float]) -> float:
+    """Mean of the finite values; NaN (without numpy's warning) when a group was in no frame."""
+    finite = [v for v in values if v == v]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _spread_held_out(avatar, n: int) -> list[int]:

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import MissingDependencyError
 from .quiet import quiet_native_logs, settle_graph
 
-__all__ = ["Matter", "MediapipeSelfieMatte"]
+__all__ = ["Matter", "MediapipeSelfieMatte", "keep_person"]
 
 
 class Matter(Protocol):
@@ -44,3 +44,34 @@ class MediapipeSelfieMatte:
     def close(self) -> None:
         with quiet_native_logs():
             self._seg.close()
+
+
+def keep_person(alpha: np.ndarray, points: np.ndarray, margin: int | None = None) -> np.ndarray:
+    """``alpha`` without the foreground that is not part of the person whose face ``points`` mark.
+
+    Selfie segmentation marks some background objects as person, solid or faintly (a bottle on a
+    shelf, plants in a busy room). Splats bound to a head cannot draw them, so they only add error
+    and floaters; on the eight shared clips they are 3.5 % of the matte of the cluttered-room clip
+    and 2.2 % of the busy-room landscape one, and 0.0-0.1 % of the others. The person is the
+    connected regions (alpha > 0.5, 8-connected) holding any of the face's landmarks; alpha further
+    than ``margin`` pixels from them (default 1/32 of the side: the soft edge of hair stays) is
+    cleared. A hand held apart from the body goes too (no head avatar can draw it).
+    alpha: float [H, W] in [0, 1]; points: [L, 2] landmarks in the same pixels (x, y). -> float [H, W]"""
+    import cv2
+
+    h, w = alpha.shape
+    margin = max(3, round(min(h, w) / 32)) if margin is None else margin
+    fg = (alpha > 0.5).astype(np.uint8)
+    n, comp = cv2.connectedComponents(fg, connectivity=8)
+    if n < 2 or len(points) == 0:  # no foreground, or nothing to tell the person by
+        return alpha
+    xy = np.floor(np.asarray(points, dtype=np.float64)[:, :2]).astype(np.int64)  # pixel edges -> indices
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    face = sorted(set(np.unique(comp[xy[inside, 1], xy[inside, 0]]).tolist()) - {0})
+    if not face:  # no landmark on the foreground (a bad matte or detection): leave it as it is
+        return alpha
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    near = cv2.dilate(np.isin(comp, face).astype(np.uint8), kernel).astype(bool)  # the person and its edge
+    if near.all() or not alpha[~near].any():
+        return alpha
+    return np.where(near, alpha, 0.0).astype(alpha.dtype)

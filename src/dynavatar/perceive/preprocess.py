@@ -29,7 +29,7 @@ from .crop import crop_image, interpolate_missing, plan_crops, to_crop
 from .dataset import DATASET_FORMAT, FrameDataset
 from ..geometry.labels import LABEL_NAMES
 from .landmarks import LandmarkDetector, MediapipeFaceMesh, follow_face
-from .matting import Matter, MediapipeSelfieMatte
+from .matting import Matter, MediapipeSelfieMatte, keep_person
 from .parsing import FaceParser, LandmarkParser, parse_dataset, parse_frame, write_labels
 from .video import iter_frames, probe_video
 
@@ -52,6 +52,8 @@ class PreprocessConfig:
     smooth_seconds: float = 0.15  # Gaussian smoothing of the crop centre over time
     jpeg_quality: int = 95
     parse: bool = True  # face-parse every crop into parsing/%06d.png (label indices, see labels.py)
+    keep_person: bool = True  # clear matte regions not connected to the face (background objects the
+    # segmenter took for the person; ``matting.keep_person``). A cache made without it is made again
     workers: int = 0  # processes that parse crops (0: one per CPU core, at most 8; 1: in this process).
     # The offline parser is pure NumPy, the slowest part of preprocessing: it is what the workers share.
 
@@ -249,11 +251,12 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
             # Outside the original frame there is no person.
             inside = crop_image(np.full(frame.shape[:2], 255, np.uint8), windows[k], res) > 127
             alpha = np.where(inside, alpha, 0.0)
+            pts = np.concatenate([to_crop(lmk[k, :, :2], windows[k], res), lmk[k, :, 2:] * (res / windows[k, 2])], -1)
+            if cfg.keep_person:
+                alpha = keep_person(alpha, pts[:, :2])
             iio.imwrite(tmp / "frames" / f"{k:06d}.jpg", crop, quality=cfg.jpeg_quality)
             iio.imwrite(tmp / "mattes" / f"{k:06d}.png", (alpha * 255).round().astype(np.uint8))
             if parser is not None:
-                pts = np.concatenate([to_crop(lmk[k, :, :2], windows[k], res), lmk[k, :, 2:] * (res / windows[k, 2])],
-                                     -1)
                 pool.submit(tmp / "parsing" / f"{k:06d}.png", crop, pts, alpha)
 
     s = info.scale  # decoded = original * s

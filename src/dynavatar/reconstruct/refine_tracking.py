@@ -73,7 +73,7 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
     bg = torch.tensor(background, device=dev, dtype=torch.float32)
     g0 = avatar.detach()
     out = {k: getattr(params, k).detach().clone() for k in MOTION_FIELDS}
-    chunks = list(frames.split(cfg.chunk))
+    chunks = list(frames.split(cfg.chunk)) if len(frames) else []  # split() of nothing is one empty chunk
     anchored = anchor_applies(cfg.w_landmarks, data, model)
     for idx in tqdm(chunks, desc="refine tracking", disable=not progress, unit="chunk"):
         base = params[idx]
