@@ -59,3 +59,26 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real shared data not found at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_labelled_avatar():
+    """An avatar fitted for 10 steps to an 8-frame 32 px synthetic clip, then labelled: the edit
+    tests that need a fitted, labelled avatar share this one (built once; edits return new avatars,
+    so no test changes it)."""
+    import dataclasses
+
+    from dynavatar.api import Avatar
+    from dynavatar.flame import FlameModel
+    from dynavatar.reconstruct import ReconstructConfig, fit_avatar
+    from dynavatar.reconstruct.synthetic import synthetic_clip
+    from dynavatar.render.torch_renderer import TorchRenderer
+
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared machine (restored per test)
+    model = FlameModel.load()
+    renderer = TorchRenderer()
+    data = synthetic_clip(model, renderer, n_frames=8, resolution=32)
+    cfg = dataclasses.replace(ReconstructConfig.preset("tiny"), steps=10, resolution=32, log_every=10)
+    fit = fit_avatar(data, model, renderer, cfg, progress=False)
+    avatar = Avatar(fit.avatar, fit.model, fit.params, data.cameras, {"preset": "test"}, data)
+    return avatar.label_splats(progress=False, refine_steps=10)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 import types
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import scipy.sparse
 
@@ -111,3 +113,25 @@ def ellipsoid_head(n_lat: int = 24, n_lon: int = 32, n_shape: int = 20, n_expr: 
     return FlameData(v_template=v, faces=faces, shapedirs=shapedirs, posedirs=np.zeros((n_v, 3, 36)),
                      J_regressor=jreg, weights=weights, parents=np.array([-1, 0, 1, 1, 1]), n_shape_total=n_shape,
                      n_expr_total=n_expr, landmarks={"mediapipe": (lmk_faces, bary)}, meta={"name": "ellipsoid-test"})
+
+
+def vhap_export(root, n: int = 4, side: int = 40, focal: float = 70.0):
+    """A GaussianAvatars/VHAP export (``track.importers.import_vhap``'s input) in ``root``: ``n``
+    flat ``side``-pixel frames with the default head's component counts and a jaw opening by frame."""
+    for d in ("images", "fg_masks", "flame_param"):
+        (root / d).mkdir(parents=True)
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.0, 0.0, 1.0]
+    frames = []
+    for t in range(n):
+        iio.imwrite(root / f"images/{t:05d}_00.png", np.full((side, side, 3), 60 + 30 * t, np.uint8))
+        iio.imwrite(root / f"fg_masks/{t:05d}_00.png", np.full((side, side), 255, np.uint8))
+        np.savez(root / f"flame_param/{t:05d}.npz", translation=np.zeros((1, 3)), rotation=np.zeros((1, 3)),
+                 neck_pose=np.zeros((1, 3)), jaw_pose=np.array([[0.05 * t, 0, 0]]), eyes_pose=np.zeros((1, 6)),
+                 shape=np.zeros(65), expr=np.zeros((1, 55)))
+        frames.append({"timestep_index": t, "camera_index": 0, "file_path": f"images/{t:05d}_00.png",
+                       "fg_mask_path": f"fg_masks/{t:05d}_00.png", "flame_param_path": f"flame_param/{t:05d}.npz",
+                       "transform_matrix": c2w.tolist()})
+    (root / "transforms.json").write_text(json.dumps({"fl_x": focal, "fl_y": focal, "cx": side / 2, "cy": side / 2,
+                                                      "w": side, "h": side, "frames": frames}))
+    return root

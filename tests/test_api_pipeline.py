@@ -6,9 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import imageio.v3 as iio
-import numpy as np
 import pytest
+from flame_fixtures import vhap_export
 
 import dynavatar
 from dynavatar.api import Avatar
@@ -75,32 +74,13 @@ def test_from_video_hands_each_stage_its_settings(monkeypatch, tmp_path):
     assert kw["config"].name == "tiny" and kw["config"].reconstruct == ReconstructConfig.preset("tiny")
 
 
-def _vhap_export(root, n=4, side=40):
-    """A GaussianAvatars/VHAP export of ``n`` flat frames with the default head's component counts."""
-    for d in ("images", "fg_masks", "flame_param"):
-        (root / d).mkdir(parents=True)
-    c2w = np.eye(4)
-    c2w[:3, 3] = [0.0, 0.0, 1.0]
-    frames = []
-    for t in range(n):
-        iio.imwrite(root / f"images/{t:05d}_00.png", np.full((side, side, 3), 60 + 30 * t, np.uint8))
-        iio.imwrite(root / f"fg_masks/{t:05d}_00.png", np.full((side, side), 255, np.uint8))
-        np.savez(root / f"flame_param/{t:05d}.npz", translation=np.zeros((1, 3)), rotation=np.zeros((1, 3)),
-                 neck_pose=np.zeros((1, 3)), jaw_pose=np.array([[0.05 * t, 0, 0]]), eyes_pose=np.zeros((1, 6)),
-                 shape=np.zeros(65), expr=np.zeros((1, 55)))
-        frames.append({"timestep_index": t, "camera_index": 0, "file_path": f"images/{t:05d}_00.png",
-                       "fg_mask_path": f"fg_masks/{t:05d}_00.png", "flame_param_path": f"flame_param/{t:05d}.npz",
-                       "transform_matrix": c2w.tolist()})
-    (root / "transforms.json").write_text(json.dumps({"fl_x": 120.0, "fl_y": 120.0, "cx": side / 2, "cy": side / 2,
-                                                      "w": side, "h": side, "frames": frames}))
-    return root
 
 
 def test_from_dataset_uses_the_cached_tracking_fits_labels_and_plots(monkeypatch, tmp_path):
     import dynavatar.track.cache as cache
     from dynavatar.track.importers import import_vhap
 
-    import_vhap(_vhap_export(tmp_path / "export"), tmp_path / "data", resolution=32)  # writes data/tracking too
+    import_vhap(vhap_export(tmp_path / "export", focal=120.0), tmp_path / "data", resolution=32)  # writes data/tracking too
 
     def no_tracking(*a, **k):
         raise AssertionError("the cached tracking should have been used")

@@ -11,6 +11,7 @@ import logging
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from flame_fixtures import vhap_export
 import torch
 
 from dynavatar.api import Avatar
@@ -33,32 +34,13 @@ def test_split_always_keeps_a_training_frame():
     assert tr.tolist() == [0] and ev.tolist() == [1, 2]
 
 
-def _vhap_export(root, n: int, side: int = 24):
-    """A GaussianAvatars/VHAP export of ``n`` flat frames with the default head's component counts."""
-    for d in ("images", "fg_masks", "flame_param"):
-        (root / d).mkdir(parents=True)
-    c2w = np.eye(4)
-    c2w[:3, 3] = [0.0, 0.0, 1.0]
-    frames = []
-    for t in range(n):
-        iio.imwrite(root / f"images/{t:05d}_00.png", np.full((side, side, 3), 60 + 30 * t, np.uint8))
-        iio.imwrite(root / f"fg_masks/{t:05d}_00.png", np.full((side, side), 255, np.uint8))
-        np.savez(root / f"flame_param/{t:05d}.npz", translation=np.zeros((1, 3)), rotation=np.zeros((1, 3)),
-                 neck_pose=np.zeros((1, 3)), jaw_pose=np.array([[0.05 * t, 0, 0]]), eyes_pose=np.zeros((1, 6)),
-                 shape=np.zeros(65), expr=np.zeros((1, 55)))
-        frames.append({"timestep_index": t, "camera_index": 0, "file_path": f"images/{t:05d}_00.png",
-                       "fg_mask_path": f"fg_masks/{t:05d}_00.png", "flame_param_path": f"flame_param/{t:05d}.npz",
-                       "transform_matrix": c2w.tolist()})
-    (root / "transforms.json").write_text(json.dumps({"fl_x": 70.0, "fl_y": 70.0, "cx": side / 2, "cy": side / 2,
-                                                      "w": side, "h": side, "frames": frames}))
-    return root
 
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_one_and_two_frame_clips_fit_evaluate_and_render(tmp_path, n, caplog):
     from dynavatar.track.importers import import_vhap
 
-    import_vhap(_vhap_export(tmp_path / "export", n), tmp_path / "data", resolution=24)  # data/tracking too
+    import_vhap(vhap_export(tmp_path / "export", n, side=24), tmp_path / "data", resolution=24)  # data/tracking too
     cfg = ReconstructConfig.preset("tiny", steps=2, resolution=24, log_every=1, torso=False)
     avatar = Avatar.from_dataset(tmp_path / "data", out_dir=tmp_path / "run", preset="tiny", device="cpu",
                                  config=cfg, progress=False)

@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from dynavatar.api import Avatar
 from dynavatar.edit import EditPlan
 from dynavatar.edit.apply.keyframes import rotate_head
 from dynavatar.edit.apply.loop import EditConfig
 from dynavatar.edit.editors.palette import PaletteEditor
 from dynavatar.errors import DynavatarError
-from dynavatar.flame import FlameModel
-from dynavatar.reconstruct import ReconstructConfig, fit_avatar
-from dynavatar.reconstruct.synthetic import synthetic_clip
-from dynavatar.render.torch_renderer import TorchRenderer
 
 # regions are the plan's words; the drawn mask decides where
 RED = EditPlan(prompt="make it red", kind="colour", regions=["skin"], instruction="make it red",
@@ -28,15 +23,8 @@ CFG = EditConfig(keyframes=3, steps=25, reedit_every=0, w_adv=0.0, lr_colour=5e-
 
 
 @pytest.fixture(scope="module")
-def avatar():
-    torch.set_num_threads(1)
-    model = FlameModel.load()
-    renderer = TorchRenderer()
-    data = synthetic_clip(model, renderer, n_frames=8, resolution=32)
-    cfg = dataclasses.replace(ReconstructConfig.preset("tiny"), steps=10, resolution=32, log_every=10)
-    fit = fit_avatar(data, model, renderer, cfg, progress=False)
-    a = Avatar(fit.avatar, fit.model, fit.params, data.cameras, {"preset": "test"}, data)
-    return a.label_splats(progress=False, refine_steps=10)
+def avatar(tiny_labelled_avatar):
+    return tiny_labelled_avatar  # conftest.py: fitted to a tiny synthetic clip and labelled, built once
 
 
 def _drawn(avatar, frame: int) -> np.ndarray:

@@ -7,17 +7,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
-from dynavatar.api import Avatar
 from dynavatar.edit import EditPlan, EditPlanError, RuleRefiner
 from dynavatar.edit.apply.loop import EditConfig, loop_config
 from dynavatar.edit.editors.palette import PaletteEditor
 from dynavatar.edit.prompt.model_reply import plan_from_text
-from dynavatar.flame import FlameModel
-from dynavatar.reconstruct import ReconstructConfig, fit_avatar
-from dynavatar.reconstruct.synthetic import synthetic_clip
-from dynavatar.render.torch_renderer import TorchRenderer
 
 
 def test_rule_refiner_sets_the_knobs_per_kind():
@@ -54,15 +48,8 @@ def test_explicit_config_overrides_only_the_fields_the_user_set():
 
 
 @pytest.fixture(scope="module")
-def avatar():
-    torch.set_num_threads(1)
-    model = FlameModel.load()
-    renderer = TorchRenderer()
-    data = synthetic_clip(model, renderer, n_frames=8, resolution=32)
-    cfg = dataclasses.replace(ReconstructConfig.preset("tiny"), steps=10, resolution=32, log_every=10)
-    fit = fit_avatar(data, model, renderer, cfg, progress=False)
-    a = Avatar(fit.avatar, fit.model, fit.params, data.cameras, {"preset": "test"}, data)
-    return a.label_splats(progress=False, refine_steps=10)
+def avatar(tiny_labelled_avatar):
+    return tiny_labelled_avatar  # conftest.py: fitted to a tiny synthetic clip and labelled, built once
 
 
 def test_a_plan_value_reaches_the_loop(avatar):
