@@ -21,7 +21,7 @@ from dynavatar.flame import FlameModel
 from dynavatar.flame.torso import torso_sheet
 from dynavatar.gaussians.avatar import GaussianAvatar
 from dynavatar.geometry.cameras import Cameras
-from dynavatar.geometry.labels import NUM_LABELS
+from dynavatar.geometry.labels import LABEL_NAMES, NUM_LABELS
 from dynavatar.io.checkpoint import save_state
 
 
@@ -93,7 +93,11 @@ def test_the_new_writer_writes_the_old_files(head, tmp_path, torso):
     assert (torso_keys <= set(new)) == torso
     assert all(torch.equal(new[k], old[k]) for k in old)
     old_meta = json.loads((tmp_path / "old" / "avatar.json").read_text())
-    assert json.loads((tmp_path / "new" / "avatar.json").read_text()) == old_meta
+    new_meta = json.loads((tmp_path / "new" / "avatar.json").read_text())
+    # The one addition: the label columns by name, so avatars saved before iris/sclera/teeth
+    # existed (no "label_names") are mapped by name when loaded.
+    assert new_meta.pop("label_names") == list(LABEL_NAMES) and "label_names" not in old_meta
+    assert new_meta == old_meta
     assert {"format", "sh_degree", "resolution", "background", "head_source", "n_shape", "n_expr"} <= set(old_meta)
 
 

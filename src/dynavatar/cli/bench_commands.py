@@ -44,21 +44,27 @@ def bench_render(splats: str, batches: str, resolution: int) -> None:
 
 @bench.command("edit")
 @click.argument("avatar_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--prompt", default="red hair", show_default=True)
+@click.option("--prompt", "prompts", multiple=True,
+              help="A prompt to judge (repeatable; default: the fixed set red, auburn, blonde, platinum, black, "
+                   "pink hair; blue, green eyes; red lipstick; smile; round glasses; sunglasses).")
 @click.option("--editor", default="palette", show_default=True, type=click.Choice(["palette", "ip2p-random"]),
               help="ip2p-random: the full-size SD-1.5 InstructPix2Pix architecture with random weights (timing).")
 @click.option("--device", default="auto", show_default=True, type=DEVICE)
-@click.option("--steps", type=POSITIVE, default=None, help="Optimisation steps per plan (default: EditConfig's).")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Write before/after stills.")
-def bench_edit(avatar_dir: Path | None, prompt: str, editor: str, device: str, steps: int | None,
-               out_dir: Path | None) -> None:
-    """Time per edit, locality, region colour and temporal spread (default avatar: the synthetic clip's)."""
-    from ..bench.edit import format_edit_table, run_edit_bench
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="Optimisation steps per plan (default: EditConfig's; 0: the splat-space recolour alone).")
+@click.option("--frames", type=POSITIVE, default=3, show_default=True, help="Held-out frames judged (+ 2 head turns).")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Write the gallery sheet (prompts x poses, before over after).")
+def bench_edit(avatar_dir: Path | None, prompts: tuple[str, ...], editor: str, device: str, steps: int | None,
+               frames: int, out_dir: Path | None) -> None:
+    """Per prompt: coverage, spill, structure, sclera change, their spread over poses, time per edit."""
+    from ..bench.edit import PROMPTS, format_edit_table, run_edit_bench
     from ..io.output_dir import check_output_dir, mark_output_dir
 
     if out_dir is not None:
         out_dir = check_output_dir(out_dir, "bench-edit")
-    r = run_edit_bench(avatar_dir, prompt, editor, device, steps, out_dir=out_dir, progress=True)
+    r = run_edit_bench(avatar_dir, prompts or PROMPTS, editor, device, steps, out_dir=out_dir, frames=frames,
+                       progress=False)
     if out_dir is not None:
         mark_output_dir(out_dir, "bench-edit")
     click.echo(format_edit_table(r))
@@ -90,23 +96,51 @@ def bench_track(video: Path, head: Path | None, preset: str, device: str, max_fr
 
 
 @bench.command("fit")
-@click.argument("video", type=click.Path(path_type=Path))
+@click.argument("clips", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--preset", default="fast", show_default=True, type=click.Choice(["tiny", "fast", "quality"]))
 @click.option("--head", type=click.Path(path_type=Path), default=None)
 @click.option("--device", default="auto", show_default=True, type=DEVICE)
 @click.option("--max-frames", type=POSITIVE, default=None)
-@click.option("-o", "--out", "work_dir", type=click.Path(path_type=Path), default=None, help="Keep the run here.")
-def bench_fit(video: Path, preset: str, head: Path | None, device: str, max_frames: int | None,
-              work_dir: Path | None) -> None:
-    """Preprocess + track + fit VIDEO (or a preprocessed folder); time per stage, held-out quality."""
-    from ..bench.fit import format_fit_table, run_fit_bench
+@click.option("-o", "--out", "work_dir", type=click.Path(path_type=Path), default=None,
+              help="Keep the run here (several clips: a folder per clip in it).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the rows as JSON (rewritten after every clip).")
+def bench_fit(clips: tuple[Path, ...], preset: str, head: Path | None, device: str, max_frames: int | None,
+              work_dir: Path | None, json_path: Path | None) -> None:
+    """Preprocess + track + fit each CLIP (a video or a preprocessed folder); one table of held-out
+    quality and times per clip, with the mean and the worst clip.
+
+    A CLIP ending in .json is a file of rows written by --json earlier (e.g. on another machine):
+    its rows join the table without fitting again."""
+    from ..bench.fit import format_fit_table, run_fit_bench, run_fit_benches
+    from ..bench.fit_table import fit_row, format_clips_table, load_rows, save_rows
     from ..io.output_dir import check_output_dir, mark_output_dir
 
-    if work_dir is not None:
-        work_dir = check_output_dir(work_dir, "bench-fit", inputs=[video])
+    saved = [c for c in clips if c.suffix.lower() == ".json" and c.is_file()]
+    videos = [c for c in clips if c not in saved]
+    if json_path is not None and json_path.resolve() in {c.resolve() for c in saved}:
+        fail(f"--json {json_path} is also a CLIP of saved rows; write the new rows to another file")
+    if work_dir is not None and videos:
+        work_dir = check_output_dir(work_dir, "bench-fit", inputs=videos)
         mark_output_dir(work_dir, "bench-fit")
-    r = run_fit_bench(video, preset, device, max_frames, work_dir, head=str(head) if head else None, progress=True)
-    click.echo(format_fit_table(r))
+    rows = [r for c in saved for r in load_rows(c)]
+    head_path = str(head) if head else None
+    if len(videos) == 1 and not saved:  # one clip: its stage-by-stage table too
+        r = run_fit_bench(videos[0], preset, device, max_frames, work_dir, head=head_path, progress=True)
+        click.echo(format_fit_table(r) + "\n")
+        rows.append(fit_row(r))
+        if json_path is not None:
+            save_rows(rows, json_path)
+    elif videos:
+        done = lambda row: click.echo(f"{row['clip']}: " + (f"failed: {row['error']}" if "error" in row else  # noqa: E731
+                                      f"refined held-out PSNR {row['psnr_refined'] or float('nan'):.2f} dB"), err=True)
+        rows += run_fit_benches(videos, preset, device, max_frames, work_dir, head=head_path, progress=True,
+                                json_path=json_path, on_row=done)
+    click.echo(format_clips_table(rows))
+    failed = [r["clip"] for r in rows if "error" in r]
+    if failed:
+        fail(f"{len(failed)} of {len(rows)} clips failed ({', '.join(failed)}); their errors are under the table",
+             code=1)
 
 
 @bench.command("mask")

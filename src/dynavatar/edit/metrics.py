@@ -19,7 +19,8 @@ from ..hub import CorruptWeightsError, MissingWeightsError, resolve_weights
 logger = logging.getLogger("dynavatar.edit")
 
 __all__ = ["outside_change", "median_hue_deg", "hue_error_deg", "region_colour_spread", "region_hue_spread",
-           "region_colour_consistency", "clip_direction_metrics"]
+           "region_colour_consistency", "clip_direction_metrics", "target_coverage", "spill_fraction",
+           "lightness_structure", "mean_change"]
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -169,3 +170,68 @@ def clip_direction_metrics(before: list[np.ndarray], after: list[np.ndarray], so
         sim = torch.nn.functional.cosine_similarity(d_img, d_txt[None]).mean().item()
         cons = torch.nn.functional.cosine_similarity(d_img[1:], d_img[:-1]).mean().item() if len(d_img) > 1 else 1.0
     return {"clip_direction_similarity": sim, "clip_direction_consistency": cons}
+
+
+# ------------------------------------------------------------------ figures a person would agree with
+def _oklab(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import torch
+
+    from .colour_space import rgb_to_oklab
+
+    return rgb_to_oklab(torch.from_numpy(img[mask].astype(np.float64) / 255)).numpy()  # [P, 3]
+
+
+def target_coverage(after: np.ndarray, region: np.ndarray, target, erode: int = 2, hue_slack_deg: float = 25.0,
+                    lightness_slack: float = 0.1, grey_chroma: float = 0.035) -> float:
+    """Share of the region's pixels (eroded by ``erode`` px: edge pixels mix with what is next to
+    them) whose colour reached the target shade ``target`` (``palette_recolour.ColourTarget``):
+    OKLab lightness within the shade's range widened by ``lightness_slack``, and hue within
+    ``hue_slack_deg`` of the arc between the shade's dark and light hues; for a grey shade (chroma
+    below ``grey_chroma`` at both ends: black, platinum, silver, white) chroma below twice that
+    instead of a hue. NaN when the eroded region is empty. after: uint8 [H, W, 3]; region: bool [H, W]."""
+    core = _erode(region, erode)
+    if not core.any():
+        return float("nan")
+    lab = _oklab(after, core)
+    d, lt = np.asarray(target.dark, dtype=np.float64), np.asarray(target.light, dtype=np.float64)
+    lo, hi = min(d[0], lt[0]) - lightness_slack, max(d[0], lt[0]) + lightness_slack
+    ok_l = (lab[:, 0] >= lo) & (lab[:, 0] <= hi)
+    c = np.linalg.norm(lab[:, 1:], axis=1)
+    if max(np.linalg.norm(d[1:]), np.linalg.norm(lt[1:])) < grey_chroma:
+        ok_c = c < 2 * grey_chroma
+    else:
+        hd, hl = np.arctan2(d[2], d[1]), np.arctan2(lt[2], lt[1])
+        span = np.angle(np.exp(1j * (hl - hd)))
+        centre, half = hd + span / 2, abs(span) / 2 + np.radians(hue_slack_deg)
+        h = np.arctan2(lab[:, 2], lab[:, 1])
+        ok_c = (np.abs(np.angle(np.exp(1j * (h - centre)))) <= half) | (c < 0.02)  # near-black pixels: any hue
+    return float((ok_l & ok_c).mean())
+
+
+def spill_fraction(before: np.ndarray, after: np.ndarray, region: np.ndarray, dilate: int = 3,
+                   threshold: float = 4.0) -> float:
+    """Share of the whole frame's pixels outside the region (dilated by ``dilate`` px) whose colour
+    changed by more than ``threshold``/255 in some channel: colour that leaked off the region."""
+    outside = ~_dilate(region, dilate)
+    diff = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(-1) > threshold
+    return float((diff & outside).sum() / diff.size)
+
+
+def lightness_structure(before: np.ndarray, after: np.ndarray, region: np.ndarray, erode: int = 2) -> float:
+    """Correlation of OKLab lightness inside the region (eroded) before vs after: strands, shading
+    and highlights kept (1) or painted flat (0). NaN with fewer than 10 pixels or a flat region."""
+    core = _erode(region, erode)
+    if core.sum() < 10:
+        return float("nan")
+    a, b = _oklab(before, core)[:, 0], _oklab(after, core)[:, 0]
+    if a.std() < 1e-6 or b.std() < 1e-6:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def mean_change(before: np.ndarray, after: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |after - before| in 1/255 over ``mask``'s pixels (NaN when empty): e.g. the sclera
+    during an eye-colour edit."""
+    if not mask.any():
+        return float("nan")
+    return float(np.abs(after.astype(np.int16) - before.astype(np.int16))[mask].mean())

@@ -30,7 +30,7 @@ from ..errors import AvatarFileError, DynavatarError, FlameFileError
 from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar, num_sh_bases
 from ..geometry.cameras import Cameras
-from ..geometry.labels import NUM_LABELS
+from ..geometry.labels import LABEL_NAMES, LEGACY_LABEL_NAMES, NUM_LABELS, upgrade_label_columns
 from .checkpoint import CHECKPOINT_FORMAT, load_state, save_state
 from .output_dir import check_output_dir, mark_output_dir
 
@@ -67,7 +67,8 @@ def save_avatar(folder: str | os.PathLike, gaussians: GaussianAvatar, model: Fla
         if model.torso_motion is not None:
             extra.update(dict(zip(_TORSO_MOTION_KEYS, model.torso_motion)))
     meta = {**meta, "resolution": int(cameras.width), "background": list(background),
-            "head_source": getattr(model, "source", None), "n_shape": model.n_shape, "n_expr": model.n_expr}
+            "head_source": getattr(model, "source", None), "n_shape": model.n_shape, "n_expr": model.n_expr,
+            "label_names": list(LABEL_NAMES)}  # columns of avatar.labels: a later label set maps them by name
     folder = save_state(folder, gaussians, params, meta, extra)
     mark_output_dir(folder, "avatar")  # the folder is dynavatar's: a later save may replace it
     return folder
@@ -98,6 +99,10 @@ def load_avatar(folder: str | os.PathLike, head=None, device: str | torch.device
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
         raise AvatarFileError(f"{folder / 'avatar.safetensors'}: {_line(exc)} {_DAMAGED}") from exc
     _check_finite(folder, gaussians, params, extra)
+    try:  # an avatar saved with an older label list: its columns mapped by name onto today's
+        gaussians.labels = upgrade_label_columns(gaussians.labels, meta.get("label_names"))
+    except (ValueError, TypeError) as exc:  # label_names written by hand or damaged
+        raise AvatarFileError(f"{folder / 'avatar.json'}: label_names: {_line(exc)} {_DAMAGED}") from None
     model = _head_model(folder, head, meta, extra)
     _check_fit(folder, gaussians, params, model)
     res = int(meta["resolution"])
@@ -199,7 +204,9 @@ def _check_layout(folder: Path, meta: dict) -> None:
         _check_tensor(path, have, key, *spec)
     labels = _dim(path, have, "avatar.labels", 1, ndim=2)
     _check_tensor(path, have, "avatar.labels", [n, labels], _FLOAT)
-    if labels not in (0, NUM_LABELS):
+    names = meta.get("label_names")
+    known = (0, NUM_LABELS, len(LEGACY_LABEL_NAMES)) if not isinstance(names, list) else (0, len(names))
+    if labels not in known:
         raise AvatarFileError(f"{path}: 'avatar.labels' has {labels} label columns; dynavatar's label set has "
                               f"{NUM_LABELS} (or 0 before labelling) {_DAMAGED}")
 

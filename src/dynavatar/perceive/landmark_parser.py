@@ -80,6 +80,12 @@ class LandmarkParser:
     5. Face parts are painted last from the mesh polygons: nose, brows, eyes (the eyelid opening),
        upper and lower lip between the outer and inner lip contours, and the mouth interior
        inside the inner contour (zero area when the lips touch).
+    6. Inside each eye opening, *iris* is the disc through mediapipe's iris points (centre 468 /
+       473, radius the mean distance to the four ring points 469-472 / 474-477), clipped to the
+       opening; *sclera* is the rest of the opening. Inside the mouth opening, *teeth* are the
+       bright, low-chroma pixels (lighter than 0.7 x the skin's mean lightness, Lab chroma below
+       18): tongue and mouth shadow are darker or redder. ``left_eye`` / ``right_eye`` remain only
+       where the iris points are unusable (an iris outside its opening by more than its radius).
 
     *eyeglasses* and *headwear* always get zero probability: glasses become skin (inside the oval)
     or hair (the temples), hats become hair. Soft probabilities are the one-hot labels blurred by
@@ -87,8 +93,9 @@ class LandmarkParser:
     """
 
     # The version after the slash changes when the same inputs give different maps, so cached
-    # datasets parsed by an older version are parsed again (2: parts sampled at pixel centres).
-    name = "landmark-parser/2"
+    # datasets parsed by an older version are parsed again (2: parts sampled at pixel centres;
+    # 3: iris, sclera and teeth).
+    name = "landmark-parser/3"
 
     def __init__(self, config: LandmarkParserConfig | None = None, *, detector=None, matter=None) -> None:
         self.config = config or LandmarkParserConfig()
@@ -156,13 +163,15 @@ class LandmarkParser:
         for name in _PAINTED:
             inner |= face.parts[name]
         fg_alpha = np.maximum(alpha, inner.astype(np.float32))  # [H, W]
-        labels, fg_alpha = self._label_map(image, face, fg_alpha)
+        labels, fg_alpha = self._label_map(image, face, fg_alpha, np.asarray(points, dtype=np.float64))
         return self._soften(labels, fg_alpha, out)
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def _label_map(self, image: np.ndarray, face: FaceFrame, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Hard labels uint8 [H, W] and the (colour-refined) foreground alpha float32 [H, W]."""
+    def _label_map(self, image: np.ndarray, face: FaceFrame, alpha: np.ndarray,
+                   points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Hard labels uint8 [H, W] and the (colour-refined) foreground alpha float32 [H, W].
+        ``points`` [478, 2|3]: the iris points split the eye openings (rule 6)."""
         cfg = self.config
         lab = to_lab(image)  # [H, W, 3]
         fg = alpha > 0.5
@@ -175,7 +184,11 @@ class LandmarkParser:
         skin = self._skin_colour(lab, skin_model, hair_model, face) & fg  # [H, W] bool
         nonskin = fg & ~skin
         reach, clothes = self._hair_or_clothes(nonskin, hair_zone & nonskin, lab, hair_model, face, min_seeds)
-        return self._assemble(face, fg, skin, reach, clothes), alpha
+        labels = self._assemble(face, fg, skin, reach, clothes)
+        if points is not None:
+            split_eyes(labels, face, points)
+        paint_teeth(labels, face, lab, float(skin_model.mean[0]))
+        return labels, alpha
 
     def _assemble(self, face: FaceFrame, fg: np.ndarray, skin: np.ndarray, reach: np.ndarray,
                   clothes: np.ndarray) -> np.ndarray:
@@ -385,6 +398,40 @@ class LandmarkParser:
         probs *= fg_alpha
         probs[_L["background"]] = 1.0 - fg_alpha
         return probs
+
+
+def split_eyes(labels: np.ndarray, face: FaceFrame, points: np.ndarray) -> np.ndarray:
+    """Rule 6, eyes: each eye opening's pixels become iris (the disc through the iris points, clipped
+    to the opening) or sclera; in place on ``labels`` uint8 [H, W]. An iris centre farther than its
+    radius outside its opening (a bad detection) leaves that eye's label as it was."""
+    h, w = labels.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    for side, centre in (("right_eye", 468), ("left_eye", 473)):
+        opening = face.parts[side] & (labels == _L[side])
+        if not opening.any():
+            continue
+        c = points[centre, :2]
+        radius = float(np.mean(np.linalg.norm(points[centre + 1:centre + 5, :2] - c, axis=1)))
+        oy, ox = np.nonzero(opening)
+        gap = float(np.min(np.hypot(ox + 0.5 - c[0], oy + 0.5 - c[1])))
+        if not np.isfinite(radius) or radius <= 0 or gap > radius:
+            continue
+        disc = np.hypot(xs + 0.5 - c[0], ys + 0.5 - c[1]) <= radius  # pixel centres, as fill_polygon
+        labels[opening & disc] = _L["iris"]
+        labels[opening & ~disc] = _L["sclera"]
+    return labels
+
+
+def paint_teeth(labels: np.ndarray, face: FaceFrame, lab: np.ndarray, skin_lightness: float,
+                min_lightness: float = 0.7, max_chroma: float = 18.0) -> np.ndarray:
+    """Rule 6, teeth: bright, low-chroma pixels inside the mouth opening; in place on ``labels``.
+    lab: CIE Lab [H, W, 3] (L in [0, 100]); skin_lightness: the skin model's mean L."""
+    mouth = labels == _L["mouth_interior"]
+    if not mouth.any():
+        return labels
+    chroma = np.hypot(lab[..., 1], lab[..., 2])
+    labels[mouth & (lab[..., 0] > min_lightness * skin_lightness) & (chroma < max_chroma)] = _L["teeth"]
+    return labels
 
 
 def _no_face_probs(alpha: np.ndarray, probs: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ group of labels (``metrics.LABEL_GROUPS``: "lips" is the upper and the lower lip
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..errors import DynavatarError
@@ -15,7 +16,8 @@ from ..geometry.labels import LABEL_NAMES, label_index
 from .labelling import label_splats, refine_labels, region_prior
 from .metrics import LABEL_GROUPS
 
-__all__ = ["labels_from_parsing", "labels_from_head_regions", "label_group_indices"]
+__all__ = ["labels_from_parsing", "labels_from_head_regions", "label_group_indices", "split_eye_and_mouth_labels",
+           "has_iris_labels"]
 
 
 def labels_from_parsing(gaussians, model, params, cameras, parsing: Tensor, frames: list[int], renderer,
@@ -45,3 +47,60 @@ def label_group_indices(name: str) -> list[int]:
         raise DynavatarError(f"unknown label {name!r}; choose from {list(LABEL_NAMES)} or the groups "
                              f"{sorted(LABEL_GROUPS)}")
     return [label_index(n) for n in names]
+
+
+def has_iris_labels(labels: Tensor, min_splats: int = 3) -> bool:
+    """Whether ``labels`` [N, K] give some splats mostly to ``iris`` (labelled since iris existed)."""
+    return labels.shape[1] > 0 and int((labels[:, label_index("iris")] > 0.5).sum()) >= min_splats
+
+
+def _lightness_chroma(rgb: Tensor) -> tuple[Tensor, Tensor]:
+    """sRGB [N, 3] -> (lightness [N] ~ cube root of luminance, as OKLab's L; chroma [N] = max - min
+    channel). Enough to tell white from coloured; the edit stage's OKLab lives above this one."""
+    lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb.clamp_min(0) + 0.055) / 1.055) ** 2.4)
+    y = lin @ torch.tensor([0.2126, 0.7152, 0.0722], dtype=rgb.dtype, device=rgb.device)
+    return y.clamp_min(0) ** (1 / 3), rgb.max(1).values - rgb.min(1).values
+
+
+@torch.no_grad()
+def split_eye_and_mouth_labels(labels: Tensor, rgb: Tensor, weight: Tensor | None = None,
+                               min_spread: float = 0.15, max_white_chroma: float = 0.25) -> Tensor:
+    """Labels [N, K] of an avatar labelled before iris, sclera and teeth existed, with its eye and
+    mouth splats split by colour: each splat's ``left_eye`` + ``right_eye`` mass goes to ``sclera``
+    when it is light and nearly grey, else to ``iris``; its ``mouth_interior`` mass goes to
+    ``teeth`` when it is light and nearly grey.
+
+    Why colour: an eye opening is the white sclera around a darker, coloured disc (iris and pupil)
+    whatever the eye's colour, and without the parser's iris points colour is what is left.
+    "Light" is above the midpoint of the region's 10th and 90th lightness percentiles (weighted by
+    ``weight`` [N], e.g. opacity); a region without that spread (< ``min_spread``) is left as it
+    was (it cannot be split). rgb: [N, 3] in [0, 1] (the splats' DC colour). -> a new [N, K].
+    """
+    out = labels.clone()
+    light, chroma = _lightness_chroma(rgb.to(labels).clamp(0, 1))
+    w = torch.ones_like(light) if weight is None else weight.to(light)
+    for sources, white, rest in (((label_index("left_eye"), label_index("right_eye")), label_index("sclera"),
+                                  label_index("iris")),
+                                 ((label_index("mouth_interior"),), label_index("teeth"), None)):
+        mass = labels[:, list(sources)].sum(1)  # [N]
+        member = mass > 0.5
+        if int(member.sum()) < 8:
+            continue
+        lo, hi = _weighted_quantile(light[member], w[member], 0.1), _weighted_quantile(light[member], w[member], 0.9)
+        if float(hi - lo) < min_spread:
+            continue
+        is_white = (light > (lo + hi) / 2) & (chroma < max_white_chroma) & (mass > 0)
+        out[:, white] += torch.where(is_white, mass, torch.zeros_like(mass))
+        if rest is not None:
+            out[:, rest] += torch.where(is_white | (mass <= 0), torch.zeros_like(mass), mass)
+            out[:, list(sources)] = 0.0
+        else:
+            out[:, list(sources)] *= (~is_white).to(out)[:, None]
+    return out
+
+
+def _weighted_quantile(x: Tensor, w: Tensor, q: float) -> Tensor:
+    order = torch.argsort(x)
+    cw = torch.cumsum(w[order], 0)
+    k = int(torch.searchsorted(cw, q * cw[-1]).clamp(max=len(x) - 1))
+    return x[order][k]

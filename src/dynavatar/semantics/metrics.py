@@ -9,9 +9,12 @@ from ..geometry.labels import label_index
 __all__ = ["LABEL_GROUPS", "group_iou", "group_argmax"]
 
 # The groups the issue judges: lips are one group (upper + lower), as a person would draw them.
+# "eyes" is the whole eye opening: the eye labels of avatars labelled before iris and sclera
+# existed, and the iris and sclera of those labelled since, so an old prompt or mask means the same.
 LABEL_GROUPS: dict[str, tuple[str, ...]] = {
     "skin": ("skin",), "hair": ("hair",), "lips": ("upper_lip", "lower_lip"),
-    "eyes": ("left_eye", "right_eye"), "brows": ("left_brow", "right_brow"), "nose": ("nose",),
+    "eyes": ("left_eye", "right_eye", "iris", "sclera"), "brows": ("left_brow", "right_brow"), "nose": ("nose",),
+    "mouth": ("mouth_interior", "teeth"),
 }
 
 

@@ -21,9 +21,9 @@ def test_unknown_words_are_reported():
     assert "I understood: red, hair; ignored: sparkly, unicorn, vibes" in summary and "\n" not in summary
 
 
-def test_a_second_colour_the_plan_cannot_carry_is_ignored():
+def test_a_second_colour_on_hair_is_the_defined_roots_and_ends_split():
     plan = RuleRefiner().refine("red and blue hair")
-    assert plan.colour_name == "red" and plan.ignored == ["blue"]
+    assert plan.colour_name == "red with blue ends" and plan.ignored == []
 
 
 @pytest.mark.parametrize("prompt", ["please make her hair red", "make his hair red", "could you please make the hair red",
@@ -92,7 +92,7 @@ def test_non_english_prompt_points_to_the_model_refiners(prompt):
 
 def test_understood_prompts_keep_working():
     mixed = RuleRefiner().refine("rote Haare und blue eyes")
-    assert mixed.kind == "colour" and set(mixed.regions) == {"left_eye", "right_eye"}
+    assert mixed.kind == "colour" and set(mixed.regions) == {"iris", "left_eye", "right_eye"}
     assert mixed.ignored == ["rote", "haare", "und"]
     made_up = RuleRefiner().refine("asdf qwerty zxcv")  # not a language: a free-form edit, as before
     assert made_up.kind == "appearance" and made_up.instruction == "asdf qwerty zxcv"

@@ -360,7 +360,7 @@ def test_transformers_refiner_accepts_a_pipeline_like_object():
 def test_transformers_refiner_missing_weights_names_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    refiner = TransformersRefiner(model="no-such-org/no-such-model", device="cpu")
+    refiner = TransformersRefiner(model="no-such-org/no-such-model", device="cpu", strict=True)  # else: rules
     with pytest.raises(DynavatarError, match="huggingface-cli download no-such-org/no-such-model"):
         refiner.refine("red hair")
 

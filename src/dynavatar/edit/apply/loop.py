@@ -49,7 +49,7 @@ from .discriminator import PatchDiscriminator, discriminator_loss, generator_los
 from .keyframes import View, farthest_point_keyframes, keyframe_views
 from .region import (DrawnRegion, EditResult, pose_views, prepare_region, region_masks, region_optimizer, region_step,
                      render_views, view_masks)
-from .splat_recolour import recolour_splats, splat_region_weight, splat_visibility
+from .splat_recolour import recolour_splats, splat_region_weight, splat_visibility, statistics_views
 
 __all__ = ["EditConfig", "loop_config", "original_views", "recolour_region", "edit_splats"]
 
@@ -83,13 +83,16 @@ def recolour_region(g: GaussianAvatar, sel: Tensor, plan: EditPlan, editor: Pale
     """The splat-space palette edit of the region ``sel`` (bool [N]), with the region statistics
     weighted by how much each splat shows inside the region masks of ``views`` (so they match what
     the pixel editor would measure on those renders). Returns a copy with new ``sh``."""
+    views = statistics_views(views)  # the few views the statistics use, not every keyframe and turn
     verts = model(pose_views(params, views), landmark_set=None).vertices
     wg = bind(g, verts, model.faces)
     cams = cameras[torch.tensor([v.frame for v in views])]
-    vis = splat_visibility(wg, cams, region_masks(wg, cams, g.labels, plan, renderer), renderer)  # [N]
+    inside, outside = splat_visibility(wg, cams, region_masks(wg, cams, g.labels, plan, renderer), renderer,
+                                       with_outside=True)  # [N] each: seen inside / outside the region masks
     weight = splat_region_weight(g.labels, plan, sel)  # [N], 0 outside the region
-    return recolour_splats(g, plan, weight, vis, min_detail=getattr(editor, "min_detail", 0.05),
-                           iris_only=getattr(editor, "iris_only", True), model=model, params=params)
+    return recolour_splats(g, plan, weight, inside, min_detail=getattr(editor, "min_detail", 0.05),
+                           iris_only=getattr(editor, "iris_only", True), model=model, params=params,
+                           outside=outside)  # splats labelled hair but seen only off the hair keep their colour
 
 
 def loop_config(plan: EditPlan, config: EditConfig | None = None) -> EditConfig:

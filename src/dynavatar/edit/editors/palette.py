@@ -22,7 +22,8 @@ from ...weights import fetch_hint, weights_label
 from ..colour_space import oklab_to_rgb, rgb_to_oklab
 from ..plan import EditPlan, EditPlanError
 from .masks import composite, feather_mask, support_box
-from .palette_recolour import EYE_REGIONS, colour_affinity, darker_part, recolour_oklab, region_stats
+from .palette_recolour import (EYE_REGIONS, colour_affinity, colourist_oklab, fit_region, iris_membership,
+                               recolour_oklab, region_stats, target_from_plan, weighted_quantiles)
 
 __all__ = ["is_palette_plan", "PaletteEditor"]
 
@@ -42,8 +43,14 @@ class PaletteEditor:
     the grown ring is further weighted by ``colour_affinity`` (similar colour -> recoloured), which
     only ever lowers alpha: pixels outside the feathered mask are returned bit-identical.
 
-    With ``iris_only``, a plan whose regions are only eyes recolours the iris, not the sclera the
-    eye label also covers (``darker_part``).
+    Colour plans use the colourist's recolour (``palette_recolour.colourist_oklab``: the region's
+    colour distribution mapped onto the named shade, its lightness structure kept), with the
+    region's statistics per image; positional qualifiers (dark roots, ombre, two-tone) take each
+    pixel's height in its image's region (rows: an upright head's up axis). Material-only plans keep
+    the statistics-based transform (``recolour_oklab``).
+
+    With ``iris_only``, a plan whose regions are only eyes recolours the iris, not the pupil,
+    sclera or glint the eye label also covers (``iris_membership``).
 
     ``last_timing_s`` holds the wall time of the last ``edit`` call (for reports, not a benchmark).
     """
@@ -75,8 +82,11 @@ class PaletteEditor:
         if plan.strength == 0.0:
             return images.clone()
         m = masks.to(device=images.device, dtype=torch.float32).clamp(0.0, 1.0)
-        if self.iris_only and set(plan.regions) <= EYE_REGIONS:
-            m = darker_part(rgb_to_oklab(images.float()), m)
+        target = target_from_plan(plan, images.float())
+        eye = self.iris_only and set(plan.regions) <= EYE_REGIONS
+        if eye:
+            m = torch.stack([mb * iris_membership(rgb_to_oklab(ib.float()).view(-1, 3), mb.reshape(-1)).view_as(mb)
+                             for ib, mb in zip(images, m)])
         alpha = feather_mask(m, plan.mask_dilation, self.feather)  # [B, H, W]
         box = support_box(alpha)
         if box is None:  # nothing to edit in any image
@@ -85,11 +95,12 @@ class PaletteEditor:
         work = images[:, y0:y1, x0:x1].float()  # [B, h, w, 3]
         m, alpha = m[:, y0:y1, x0:x1], alpha[:, y0:y1, x0:x1]
         lab = rgb_to_oklab(work)  # [B, h, w, 3]
-        target = None if plan.colour is None else rgb_to_oklab(torch.tensor(plan.colour, dtype=work.dtype,
-                                                                            device=work.device))
         stats = region_stats(lab, m)
-        new_lab = recolour_oklab(lab, m, target, plan.strength, plan.material, min_detail=self.min_detail,
-                                 stats=stats)
+        if target is None:
+            new_lab = recolour_oklab(lab, m, None, plan.strength, plan.material, min_detail=self.min_detail,
+                                     stats=stats)
+        else:
+            new_lab = torch.stack([self._colourist(lb, mb, target, plan) for lb, mb in zip(lab, m)])
         if self.edge_aware:
             alpha = torch.maximum(m, alpha * colour_affinity(lab, *stats))
         edited = oklab_to_rgb(new_lab).clamp(0.0, 1.0)
@@ -97,6 +108,19 @@ class PaletteEditor:
         out[:, y0:y1, x0:x1] = composite(images[:, y0:y1, x0:x1], edited.to(images.dtype), alpha)
         self.last_timing_s = time.perf_counter() - t0
         return out
+
+
+    @staticmethod
+    def _colourist(lab: torch.Tensor, m: torch.Tensor, target, plan: EditPlan) -> torch.Tensor:
+        """One image's pixels lab [h, w, 3] recoloured with its region ``m`` [h, w]'s statistics."""
+        flat, wts = lab.reshape(-1, 3), m.reshape(-1)
+        if float(wts.sum()) <= 0:
+            return lab
+        rows = torch.arange(lab.shape[0], dtype=lab.dtype, device=lab.device)[:, None].expand(lab.shape[:2])
+        lo, hi = weighted_quantiles(rows.reshape(-1), wts, torch.tensor([0.02, 0.98], dtype=torch.float64))
+        heights = ((rows.reshape(-1) - lo) / (hi - lo).clamp_min(1.0)).clamp(0, 1)
+        new = colourist_oklab(flat, fit_region(flat, wts), target, plan.strength, plan.material, heights)
+        return new.view_as(lab)
 
 
 def _check_inputs(images: torch.Tensor, masks: torch.Tensor) -> None:

@@ -27,7 +27,8 @@ import dataclasses
 import torch
 
 __all__ = ["MaterialStyle", "MATERIAL_STYLES", "EYE_REGIONS", "region_stats", "colour_affinity", "darker_part",
-           "recolour_oklab"]
+           "recolour_oklab", "ColourTarget", "RegionFit", "fit_region", "colourist_oklab", "iris_membership",
+           "target_from_plan", "plan_family", "into_gamut", "weighted_quantiles"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +101,8 @@ def darker_part(lab: torch.Tensor, weight: torch.Tensor, min_spread: float = 0.2
     return out
 
 
-EYE_REGIONS = frozenset({"left_eye", "right_eye"})
+# Plans on these regions only are eye-colour edits: the iris moves, nothing else of the eye.
+EYE_REGIONS = frozenset({"left_eye", "right_eye", "iris"})
 
 
 def _as_batch(x: torch.Tensor | float, b: int, like: torch.Tensor) -> torch.Tensor:
@@ -176,3 +178,350 @@ def recolour_oklab(lab: torch.Tensor, weight: torch.Tensor, target: torch.Tensor
     full = torch.cat([L_new.clamp(0.0, 1.0)[..., None], ab_new], dim=-1)  # [B, H, W, 3]
     s = _as_batch(strength, B, lab)[:, None, None, None]  # [B, 1, 1, 1]
     return lab + s * (full - lab)
+
+
+# ---------------------------------------------------------------------------------------------
+# The colourist's recolour (what both editors use): a region's colour *distribution* moved onto a
+# target shade's, its lightness structure kept by a monotone map.
+#
+#   rank     t_i  = F(L_i)                    # the region's own lightness CDF (weighted quantiles),
+#                                              # linear between the 5th..95th percentiles, extended
+#                                              # past them with the same slope (highlights stay)
+#   lightness L'_i = L_dark + t_i (L_light - L_dark)
+#            (no segment of the map stretches lightness more than 3x: a flat region stays flat,
+#            on the shade's middle, instead of having its noise blown up to the whole range)
+#   colour   hue and chroma of the shade at t_i (dark strands take the dark end's hue and chroma,
+#            light ones the light end's; past the light end chroma does not rise: sheen is
+#            whiter), chroma times the strand's relative chroma ^ 0.35 and hue plus 0.35 x its
+#            hue deviation, both measured against the source's own chroma/hue at that rank (so
+#            shading is not counted twice): texture, not a flat fill
+#
+# A region that already has the target's distribution maps onto itself (the keyframe loop's
+# re-edits of recoloured renders are then no-ops). Eyes are different (``iris_membership``): only
+# the iris's mid tones move, half-way in lightness; the pupil, the dark limbal ring, the sclera and
+# the specular glint keep their colour.
+
+@dataclasses.dataclass(frozen=True)
+class ColourTarget:
+    """A recolour target as a distribution: OKLab colours at lightness ranks 0.05 and 0.95."""
+
+    dark: torch.Tensor  # OKLab [3]
+    light: torch.Tensor  # OKLab [3]
+    eye: bool = False  # iris mode (see ``iris_membership``)
+    qualifiers: tuple[str, ...] = ()  # "dark roots", "highlights", "ombre" (colour_names.QUALIFIERS)
+    second: "ColourTarget | None" = None  # two-tone: this shade at the ends (or the roots)
+    second_at: str = "ends"
+
+
+@dataclasses.dataclass
+class RegionFit:
+    """What the colourist measures on the source region (under the statistics weights)."""
+
+    quantiles: torch.Tensor  # [Q] lightness at ranks _RANKS, strictly increasing
+    chroma_median: torch.Tensor  # []
+    hue_median: torch.Tensor  # [] radians
+    lightness_median: torch.Tensor  # []
+    chroma_curve: torch.Tensor | None = None  # [K] mean chroma per lightness-rank bin (_BINS)
+    hue_curve: torch.Tensor | None = None  # [K] mean hue (radians) per bin
+
+
+_RANKS = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+_BINS = 6  # lightness-rank bins of the source's own chroma/hue curve (``fit_region``)
+
+
+def weighted_quantiles(x: torch.Tensor, w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Quantiles ``q`` [Q] of ``x`` [P] under weights ``w`` [P] (linear between samples).  -> [Q]
+
+    Samples of zero weight are dropped first: they would tie the cumulative weight with their
+    neighbours and could be picked, so the pixels around a mask (or a batch's larger crop) would
+    move the region's quantiles."""
+    keep = w > 0
+    if bool(keep.any()) and not bool(keep.all()):
+        x, w = x[keep], w[keep]
+    order = torch.argsort(x)
+    xs, ws = x[order], w[order].clamp_min(0)
+    cw = torch.cumsum(ws, 0) - 0.5 * ws
+    cw = cw / ws.sum().clamp_min(1e-12)
+    return _interp(q.to(x), cw, xs)
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """np.interp for torch (``xp`` increasing; clamped at the ends)."""
+    i = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp(1, len(xp) - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    t = ((x - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0, 1)
+    return f0 + t * (f1 - f0)
+
+
+def fit_region(lab: torch.Tensor, weight: torch.Tensor) -> RegionFit:
+    """lab [P, 3], weight [P] -> the region's ``RegionFit``."""
+    w = weight.to(lab).clamp_min(0)
+    if float(w.sum()) <= 1e-12:
+        w = torch.ones_like(w)
+    q = weighted_quantiles(lab[:, 0], w, _RANKS)
+    q = torch.cummax(q + torch.arange(len(q), dtype=q.dtype, device=q.device) * 1e-4, 0).values
+    c = lab[:, 1:].norm(dim=-1)
+    half = torch.tensor([0.5], dtype=lab.dtype, device=lab.device)
+    ab_m = (lab[:, 1:] * w[:, None]).sum(0) / w.sum()
+    chroma_curve, hue_curve = _shade_curve(lab, w, _ranks_of(lab[:, 0], q))
+    return RegionFit(q, weighted_quantiles(c, w, half)[0], torch.atan2(ab_m[1], ab_m[0]),
+                     weighted_quantiles(lab[:, 0], w, half)[0], chroma_curve, hue_curve)
+
+
+def _shade_curve(lab: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source's own shade: mean chroma and hue [K] of the elements in each of ``_BINS`` bins of
+    lightness rank ``t`` [P] (a bin with no weight takes its neighbours' values).
+
+    Why: dark strands of real hair are less saturated and often warmer than light ones (shading
+    and pigment), and the target shade already says how its dark and light strands look. The
+    texture the recolour keeps is each element's deviation from *this* curve at its rank, so
+    shading is not counted twice and a region that already has the target's shade maps onto
+    itself."""
+    k = (t.clamp(0, 1) * _BINS).long().clamp(max=_BINS - 1)  # [P]
+    ab = torch.zeros(_BINS, 2, dtype=lab.dtype, device=lab.device).index_add_(0, k, lab[:, 1:] * w[:, None])
+    cw = torch.zeros(_BINS, dtype=lab.dtype, device=lab.device).index_add_(0, k, lab[:, 1:].norm(dim=-1) * w)
+    tot = torch.zeros(_BINS, dtype=lab.dtype, device=lab.device).index_add_(0, k, w)
+    has = tot > 1e-9 * tot.sum().clamp_min(1e-30)
+    if not bool(has.any()):
+        return torch.zeros(_BINS, dtype=lab.dtype), torch.zeros(_BINS, dtype=lab.dtype)
+    centres = (torch.arange(_BINS, dtype=lab.dtype, device=lab.device) + 0.5) / _BINS
+    chroma = _interp(centres, centres[has], cw[has] / tot[has])
+    hue = torch.atan2(ab[:, 1], ab[:, 0])
+    hue_u = _interp(centres, centres[has], _unwrap(hue[has]))
+    return chroma, hue_u
+
+
+def _unwrap(h: torch.Tensor) -> torch.Tensor:
+    """Angles [K] made continuous (no 2 pi jumps between neighbours)."""
+    return h[:1] + torch.cat([torch.zeros_like(h[:1]), torch.cumsum(_angle(h[1:] - h[:-1]), 0)])
+
+
+def _ranks_of(L: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Lightness ``L`` [P] -> rank-map position t [P] through quantiles ``q`` [Q] (0 at the 5th
+    percentile, 1 at the 95th), extended past them with the outer slope, clamped to [-0.4, 1.4]."""
+    ranks = _RANKS.to(L)
+    slope = 0.9 / (q[-1] - q[0]).clamp_min(0.03)
+    t = _interp(L, q, (ranks - 0.05) / 0.9)
+    t = torch.where(L < q[0], (L - q[0]) * slope, torch.where(L > q[-1], 1 + (L - q[-1]) * slope, t))
+    return t.clamp(-0.4, 1.4)
+
+
+def _curve_at(curve: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A per-bin curve [K] read at ranks ``t`` [P] (linear between bin centres, flat past them)."""
+    centres = (torch.arange(len(curve), dtype=t.dtype, device=t.device) + 0.5) / len(curve)
+    return _interp(t, centres, curve.to(t))
+
+
+def _angle(d: torch.Tensor) -> torch.Tensor:
+    return torch.atan2(torch.sin(d), torch.cos(d))
+
+
+def _smoothstep(a: float, b: float, x: torch.Tensor) -> torch.Tensor:
+    t = ((x - a) / (b - a)).clamp(0, 1)
+    return t * t * (3 - 2 * t)
+
+
+def iris_membership(lab: torch.Tensor, weight: torch.Tensor, min_spread: float = 0.15) -> torch.Tensor:
+    """How much each element [P] of an eye region is iris that a new eye colour should move.
+
+    Out: the sclera (light and nearly grey: above the midpoint of the region's 10th-90th lightness
+    percentiles when they span ``min_spread``, which an eye opening does), the glint (much lighter
+    than the rest and grey) and the pupil (darker than half the iris's median lightness, fading in
+    up to 0.7 of it). The limbal ring is darker than the iris but lighter than that, so it moves
+    with the iris, and keeps its relative darkness (lightness is mapped, not replaced)."""
+    L, C = lab[:, 0], lab[:, 1:].norm(dim=-1)
+    w = weight.to(lab).clamp_min(0)
+    # Gates are smoothsteps, not sigmoids: a clear sclera or glint is out *exactly* (a sigmoid's
+    # tail let 3-15 % of an eye edit leak into a slightly tinted white).
+    grey = 1 - _smoothstep(0.04, 0.08, C)
+    white = torch.zeros_like(L)
+    if float(w.sum()) > 0:
+        lo, hi = weighted_quantiles(L, w, torch.tensor([0.1, 0.9], dtype=torch.float64))
+        if float(hi - lo) >= min_spread:
+            mid = float((lo + hi) / 2)
+            white = _smoothstep(mid - 0.04, mid + 0.04, L) * grey
+    rest = w * (1 - white)
+    med = weighted_quantiles(L, rest if float(rest.sum()) > 0 else torch.ones_like(L),
+                             torch.tensor([0.5], dtype=torch.float64))[0]
+    glint = _smoothstep(float(med) + 0.25, float(med) + 0.35, L) * grey
+    pupil = 1 - ((L - 0.5 * med) / (0.2 * med).clamp_min(1e-3)).clamp(0, 1)
+    return (1 - torch.maximum(white, glint)) * (1 - pupil)
+
+
+def _shade_at(target: ColourTarget, t: torch.Tensor, L_new: torch.Tensor) -> torch.Tensor:
+    """The shade's (a, b) at rank ``t`` [P] for lightness ``L_new`` [P] -> [P, 2]: hue and chroma
+    interpolated between the ends; past them chroma follows the lightness (shading)."""
+    d, l = target.dark.to(L_new), target.light.to(L_new)
+    tc = t.clamp(0, 1)
+    cd, cl = d[1:].norm(), l[1:].norm()
+    hd, hl = torch.atan2(d[2], d[1]), torch.atan2(l[2], l[1])
+    hue = hd + tc * _angle(hl - hd)
+    L_end = d[0] + tc * (l[0] - d[0])
+    # Past the dark end chroma falls with the light (shadow); past the light end it does not rise:
+    # highlights on hair and lips are sheen, whiter not more saturated (a 1.5x rise read as neon).
+    chroma = (cd + tc * (cl - cd)) * (L_new / L_end.clamp_min(1e-3)).clamp(0.3, 1.0)
+    return torch.stack([chroma * torch.cos(hue), chroma * torch.sin(hue)], -1)
+
+
+def _map_to(lab: torch.Tensor, fit: RegionFit, target: ColourTarget, t: torch.Tensor) -> torch.Tensor:
+    """The element colours [P, 3] mapped onto ``target`` at ranks ``t`` [P] (texture kept)."""
+    L, ab = lab[:, 0], lab[:, 1:]
+    d, l = target.dark.to(lab), target.light.to(lab)
+    if target.eye:  # half-way in lightness, the iris's own structure kept exactly
+        mid = 0.5 * (d[0] + l[0])
+        L_new = L + 0.5 * (mid - fit.lightness_median)
+    else:
+        L_new = d[0] + t * (l[0] - d[0])
+    L_new = L_new.clamp(0.02, 0.99)
+    ab_t = _shade_at(target, t, L_new)
+    C = ab.norm(dim=-1)
+    if float(fit.chroma_median.detach()) > 0.015:  # the source's own saturation and hue texture
+        c_ref, h_ref = fit.chroma_median, fit.hue_median
+        if fit.chroma_curve is not None:  # relative to the source's own shade at this rank
+            c_ref, h_ref = _curve_at(fit.chroma_curve, t), _curve_at(fit.hue_curve, t)
+        rel = ((C + 0.01) / (c_ref + 0.01)).pow(0.35).clamp(0.75, 1.3)
+        conf = torch.sigmoid((C - 0.02) / 0.01)
+        dh = (0.35 * _angle(torch.atan2(ab[:, 1], ab[:, 0]) - h_ref)).clamp(-0.25, 0.25) * conf
+        c, s = torch.cos(dh), torch.sin(dh)
+        ab_t = torch.stack([c * ab_t[:, 0] - s * ab_t[:, 1], s * ab_t[:, 0] + c * ab_t[:, 1]], -1) * rel[:, None]
+    return torch.cat([L_new[:, None], ab_t], -1)
+
+
+def _capped_quantiles(q: torch.Tensor, span: float, max_gain: float) -> torch.Tensor:
+    """Quantiles [Q] pushed apart from the median outwards until no segment of the rank map
+    stretches lightness by more than ``max_gain`` onto a target range of ``span``.
+
+    Why: a rank map equalises the histogram, so a nearly flat region (a lip, a dyed patch, a
+    rendered test colour) would have its noise blown up to the target's whole dark-to-light range.
+    A colourist keeps the structure there is: flat stays flat (it lands on the shade's middle), a
+    dark head's compressed strands are lifted at most ``max_gain`` times."""
+    gap = 0.9 / (len(q) - 1) * abs(span) / max(max_gain, 1e-6)  # L per segment at the gain cap
+    mid = len(q) // 2
+    up, down = [q[mid]], [q[mid]]  # built as lists: no in-place writes (the map stays differentiable)
+    for i in range(mid + 1, len(q)):
+        up.append(torch.maximum(q[i], up[-1] + gap))
+    for i in range(mid - 1, -1, -1):
+        down.append(torch.minimum(q[i], down[-1] - gap))
+    return torch.stack(down[:0:-1] + up)
+
+
+def colourist_oklab(lab: torch.Tensor, fit: RegionFit, target: ColourTarget, strength: float = 1.0,
+                    material: str | None = None, heights: torch.Tensor | None = None,
+                    max_gain: float = 3.0) -> torch.Tensor:
+    """Element colours ``lab`` [P, 3] (OKLab) recoloured onto ``target`` with the region's ``fit``
+    (``fit_region``); ``heights`` [P] in [0, 1] (0 at the top of the region along the head's up
+    axis) for the positional qualifiers (dark roots, ombre, two-tone). -> OKLab [P, 3] for every
+    element; the caller blends with the region weight. ``max_gain``: the steepest the lightness
+    map may be (``_capped_quantiles``). See the section comment above."""
+    q = _capped_quantiles(fit.quantiles.to(lab), float(target.light[0] - target.dark[0]), max_gain)
+    t = _ranks_of(lab[:, 0], q)
+    new = _map_to(lab, fit, target, t)
+    quals = set(target.qualifiers)
+    if "highlights" in quals:  # the lightest strands lifted, a little paler
+        lift = _smoothstep(0.6, 0.92, t)
+        new = torch.cat([(new[:, :1] + 0.12 * lift[:, None] * (1 - new[:, :1])), new[:, 1:] * (1 - 0.2 * lift)[:, None]], -1)
+    if heights is not None:
+        h = heights.to(lab)
+        if target.second is not None:
+            other = _map_to(lab, fit, target.second, t)
+            k = _smoothstep(0.35, 0.7, h) if target.second_at == "ends" else 1 - _smoothstep(0.3, 0.65, h)
+            new = new + k[:, None] * (other - new)
+        if "dark roots" in quals:
+            r = 1 - _smoothstep(0.12, 0.4, h)
+            new = torch.cat([new[:, :1] * (1 - 0.45 * r)[:, None], new[:, 1:] * (1 - 0.4 * r)[:, None]], -1)
+        if "ombre" in quals:
+            top = 1 - _smoothstep(0.25, 0.75, h)
+            new = new + top[:, None] * (lab - new)
+    style = MATERIAL_STYLES.get(material) if material else None
+    if style is not None:
+        ends = _map_to(torch.stack([q[0], q[len(q) // 2], q[-1]])[:, None].expand(3, 3) * torch.tensor(
+            [1.0, 0.0, 0.0], dtype=lab.dtype, device=lab.device), fit, target, torch.tensor(
+            [0.0, 0.5, 1.0], dtype=lab.dtype, device=lab.device))[:, 0]  # the region's new 5th/50th/95th L
+        new = _material(new, style, ends[1], ((ends[2] - ends[0]) / 3.29).clamp_min(1e-3))
+    new = into_gamut(new)
+    return lab + float(strength) * (new - lab)
+
+
+def _material(lab: torch.Tensor, style: MaterialStyle, med: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+    """A material's reshaping of the new lightness around the region's new median ``med`` with
+    spread ``sig`` (``MATERIAL_STYLES``). Both come from the region's fit, not from the elements
+    passed in, so pixels and splats (and any subset of them) get the same map."""
+    L = lab[:, 0]
+    L = med + style.contrast * (L - med) + style.lightness_offset
+    high = torch.sigmoid((L - med - sig) / (0.5 * sig))
+    L = L - style.highlight_compression * (L - med).clamp_min(0)
+    L = L + style.specular * high * (1 - L).clamp_min(0)
+    ab = lab[:, 1:] * (style.chroma * (1 - style.highlight_desaturation * high))[:, None]
+    return torch.cat([L.clamp(0, 1)[:, None], ab], -1)
+
+
+def into_gamut(lab: torch.Tensor, steps: int = 8) -> torch.Tensor:
+    """OKLab [P, 3] with the chroma of out-of-sRGB colours reduced (hue and lightness kept) until
+    they fit: a clipped channel would shift the hue (a vivid red clipped turns orange)."""
+    from ..colour_space import oklab_to_rgb
+
+    lab = torch.cat([lab[:, :1].clamp(0, 1), lab[:, 1:]], -1)
+    rgb = oklab_to_rgb(lab)
+    bad = ((rgb < -1e-4) | (rgb > 1 + 1e-4)).any(-1)
+    if not bool(bad.any()):
+        return lab
+    sub = lab[bad]
+    lo, hi = torch.zeros(len(sub), dtype=lab.dtype, device=lab.device), torch.ones(len(sub), dtype=lab.dtype,
+                                                                                     device=lab.device)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        c = oklab_to_rgb(torch.cat([sub[:, :1], sub[:, 1:] * mid[:, None]], -1))
+        ok = ((c >= -1e-4) & (c <= 1 + 1e-4)).all(-1)
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    out = lab.clone()
+    out[bad] = torch.cat([sub[:, :1], sub[:, 1:] * lo[:, None]], -1)
+    return out
+
+
+_FAMILY_OF = {"hair": "hair", "left_brow": "brows", "right_brow": "brows", "iris": "eyes", "left_eye": "eyes",
+              "right_eye": "eyes", "upper_lip": "lips", "lower_lip": "lips"}
+
+
+def plan_family(regions) -> str | None:
+    """The shade family ("hair", "brows", "eyes", "lips") of a plan's regions, or None (skin, clothes)."""
+    fams = {_FAMILY_OF.get(r) for r in regions}
+    return fams.pop() if len(fams) == 1 else ("hair" if "hair" in regions else None)
+
+
+def target_from_plan(plan, like: torch.Tensor) -> ColourTarget | None:
+    """The plan's colour as a ``ColourTarget``: the named shade of its family (``colour_names.SHADES``)
+    moved by what modifiers did to the named colour ("light brown", "pastel pink"), or, for a colour
+    without a shade, a range built around it; qualifiers from ``colour_name``. None: no colour."""
+    from ..colour_space import rgb_to_oklab
+    from ..prompt.colour_names import COLOURS, find_colour, shade_colours, split_qualifiers
+
+    if plan.colour is None:
+        return None
+    ok = lambda rgb: rgb_to_oklab(torch.tensor(rgb, dtype=torch.float64)).to(like)  # noqa: E731
+    family = plan_family(plan.regions)
+    name, quals = split_qualifiers(plan.colour_name or "")
+    match = find_colour(name) if name else None
+    colour = ok(plan.colour)
+    pair = shade_colours(match.base, family) if (match is not None and family) else None
+    if pair is not None:
+        dark, light = ok(pair[0]), ok(pair[1])
+        nominal = ok(COLOURS.get(match.base, plan.colour))
+        dL = colour[0] - nominal[0]
+        cn, cc = nominal[1:].norm(), colour[1:].norm()
+        k = (cc / cn).clamp(0.2, 2.0) if float(cn) > 0.02 else torch.ones((), dtype=like.dtype)
+        dark = torch.cat([(dark[:1] + dL).clamp(0.03, 0.97), dark[1:] * k])
+        light = torch.cat([(light[:1] + dL).clamp(0.05, 0.98), light[1:] * k])
+    else:
+        dark = torch.cat([colour[:1] * 0.55, colour[1:] * 0.6])
+        light = torch.cat([(colour[:1] * 1.15).clamp(max=0.96), colour[1:] * 1.05])
+    second, at, keep = None, "ends", []
+    for qual in quals:
+        if qual in ("dark roots", "highlights", "ombre"):
+            keep.append(qual)
+            continue
+        col = find_colour(qual.rsplit(" ", 1)[0])
+        if col is None:
+            continue
+        other = dataclasses.replace(plan, colour=col.rgb, colour_name=col.name)
+        second, at = target_from_plan(other, like), qual.rsplit(" ", 1)[1]
+    return ColourTarget(dark, light, eye=family == "eyes", qualifiers=tuple(keep), second=second, second_at=at)

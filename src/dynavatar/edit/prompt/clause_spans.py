@@ -39,6 +39,8 @@ def _preserved_labels(mentions) -> set[str]:
             out.update(obj.regions)
         elif obj.own_label:
             out.add(obj.own_label)
+    if out & {"iris", "left_eye", "right_eye"}:  # keeping the eyes keeps their whites too
+        out.add("sclera")
     return out
 
 

@@ -18,7 +18,7 @@ import colorsys
 import dataclasses
 import re
 
-__all__ = ["COLOURS", "HAIR_LIKE_OVERRIDES", "EYE_OVERRIDES", "SKIN_OVERRIDES", "HAIR_ONLY_NAMES", "METAL_NAMES",
+__all__ = ["SHADES", "shade_colours", "QUALIFIERS", "split_qualifiers", "find_qualifiers", "nearest_colour", "COLOURS", "HAIR_LIKE_OVERRIDES", "EYE_OVERRIDES", "SKIN_OVERRIDES", "HAIR_ONLY_NAMES", "METAL_NAMES",
            "ColourMatch", "find_colour", "apply_modifier", "hex_to_rgb"]
 
 
@@ -188,3 +188,119 @@ def find_colour(text: str, overrides: dict[str, str] | None = None) -> ColourMat
     base, rgb = _resolve(words, m.group("name"), overrides)
     said = " ".join(words + [m.group("name")])
     return ColourMatch(name=said, base=base, rgb=rgb, start=m.start(), end=m.end())
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets as distributions: a colourist's shade is not one colour but a range, from its darkest
+# strands (in shadow, at the roots) to its lightest (highlights), each with its own hue and chroma.
+# (dark, light) sRGB per family: the colours at about the 5th and 95th lightness percentile of a
+# lit head of that shade, from hair-dye charts and photographs, with plausible chroma (auburn is
+# a deep red-brown, not orange; platinum is nearly grey, not paper white). The recolour maps the
+# region's lightness ranks onto this range (``editors/palette_recolour.colourist_oklab``).
+SHADES: dict[str, dict[str, tuple[str, str]]] = {
+    "hair": {
+        # natural
+        "black": ("#0a0909", "#3c3632"), "jet black": ("#060607", "#2e2c2e"), "raven black": ("#07070a", "#34323a"),
+        "brown": ("#24160d", "#8a6240"), "chocolate": ("#1c110a", "#6a4428"), "chestnut": ("#2e140a", "#94562e"),
+        "brunette": ("#1e120a", "#76502f"), "auburn": ("#2a0c0a", "#7e3024"), "mahogany": ("#2a0d0a", "#80322a"),
+        "copper": ("#4a1c0a", "#c06a34"), "ginger": ("#55200b", "#d88444"), "strawberry blonde": ("#7a4a32", "#e8b896"),
+        "blonde": ("#6a4e2e", "#ecd49c"), "golden blonde": ("#6e4a1c", "#f0cc80"), "honey blonde": ("#5e3c18", "#dcae6a"),
+        "ash blonde": ("#6a6252", "#dcd4bc"), "dirty blonde": ("#4a3a24", "#b8a078"), "sandy blonde": ("#6a5238", "#e2c8a0"),
+        "platinum blonde": ("#8c8676", "#f6f2e6"), "grey": ("#3e3e3e", "#bcbcb8"), "silver": ("#5e6066", "#e2e4e8"),
+        "white": ("#8a8a88", "#f6f6f2"), "salt and pepper": ("#242424", "#c4c4c0"),
+        # dyed
+        "red": ("#3a0808", "#b0301f"), "pink": ("#6e2a48", "#f6aacc"), "hot pink": ("#6a0e36", "#ff70b0"),
+        "blue": ("#0a1440", "#5a8ae4"), "green": ("#0a3018", "#5ac07e"), "purple": ("#240c3a", "#a474d6"),
+        "teal": ("#062a2a", "#40b0a8"), "orange": ("#5a1e06", "#f08a3a"), "lavender": ("#4a3a62", "#d8c8f4"),
+    },
+    "eyes": {
+        "blue": ("#1c3554", "#86b0d4"), "green": ("#23401e", "#86a860"), "brown": ("#24130a", "#80502a"),
+        "hazel": ("#33260e", "#a0803c"), "grey": ("#363c44", "#a4acb4"), "amber": ("#4e2c08", "#cc9434"),
+        "black": ("#0c0a0a", "#3a302c"), "violet": ("#2e1c46", "#9a78c8"), "purple": ("#2e1c46", "#9a78c8"),
+        "red": ("#3a0a0a", "#b03a34"),
+    },
+    "lips": {
+        "red": ("#4a0a12", "#b8283a"), "pink": ("#6e2440", "#f08cb0"), "nude": ("#6a3a30", "#d09a88"),
+        "plum": ("#3a1020", "#9a4466"), "coral": ("#6a2418", "#f07c64"), "burgundy": ("#300810", "#8c2036"),
+        "black": ("#0c0808", "#3a3034"), "purple": ("#2a0c30", "#8a4aa0"),
+    },
+}
+SHADES["brows"] = SHADES["hair"]
+
+
+def shade_colours(base: str, family: str) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """The (dark, light) sRGB ends of ``base``'s shade for a region family ("hair", "brows",
+    "eyes", "lips"), or None when the family has no such shade (the recolour then builds a range
+    around the plan's single colour)."""
+    pair = SHADES.get(family, {}).get(base)
+    if pair is None and base.endswith(" blond"):
+        pair = SHADES.get(family, {}).get(base + "e")
+    if pair is None and family in ("hair", "brows") and base in HAIR_LIKE_OVERRIDES:
+        pair = SHADES[family].get(HAIR_LIKE_OVERRIDES[base])
+    return None if pair is None else (hex_to_rgb(pair[0]), hex_to_rgb(pair[1]))
+
+
+# Qualifiers a colourist honours on top of a shade. They travel in the plan's ``colour_name``
+# ("blonde with dark roots"), so a plan written by any refiner (or by hand) carries them.
+#   dark roots: the top of the region (along the head's up axis) darker, fading out by a third;
+#   ombre:      the shade grows from the old colour at the top to the new one at the ends;
+#   highlights: the lightest strands lifted further (sun-lightened, no positions needed);
+#   <colour> ends / <colour> roots: a second shade at the ends / the roots (two-tone).
+QUALIFIERS = ("dark roots", "highlights", "ombre")
+_QUAL_RE = re.compile(r"\b(?:with\s+)?(?:(?P<roots>(?:dark|darker|black|brown|natural|grown out)\s+roots)"
+                      r"|(?P<highlights>(?:(?:blonde|blond|light|lighter|golden|caramel)\s+)?highlights|balayage"
+                      r"|babylights|sun kissed)|(?P<ombre>ombre|ombré|dip dyed|dip dye|faded ends))\b")
+_ENDS_RE = re.compile(r"\bwith\s+(?P<col>[a-z ]+?)\s+(?P<part>ends|tips|roots)\b")
+
+
+def split_qualifiers(text: str) -> tuple[str, list[str]]:
+    """'blonde with dark roots' -> ('blonde', ['dark roots']); 'red with blue ends' -> ('red',
+    ['blue ends']). Text without qualifiers comes back as it was, with an empty list."""
+    found: list[str] = []
+
+    def take(m: re.Match) -> str:
+        kind = next(k for k in ("roots", "highlights", "ombre") if m.group(k))
+        found.append({"roots": "dark roots", "highlights": "highlights", "ombre": "ombre"}[kind])
+        return " "
+
+    def take_ends(m: re.Match) -> str:
+        col = find_colour(m.group("col"))
+        if col is None:
+            return m.group(0)
+        found.append(f"{col.name} {'roots' if m.group('part') == 'roots' else 'ends'}")
+        return " "
+
+    rest = _ENDS_RE.sub(take_ends, text)
+    rest = _QUAL_RE.sub(take, rest)
+    return re.sub(r"\s+", " ", rest).strip(" ,;"), found
+
+
+def nearest_colour(word: str) -> str | None:
+    """The vocabulary colour whose name is closest in spelling to ``word`` (a typo such as
+    "purpel", "blnde"), or None when nothing is close (similarity below 0.75)."""
+    import difflib
+
+    hits = difflib.get_close_matches(word, list(COLOURS), n=1, cutoff=0.75)
+    return hits[0] if hits else None
+
+
+def find_qualifiers(text: str) -> tuple[str, list[str]]:
+    """Qualifiers in a prompt's clause, blanked (spaces, so spans of the rest stay put): -> (text,
+    ['dark roots', 'highlights', 'ombre', '<colour> ends' ...])."""
+    found: list[str] = []
+
+    def blank(m: re.Match, word: str) -> str:
+        found.append(word)
+        return " " * len(m.group(0))
+
+    def ends(m: re.Match) -> str:
+        col = find_colour(m.group("col"))
+        if col is None:
+            return m.group(0)
+        return blank(m, f"{col.name} {'roots' if m.group('part') == 'roots' else 'ends'}")
+
+    text = _ENDS_RE.sub(ends, text)
+    text = _QUAL_RE.sub(lambda m: blank(m, next({"roots": "dark roots", "highlights": "highlights",
+                                                 "ombre": "ombre"}[k] for k in ("roots", "highlights", "ombre")
+                                                if m.group(k))), text)
+    return text, found

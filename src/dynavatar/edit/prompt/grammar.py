@@ -17,18 +17,23 @@ Pieces that are not edits on their own ("red hair and lips") are glued back to a
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
+
+from ..plan import EditPlanError
 
 from .clause_spans import (find_expressions, find_negations, find_removals, item_is_definite, item_phrase,
                            phrase_start, scale_expression)
 from .colour_names import (EYE_OVERRIDES, HAIR_LIKE_OVERRIDES, HAIR_ONLY_NAMES, SKIN_OVERRIDES, ColourMatch,
-                           find_colour, hex_to_rgb)
+                           find_colour, find_qualifiers, hex_to_rgb, nearest_colour)
 from .text import blank_span, split_words, with_article
 from .vocabulary import (ADD_VERB_RE, HIGH_EXPR, ITEM_OF, ITEM_RE, ITEMS, LOW_ADVERB, LOW_EXPR, MATERIAL_OF,
                          MATERIAL_RE, PERCENT_RE, PERSON_RE, REST_RE, SPLIT_RE, STOP_WORDS, TAKE_OFF_RE, TARGET_OF,
                          TARGET_RE, TARGETS, TONES, VERBS, Item, Target)
 
 __all__ = ["Draft", "Clause", "split_clauses"]
+
+logger = logging.getLogger("dynavatar.edit")
 
 
 @dataclasses.dataclass
@@ -47,6 +52,8 @@ class Draft:
     text: str = ""  # the clause, for instructions of free-form edits
     residual: list[str] = dataclasses.field(default_factory=list)  # content words no rule explained
     special: str | None = None  # "bald", "clean_shaven"
+    qualifiers: list[str] = dataclasses.field(default_factory=list)  # "dark roots", "blue ends" (colour_names)
+    note: str = ""  # what the reading assumed ("nearest to 'purpel'"), shown in the plan's colour name
 
 
 @dataclasses.dataclass
@@ -189,14 +196,22 @@ def _target_drafts(targets_text: str, text: str, modified, low: bool, percent: f
     for _, _, s, e in found:
         rest = blank_span(rest, s, e)
     targets = [t for t, *_ in found]
+    rest, qualifiers = find_qualifiers(rest)
     colour = _colour_for(rest, targets)
     if colour is None and targets:
         colour = _tone_for(rest, targets[0])
     if colour is None:
         colour = _colour_for(rest, [])
     material = _material_in(rest)
+    note = ""
     if colour is not None:
         rest = blank_span(rest, colour.start, colour.end)
+        second = _colour_for(rest, targets)
+        if second is not None and found:
+            rest = blank_span(rest, second.start, second.end)
+            qualifiers.append(_two_colours(colour, second, targets, clause))
+    elif found:
+        colour, rest, note = _nearest_colour(rest, targets)
     if material is not None:
         m = MATERIAL_RE.search(rest)
         rest = blank_span(rest, m.start(), m.end()) if m else rest
@@ -211,7 +226,37 @@ def _target_drafts(targets_text: str, text: str, modified, low: bool, percent: f
         return [], residual, False
     if colour is None and material is None and (quiet or not residual):
         return [], residual, True
-    return _split_by_label(found, colour, material, low, percent, clause, residual), residual, True
+    drafts = _split_by_label(found, colour, material, low, percent, clause, residual)
+    for d in drafts:
+        d.qualifiers, d.note = list(qualifiers), note
+    return drafts, residual, True
+
+
+def _two_colours(first: ColourMatch, second: ColourMatch, targets, clause: str) -> str:
+    """"red and blue hair": on hair (and brows) the defined split, the first colour at the roots and
+    the second at the ends, as a qualifier; on anything else one region cannot take two colours."""
+    if targets and all(getattr(t, "hair_like", False) for t in targets):
+        return f"{second.name} ends"
+    raise EditPlanError(f"{clause!r} gives {first.name} and {second.name} to the same region; give each region "
+                        f"one colour (e.g. '{first.name} lips and {second.name} eyes')")
+
+
+def _nearest_colour(rest: str, targets) -> tuple[ColourMatch | None, str, str]:
+    """A region named with a word that is no colour we know but spelled like one ("purpel hair"):
+    the nearest named colour, and a note that says so. -> (colour or None, rest, note)"""
+    for m in re.finditer(r"[a-z]+", rest):
+        if m.group(0) in STOP_WORDS or len(m.group(0)) < 3:
+            continue
+        name = nearest_colour(m.group(0))
+        if name is None:
+            continue
+        match = _colour_for(name, targets)
+        if match is None:
+            continue
+        logger.warning("%r is not a colour I know; using the nearest named colour, %s", m.group(0), match.name)
+        colour = dataclasses.replace(match, start=m.start(), end=m.end())
+        return colour, blank_span(rest, m.start(), m.end()), f"nearest to '{m.group(0)}'"
+    return None, rest, ""
 
 
 def _split_by_label(found, colour, material, low, percent, clause, residual) -> list[Draft]:

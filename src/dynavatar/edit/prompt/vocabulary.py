@@ -44,6 +44,10 @@ class Target:
 
 _BROWS = ("left_brow", "right_brow")
 _EYES = ("left_eye", "right_eye")
+# What an eye colour changes: the iris (avatars labelled since iris existed) or, on older avatars,
+# the eye labels, of which the recolour moves the iris only (``palette_recolour.iris_membership``).
+_IRISES = ("iris", "left_eye", "right_eye")
+_EYE_PARTS = (*_EYES, "iris", "sclera")  # the whole eye opening: what glasses cover, what closing the eyes changes
 _LIPS = ("upper_lip", "lower_lip")
 _EARS = ("left_ear", "right_ear")
 _SKIN_GROUP = ("skin", "nose", "left_ear", "right_ear", "neck")  # "skin" means all visible skin
@@ -53,13 +57,14 @@ TARGETS: dict[str, Target] = {t.key: t for t in (
     Target("brows", _BROWS, "eyebrows", hair_like=True),
     Target("left_brow", ("left_brow",), "left eyebrow", "a", hair_like=True),
     Target("right_brow", ("right_brow",), "right eyebrow", "a", hair_like=True),
-    Target("eyes", _EYES, "eyes"),
-    Target("left_eye", ("left_eye",), "left eye", "a"),
-    Target("right_eye", ("right_eye",), "right eye", "a"),
+    Target("eyes", _IRISES, "eyes"),
+    Target("left_eye", ("iris", "left_eye"), "left eye", "a"),
+    Target("right_eye", ("iris", "right_eye"), "right eye", "a"),
     Target("lips", _LIPS, "lips"),
     Target("upper_lip", ("upper_lip",), "upper lip", "an"),
     Target("lower_lip", ("lower_lip",), "lower lip", "a"),
-    Target("teeth", ("mouth_interior",), "teeth"),
+    Target("teeth", ("teeth",), "teeth"),
+    Target("tongue", ("mouth_interior",), "tongue"),
     Target("skin", _SKIN_GROUP, "skin"),
     Target("face", ("skin", "nose"), "face", "a"),
     Target("nose", ("nose",), "nose", "a"),
@@ -82,7 +87,8 @@ _TARGET_WORDS: dict[str, tuple[str, ...]] = {
     "lips": ("lips", "lip", "lipstick", "lip colour", "mouth"),
     "upper_lip": ("upper lip", "top lip"),
     "lower_lip": ("lower lip", "bottom lip"),
-    "teeth": ("teeth", "tooth", "tongue"),
+    "teeth": ("teeth", "tooth"),
+    "tongue": ("tongue",),
     "skin": ("skin", "skin tone", "complexion", "body"),
     "face": ("face", "cheeks", "cheek", "forehead", "chin"),
     "nose": ("nose",),
@@ -110,7 +116,7 @@ class Item:
 
 ITEMS: dict[str, Item] = {i.key: i for i in (
     # glasses sit on the nose and cover the eyes and the skin around them
-    Item("glasses", ("eyeglasses", *_EYES, "nose", "skin"), "eyeglasses"),
+    Item("glasses", ("eyeglasses", *_EYE_PARTS, "nose", "skin"), "eyeglasses"),
     Item("headwear", ("headwear", "hair"), "headwear"),
     Item("headphones", ("headwear", "hair", *_EARS), "headwear"),
     Item("earrings", _EARS),
@@ -118,8 +124,8 @@ ITEMS: dict[str, Item] = {i.key: i for i in (
     Item("neckwear", ("neck", "clothes")),
     Item("mask", ("skin", "nose", *_LIPS)),
     Item("beard", ("skin",), wear=False, hair_like=True),  # no beard label: facial hair grows on skin
-    Item("makeup", ("skin", *_LIPS, *_EYES), add_kind="appearance"),
-    Item("eye_makeup", ("skin", *_EYES), add_kind="appearance"),
+    Item("makeup", ("skin", *_LIPS, *_EYE_PARTS), add_kind="appearance"),
+    Item("eye_makeup", ("skin", *_EYE_PARTS), add_kind="appearance"),
     Item("skin_detail", ("skin", "nose"), add_kind="appearance", wear=False),
     Item("tattoo", ("skin", "neck"), add_kind="appearance", wear=False),
 )}
@@ -189,7 +195,7 @@ FILLER_WORDS = STOP_WORDS | frozenset("""or not no too than much many any even s
 LOW_ADVERB = (r"\b(?:slightly|slight|a (?:little )?bit(?: of)?|a little|a tad|a touch(?: of)?|a hint(?: of)?"
                r"|hint of|subtle|subtly|faint|faintly|somewhat|mildly|barely|partially|partly)\b")
 LOW_EXPR = LOW_ADVERB[:-3] + r"|small|gentle|gently|soft|softly|half|mild|tiny|little)\b"
-HIGH_EXPR = (r"\b(?:very|big|bigger|wide|widely|broad|broadly|huge|hugely|really|strongly|strong|a lot|lots"
+HIGH_EXPR = (r"\b(?:high|higher|very|big|bigger|wide|widely|broad|broadly|huge|hugely|really|strongly|strong|a lot|lots"
               r"|super|intense|intensely|so|extra|exaggerated|extreme|extremely|fully|completely|totally|deep|deeply"
               r"|wide open)\b")
 PERCENT_RE = re.compile(r"\b(\d{1,3})\s*%")
@@ -265,18 +271,18 @@ EXPR_DEFAULT = {"smile": 0.7, "frown": 0.6, "angry": 0.7, "sad": 0.7, "surprise"
                  "closed_eyes": 1.0, "raised_brows": 0.7, "wink_left": 1.0, "wink_right": 1.0, "pucker": 0.7,
                  "neutral": 1.0}
 EXPR_REGIONS: dict[str, tuple[str, ...]] = {
-    "smile": (*_LIPS, "mouth_interior", "skin"),
+    "smile": (*_LIPS, "mouth_interior", "teeth", "skin"),
     "frown": (*_BROWS, "skin", *_LIPS),
-    "angry": (*_BROWS, *_EYES, "skin", *_LIPS),
-    "sad": (*_BROWS, *_EYES, "skin", *_LIPS),
-    "surprise": (*_BROWS, *_EYES, *_LIPS, "mouth_interior", "skin"),
-    "open_mouth": (*_LIPS, "mouth_interior", "skin"),
-    "closed_eyes": (*_EYES, "skin"),
+    "angry": (*_BROWS, *_EYE_PARTS, "skin", *_LIPS),
+    "sad": (*_BROWS, *_EYE_PARTS, "skin", *_LIPS),
+    "surprise": (*_BROWS, *_EYE_PARTS, *_LIPS, "mouth_interior", "teeth", "skin"),
+    "open_mouth": (*_LIPS, "mouth_interior", "teeth", "skin"),
+    "closed_eyes": (*_EYE_PARTS, "skin"),
     "raised_brows": (*_BROWS, "skin"),
     "wink_left": ("left_eye", "skin"),
     "wink_right": ("right_eye", "skin"),
     "pucker": (*_LIPS, "skin"),
-    "neutral": (*_BROWS, *_EYES, *_LIPS, "mouth_interior", "skin"),
+    "neutral": (*_BROWS, *_EYE_PARTS, *_LIPS, "mouth_interior", "teeth", "skin"),
 }
 assert set(EXPR_DEFAULT) == set(EXPR_REGIONS) == set(EXPRESSIONS)
 

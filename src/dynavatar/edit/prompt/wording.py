@@ -24,7 +24,7 @@ from .kind_defaults import kind_defaults
 from .text import join_phrases, pretty_noun, split_words, with_article
 from .vocabulary import EXPR_REGIONS, ITEMS, MATERIAL_ADJ, VERBS
 
-__all__ = ["render_plan", "mergeable", "merge_drafts"]
+__all__ = ["render_plan", "mergeable", "merge_drafts", "colour_name"]
 
 
 def _names(targets) -> str:
@@ -76,9 +76,18 @@ def _strength(d: Draft) -> float:
 
 def _render_colour(d: Draft, obj: str) -> dict[str, Any]:
     desc = _descriptor(d)
+    name = colour_name(d)
+    desc = desc.replace(d.colour.name, name.split(" (")[0], 1)
     return dict(regions=_regions(*(t.regions for t, _ in d.targets)), instruction=f"make {_names(d.targets)} {desc}",
-                positive_prompt=_described(d.targets, desc), colour=d.colour.rgb, colour_name=d.colour.name,
+                positive_prompt=_described(d.targets, desc), colour=d.colour.rgb, colour_name=name,
                 material=d.material, strength=_strength(d))
+
+
+def colour_name(d: Draft) -> str:
+    """The plan's ``colour_name``: the colour as said, its qualifiers ("blonde with dark roots, with
+    blue ends": ``colour_names.split_qualifiers`` reads them back) and what the reading assumed."""
+    name = d.colour.name + "".join(f"{' with' if i == 0 else ', with'} {q}" for i, q in enumerate(d.qualifiers))
+    return f"{name} ({d.note})" if d.note else name
 
 
 def _render_appearance(d: Draft, obj: str) -> dict[str, Any]:
@@ -209,7 +218,8 @@ def mergeable(a: Draft, b: Draft) -> bool:
     if a.kind != b.kind or a.kind == "appearance":
         return False
     if a.kind == "colour":
-        return a.colour.rgb == b.colour.rgb and a.material == b.material and a.low == b.low
+        return (a.colour.rgb == b.colour.rgb and a.material == b.material and a.low == b.low
+                and a.qualifiers == b.qualifiers)
     if a.kind == "accessory":
         return (a.colour is None or b.colour is None or a.colour.rgb == b.colour.rgb)
     return True

@@ -1,0 +1,130 @@
+"""The colourist's recolour: a region's colour distribution moved onto a named shade, lightness
+structure kept; irises only for eyes; qualifiers honoured or reported; prompts read right."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from dynavatar.edit.colour_space import oklab_to_rgb, rgb_to_oklab
+from dynavatar.edit.editors.palette import PaletteEditor
+from dynavatar.edit.editors.palette_recolour import (colourist_oklab, fit_region, iris_membership,
+                                                      target_from_plan)
+from dynavatar.edit.plan import EditPlanError
+from dynavatar.edit.prompt.rule_refiner import RuleRefiner
+
+
+def _plan(prompt: str):
+    (plan,) = RuleRefiner().refine_all(prompt)
+    return plan
+
+
+def _brown_strands(n: int = 400, seed: int = 0) -> torch.Tensor:
+    """OKLab [n, 3] of brown hair: lightness from shadow to highlight, a little hue/chroma noise."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, generator=g, dtype=torch.float64)
+    rgb = torch.stack([0.12 + 0.45 * t, 0.07 + 0.30 * t, 0.04 + 0.18 * t], -1)
+    rgb = (rgb * (1 + 0.06 * torch.randn(n, 3, generator=g, dtype=torch.float64))).clamp(0, 1)
+    return rgb_to_oklab(rgb)
+
+
+@pytest.mark.parametrize("prompt", ["auburn hair", "platinum blonde hair", "pink hair", "black hair"])
+def test_recolour_moves_the_distribution_and_keeps_the_lightness_order(prompt):
+    lab = _brown_strands()
+    plan = _plan(prompt)
+    target = target_from_plan(plan, lab)
+    new = colourist_oklab(lab, fit_region(lab, torch.ones(len(lab))), target)
+    order_before, order_after = lab[:, 0].argsort().argsort(), new[:, 0].argsort().argsort()
+    assert torch.corrcoef(torch.stack([order_before.double(), order_after.double()]))[0, 1] > 0.98
+    # not a flat fill: the strands keep a spread of lightness ...
+    assert new[:, 0].std() > 0.3 * (target.light[0] - target.dark[0]).abs()
+    # ... within the shade's range
+    lo, hi = sorted([float(target.dark[0]), float(target.light[0])])
+    assert lo - 0.08 <= float(new[:, 0].quantile(0.05)) and float(new[:, 0].quantile(0.95)) <= hi + 0.08
+    rgb = oklab_to_rgb(new)
+    assert (rgb >= -1e-3).all() and (rgb <= 1 + 1e-3).all(), "in gamut, no clipping"
+
+
+def test_auburn_is_a_deep_red_brown_not_bright_orange():
+    lab = _brown_strands()
+    new = colourist_oklab(lab, fit_region(lab, torch.ones(len(lab))), target_from_plan(_plan("auburn hair"), lab))
+    chroma = new[:, 1:].norm(dim=-1)
+    hue = torch.rad2deg(torch.atan2(new[:, 2], new[:, 1]))
+    assert float(chroma.median()) < 0.12  # orange (#f07818) is ~0.17
+    assert 10 < float(hue.median()) < 60  # red-orange-brown, not yellow
+
+
+def test_a_region_already_at_the_target_maps_onto_itself():
+    lab = _brown_strands()
+    target = target_from_plan(_plan("copper hair"), lab)
+    once = colourist_oklab(lab, fit_region(lab, torch.ones(len(lab))), target)
+    twice = colourist_oklab(once, fit_region(once, torch.ones(len(once))), target)
+    assert (twice - once).abs().max() < 0.03
+
+
+def test_blue_eyes_move_the_iris_only():
+    # an eye opening: sclera (white), iris (brown), limbal ring (darker brown), pupil (black), glint
+    rgb = torch.tensor([[0.92, 0.90, 0.88]] * 60 + [[0.45, 0.28, 0.15]] * 30 + [[0.22, 0.13, 0.07]] * 10
+                       + [[0.02, 0.02, 0.02]] * 8 + [[1.0, 1.0, 1.0]] * 2, dtype=torch.float64)
+    lab = rgb_to_oklab(rgb)
+    member = iris_membership(lab, torch.ones(len(lab)))
+    assert member[:60].max() < 0.1 and member[108:].max() < 0.1, "sclera and glint are not iris"
+    assert member[100:108].max() < 0.1, "the pupil is not iris"
+    assert member[60:90].min() > 0.9 and member[90:100].min() > 0.5, "iris and limbal ring move"
+    editor, plan = PaletteEditor(feather=0.0), _plan("blue eyes")
+    img = rgb.float().view(1, 10, 11, 3)
+    out = editor.edit(img, torch.ones(1, 10, 11), plan.__class__(**{**plan.to_dict(), "mask_dilation": 0,
+                                                                     "colour": tuple(plan.colour)}))
+    out = out.view(-1, 3)
+    assert (out[:60] - img.view(-1, 3)[:60]).abs().max() < 0.02, "the sclera keeps its colour"
+    iris = rgb_to_oklab(out[60:90].double())
+    assert float(torch.rad2deg(torch.atan2(iris[:, 2], iris[:, 1])).median()) < -90, "the iris turns blue"
+
+
+def test_dark_roots_darken_the_top_and_two_colours_split_roots_and_ends():
+    lab = _brown_strands()
+    heights = torch.linspace(0, 1, len(lab), dtype=torch.float64)
+    plan = _plan("blonde hair with dark roots")
+    assert "dark roots" in plan.colour_name
+    target = target_from_plan(plan, lab)
+    fit = fit_region(lab, torch.ones(len(lab)))
+    new = colourist_oklab(lab, fit, target, heights=heights)
+    plain = colourist_oklab(lab, fit, target)
+    top, bottom = heights < 0.1, heights > 0.6
+    assert (new[top, 0] - plain[top, 0]).mean() < -0.1 and (new[bottom] - plain[bottom]).abs().max() < 1e-6
+    split = _plan("red and blue hair")
+    assert split.colour_name == "red with blue ends"
+    two = colourist_oklab(lab, fit, target_from_plan(split, lab), heights=heights)
+    hue = torch.rad2deg(torch.atan2(two[:, 2], two[:, 1]))
+    assert float(hue[top].median()) > -30 and float(hue[heights > 0.8].median()) < -90
+
+
+def test_positional_qualifiers_without_positions_are_reported(caplog):
+    from dynavatar.edit.apply.splat_recolour import recolour_splats
+    from dynavatar.gaussians.avatar import GaussianAvatar, rgb_to_sh
+    from dynavatar.geometry.labels import NUM_LABELS, label_index
+
+    g = GaussianAvatar.init_on_mesh(40, num_labels=NUM_LABELS)
+    g.sh[:, 0] = rgb_to_sh(oklab_to_rgb(_brown_strands(40)).float())
+    g.labels[:, label_index("hair")] = 1.0
+    with caplog.at_level(logging.WARNING, logger="dynavatar.edit"):
+        out = recolour_splats(g, _plan("blonde hair with dark roots"), torch.ones(40))
+    assert "dark roots" in caplog.text and "positions" in caplog.text
+    assert not torch.equal(out.sh, g.sh)
+    pos = torch.zeros(40, 3)
+    pos[:, 1] = torch.linspace(1, 0, 40)  # splat 0 at the top
+    rooted = recolour_splats(g, _plan("blonde hair with dark roots"), torch.ones(40), positions=pos)
+    assert float(rooted.sh[:5, 0].mean()) < float(out.sh[:5, 0].mean()) - 0.05
+
+
+def test_prompts_read_qualifiers_contradictions_and_typos():
+    assert _plan("brown hair with blonde highlights").colour_name == "brown with highlights"
+    assert "ombre" in _plan("pastel pink ombre hair").colour_name
+    with pytest.raises(EditPlanError, match="one colour"):
+        RuleRefiner().refine_all("red and blue lips")
+    typo = _plan("purpel hair")
+    assert typo.colour_name == "purple (nearest to 'purpel')" and typo.regions == ["hair"]
+    assert _plan("blue eyes").regions == ["iris", "left_eye", "right_eye"]
+    assert "sclera" not in _plan("green eyes").regions
