@@ -113,13 +113,13 @@ def test_a_training_checkpoint_is_not_an_avatar(head, tmp_path):
 def fitted(tmp_path_factory):
     """The tiny fit of ``test_api_pipeline`` (4 flat frames at 32 px, 2 steps), saved; with the
     in-memory avatar's held-out figures, taken before anything was saved or loaded."""
-    from test_api_pipeline import _vhap_export
+    from flame_fixtures import vhap_export
 
     from dynavatar.reconstruct import ReconstructConfig
     from dynavatar.track.importers import import_vhap
 
     root = tmp_path_factory.mktemp("fit")
-    import_vhap(_vhap_export(root / "export"), root / "data", resolution=32)  # writes data/tracking too
+    import_vhap(vhap_export(root / "export", focal=120.0), root / "data", resolution=32)  # writes data/tracking too
     cfg = ReconstructConfig.preset("tiny", steps=2, resolution=32, log_every=1, torso=False)
     avatar = Avatar.from_dataset(root / "data", out_dir=root / "run", preset="tiny", device="cpu", config=cfg,
                                  progress=False)

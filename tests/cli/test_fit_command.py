@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from dynavatar.cli import main
-from test_api_pipeline import _vhap_export
+from flame_fixtures import vhap_export
 
 
 @pytest.mark.slow  # three fits with labelling: ~20 s idle
@@ -18,7 +18,7 @@ def test_fit_with_settings_records_them_and_guards_the_resume(tmp_path):
     from dynavatar.api import Avatar
     from dynavatar.track.importers import import_vhap
 
-    import_vhap(_vhap_export(tmp_path / "export"), tmp_path / "data", resolution=32)
+    import_vhap(vhap_export(tmp_path / "export", focal=120.0), tmp_path / "data", resolution=32)
     run = tmp_path / "run"
     base = ["fit", str(tmp_path / "data"), "-o", str(run), "--preset", "tiny", "--device", "cpu",
             "--set", "reconstruct.resolution=32", "--set", "reconstruct.torso=false", "--set", "log_every=1"]
