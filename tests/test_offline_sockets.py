@@ -113,7 +113,7 @@ def test_weight_lookups_open_no_socket(no_network, openai_env_only):
     with pytest.raises(MissingWeightsError, match="InstructPix2Pix"):
         get_editor("auto", hat)
     with pytest.raises(DynavatarError, match="download no-such-org/no-such-model"):
-        TransformersRefiner(model="no-such-org/no-such-model", device="cpu").refine("red hair")
+        TransformersRefiner(model="no-such-org/no-such-model", device="cpu", strict=True).refine("red hair")
 
 
 def test_cached_but_broken_local_model_loads_offline(no_network, openai_env_only, caplog):
@@ -124,6 +124,7 @@ def test_cached_but_broken_local_model_loads_offline(no_network, openai_env_only
     with caplog.at_level("INFO", logger="dynavatar.edit"):
         local = get_refiner("auto")
     assert isinstance(local, TransformersRefiner) and "cached" in caplog.text
+    local.strict = True  # raise rather than fall back to the rules, to see why loading failed
     with pytest.raises(DynavatarError, match="could not load them"):  # transformers read the cache only
         local.refine("red hair")
 

@@ -290,5 +290,5 @@ def test_avatar_plan_and_cli_plan_only_say_what_will_run(tmp_path):
     assert res.exit_code == 0, res.output
     assert "-> editor: InstructPix2Pix (cannot run here: weights not cached; HF_HUB_OFFLINE=1" in res.output
     glasses = avatar.plan("add round glasses", refiner="rule").summary()  # built offline, as Avatar.edit does
-    assert glasses.endswith("-> editor: glasses as geometry (offline) on eyeglasses, left_eye, right_eye, nose, skin")
+    assert glasses.endswith("-> editor: glasses as geometry (offline) on eyeglasses, left_eye, right_eye, iris, sclera, nose, skin")
     assert not (tmp_path / "b").exists()

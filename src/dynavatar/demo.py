@@ -155,7 +155,8 @@ def run_demo(out_dir: str | Path = "dynavatar-demo", head: str | None = None, n_
         if gallery:
             frontal = _gallery(result, Path(out_dir), base, app, model, renderer, gallery_resolution, gallery_frames,
                                progress)
-            result.overview = _overview(Path(out_dir), _moments(frames, n_frames), frontal)
+            if frontal is not None:
+                result.overview = _overview(Path(out_dir), _moments(frames, n_frames), frontal)
         else:
             result.ran.append("the gallery of edits skipped (gallery=False)")
         if fit:
@@ -248,10 +249,13 @@ def _gallery(result: DemoResult, out: Path, base, app, model, renderer, resoluti
     if app.shape is not None:
         rest.shape[0] = app.shape.to(rest.shape)
     rows = edit_gallery(base, rest, progress=progress)
-    result.gallery, result.gallery_video, frontal = write_gallery(out, base, app, rows, resolution, renderer,
-                                                                  DEMO_DEPTH, DEMO_LIFT, video_frames=frames)
     for r in rows:
         result.ran.append(f'edit "{r.prompt}": {r.note}' + (f" ({r.seconds:.1f}s)" if r.avatar is not None else ""))
+    if not any(r.avatar is not None for r in rows):  # e.g. a head file without hair, eyes or lips
+        result.ran.append("gallery skipped: none of its edits applies to this head")
+        return None
+    result.gallery, result.gallery_video, frontal = write_gallery(out, base, app, rows, resolution, renderer,
+                                                                  DEMO_DEPTH, DEMO_LIFT, video_frames=frames)
     done = sum(r.avatar is not None for r in rows)
     result.ran.append(f"gallery: before/after of {done} edit{'' if done == 1 else 's'} in "
                       f"{result.gallery} and {result.gallery_video}, the performance above them in "

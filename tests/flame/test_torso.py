@@ -62,13 +62,19 @@ def test_auto_torso_needs_clothes_in_the_frames_and_survives_save_load(model, tm
     from dynavatar.api import Avatar
     from dynavatar.reconstruct import ReconstructConfig, fit_avatar
     from dynavatar.reconstruct.synthetic import synthetic_clip
+    from dynavatar.reconstruct.trainer import _wants_torso
     from dynavatar.render.torch_renderer import TorchRenderer
 
     renderer = TorchRenderer()
     data = synthetic_clip(model, renderer, n_frames=6, resolution=32)
     cfg = ReconstructConfig.preset("tiny", steps=2, resolution=32, log_every=1)
+    matte = data.mattes.clone()
+    data.mattes[:, -4:] = 0  # a floating head: neither the matte nor the parser reaches the frame's bottom
     assert fit_avatar(data, model, renderer, cfg, progress=False).model.torso_vertices is None  # a bare head
-    data.parsing[:, -4:] = label_index("clothes")  # a shirt along the bottom edge
+    data.mattes[:] = matte  # the person continues below the frame (the synthetic head's neck): the matte says so
+    assert _wants_torso("auto", data)
+    data.mattes[:, -4:] = 0
+    data.parsing[:, -4:] = label_index("clothes")  # a shirt along the bottom edge: the parser says so
     fit = fit_avatar(data, model, renderer, cfg, progress=False)
     assert fit.model.torso_vertices is not None
     assert int(fit.avatar.binding.max()) >= model.faces.shape[0]  # splats live on the sheet

@@ -197,7 +197,7 @@ def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path, fitted_synthe
     lips = avatar.select(["upper_lip", "lower_lip"])
     assert 0 < lips.sum() < hair.sum() < avatar.gaussians.num_splats
     masks = avatar.render_masks(frame=int(data.eval_idx[0]))
-    assert masks.shape == (17, 64, 64)
+    assert masks.shape == (NUM_LABELS, 64, 64)
     held_out_truth = data.parsing[data.eval_idx[0]].numpy()
     assert (masks.argmax(0) == held_out_truth).mean() > 0.85
     sel = avatar.splats_under_mask(masks[label_index("skin")] > 0.5, frame=0)

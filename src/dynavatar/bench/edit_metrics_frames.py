@@ -38,9 +38,8 @@ def edit_figures(before, after, plans, poses: list[dict]) -> dict:
     "changed_pct": median share of pixels changed, "images": [(before, after) uint8 per pose]}"""
     import torch
 
-    from ..edit.colour_space import rgb_to_oklab
-    from ..edit.editors.palette_recolour import EYE_REGIONS, iris_membership, target_from_plan
-    from ..edit.metrics import lightness_structure, mean_change, spill_fraction, target_coverage
+    from ..edit import (EYE_REGIONS, iris_membership, lightness_structure, mean_change, rgb_to_oklab, spill_fraction,
+                        target_coverage, target_from_plan)
     from ..geometry.labels import label_index
 
     colour = next((p for p in plans if p.colour is not None), None)

@@ -39,11 +39,15 @@ _LAZY = {
     "is_glasses_plan": "apply.glasses", "GLASSES_STYLES": "apply.glasses",
     "DrawnRegion": "apply.region", "loop_config": "apply.loop",
     # the dispatch behind Avatar.edit
-    "runs_here": "backends", "AvatarParts": "dispatch", "apply_plan": "dispatch", "apply_clauses": "dispatch", "edit_avatar": "dispatch", "CapturedFrames": "dispatch",
+    "runs_here": "backends", "AvatarParts": "dispatch", "apply_plan": "dispatch", "apply_clauses": "dispatch",
+    "edit_avatar": "dispatch", "CapturedFrames": "dispatch",
     # judging an edit (numpy; OpenCV, torch and CLIP load inside the functions)
     "clip_direction_metrics": "metrics", "hue_error_deg": "metrics", "median_hue_deg": "metrics",
     "outside_change": "metrics", "region_colour_consistency": "metrics", "region_colour_spread": "metrics",
-    "region_hue_spread": "metrics",
+    "region_hue_spread": "metrics", "target_coverage": "metrics", "spill_fraction": "metrics",
+    "lightness_structure": "metrics", "mean_change": "metrics", "rgb_to_oklab": "colour_space",
+    "EYE_REGIONS": "editors.palette_recolour", "iris_membership": "editors.palette_recolour",
+    "target_from_plan": "editors.palette_recolour",
 }
 __all__ += list(_LAZY)
 

@@ -271,5 +271,7 @@ def test_splat_recolour_reaches_unseen_hair_and_keeps_held_out_colour_consistent
     # No tolerance needed: both measures drop by 40-70 % (seen: CV 0.17-0.18 -> 0.07-0.10, hue std
     # 0.9-1.0 -> 0.3-0.5 deg); without the splat step (splat_recolour=False, even with 40 steps) the
     # hue std rises to ~1.6 deg and the median chroma only reaches ~0.14, as unseen hair stays brown.
-    assert a["frames"] >= 10 and a["chroma_median"] > 4 * b["chroma_median"]
+    # The colourist's recolour keeps dark strands dark (their chroma low), so the median chroma rises
+    # ~3x (0.039 -> 0.117) rather than the ~4x of the old flat fill.
+    assert a["frames"] >= 10 and a["chroma_median"] > 2.5 * b["chroma_median"]
     assert a["chroma_cv"] <= b["chroma_cv"] and a["hue_std_deg"] <= b["hue_std_deg"]
