@@ -179,6 +179,7 @@ def fitted_synthetic_clip():
     return model, renderer, data, fit_avatar(data, model, renderer, cfg, progress=False)
 
 
+@pytest.mark.slow  # ~75 s on 2 cores: CI runs it with `pytest -m slow`
 def test_avatar_semantics_api_on_a_fitted_synthetic_clip(tmp_path, fitted_synthetic_clip):
     """Fit briefly, label from the clip's parsing, then select / render masks / map a mask; labels
     survive save/load."""
