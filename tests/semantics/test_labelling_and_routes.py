@@ -454,8 +454,8 @@ def test_bench_mask_scores_both_routes_of_a_saved_avatar(tmp_path, fitted_synthe
     assert "exact route vs hair labels, 8 points: with labels" in table
     assert f"{r['iou_mean']:.3f}" in table and "learned speed-up" in table
     for args, message in ((["--group", "whiskers"], "unknown label"), (["--frame", "99"], "out of range"),
-                          (["--set", "bank_per_frame"], "FIELD=VALUE"), (["--set", "colour=red"], "FIELD=VALUE"),
-                          (["--set", "steps=many"], "steps takes an integer")):
+                          (["--set", "bank_per_frame"], "FIELD=VALUE"), (["--set", "colour=red"], "unknown setting 'colour'"),
+                          (["--set", "steps=many"], "it takes an integer")):
         res = CliRunner().invoke(main, ["bench", "mask", str(tmp_path / "a"), "--device", "cpu", "--preset", "tiny",
                                         *args])
         assert res.exit_code == 2 and message in res.output, (args, res.output)
