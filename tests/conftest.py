@@ -61,11 +61,9 @@ def real_data() -> Path:
     return REAL_DATA
 
 
-@pytest.fixture(scope="session")
-def tiny_labelled_avatar():
-    """An avatar fitted for 10 steps to an 8-frame 32 px synthetic clip, then labelled: the edit
-    tests that need a fitted, labelled avatar share this one (built once; edits return new avatars,
-    so no test changes it)."""
+def fit_labelled_avatar(n_frames: int, resolution: int, steps: int, refine_steps: int | None = None):
+    """An avatar fitted for ``steps`` to an ``n_frames`` synthetic clip at ``resolution`` px, then
+    labelled (``refine_steps`` of label refinement; None: ``label_splats``' default)."""
     import dataclasses
 
     from dynavatar.api import Avatar
@@ -74,11 +72,20 @@ def tiny_labelled_avatar():
     from dynavatar.reconstruct.synthetic import synthetic_clip
     from dynavatar.render.torch_renderer import TorchRenderer
 
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared machine (restored per test)
     model = FlameModel.load()
     renderer = TorchRenderer()
-    data = synthetic_clip(model, renderer, n_frames=8, resolution=32)
-    cfg = dataclasses.replace(ReconstructConfig.preset("tiny"), steps=10, resolution=32, log_every=10)
+    data = synthetic_clip(model, renderer, n_frames=n_frames, resolution=resolution)
+    cfg = dataclasses.replace(ReconstructConfig.preset("tiny"), steps=steps, resolution=resolution, log_every=10)
     fit = fit_avatar(data, model, renderer, cfg, progress=False)
     avatar = Avatar(fit.avatar, fit.model, fit.params, data.cameras, {"preset": "test"}, data)
-    return avatar.label_splats(progress=False, refine_steps=10)
+    kwargs = {} if refine_steps is None else {"refine_steps": refine_steps}
+    return avatar.label_splats(progress=False, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_labelled_avatar():
+    """An avatar fitted for 10 steps to an 8-frame 32 px synthetic clip, then labelled: the edit
+    tests that need a fitted, labelled avatar share this one (built once; edits return new avatars,
+    so no test changes it)."""
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared machine (restored per test)
+    return fit_labelled_avatar(n_frames=8, resolution=32, steps=10, refine_steps=10)

@@ -8,9 +8,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import fit_labelled_avatar
 import torch
 
-from dynavatar.api import Avatar
 from dynavatar.edit import EditPlan
 from dynavatar.edit.apply.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from dynavatar.edit.apply.expression import apply_expression, expression_delta
@@ -19,8 +19,6 @@ from dynavatar.edit.apply.loop import EditConfig
 from dynavatar.edit.editors.palette import PaletteEditor
 from dynavatar.flame import FlameModel, FlameParams
 from dynavatar.geometry.labels import label_index
-from dynavatar.reconstruct import ReconstructConfig, fit_avatar
-from dynavatar.reconstruct.synthetic import synthetic_clip
 from dynavatar.render.torch_renderer import TorchRenderer
 
 RED_HAIR = EditPlan(prompt="red hair", kind="colour", regions=["hair"], instruction="make the hair red",
@@ -75,13 +73,7 @@ def test_discriminator_learns_to_separate_and_ignores_outside_region():
 
 @pytest.fixture(scope="module")
 def avatar():
-    model = FlameModel.load()
-    renderer = TorchRenderer()
-    data = synthetic_clip(model, renderer, n_frames=12, resolution=48)
-    cfg = dataclasses.replace(ReconstructConfig.preset("tiny"), steps=40, resolution=48, log_every=10)
-    fit = fit_avatar(data, model, renderer, cfg, progress=False)
-    a = Avatar(fit.avatar, fit.model, fit.params, data.cameras, {"preset": "test"}, data)
-    return a.label_splats(progress=False)
+    return fit_labelled_avatar(n_frames=12, resolution=48, steps=40)
 
 
 def _median_hue_deg(img: np.ndarray, mask: np.ndarray) -> float:
