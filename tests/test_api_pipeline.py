@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import torch
+
 import pytest
 from flame_fixtures import vhap_export
 
@@ -91,6 +93,10 @@ def test_from_dataset_uses_the_cached_tracking_fits_labels_and_plots(monkeypatch
     assert avatar.meta["preset"] == "tiny" and avatar.meta["frame_index"] == [0, 1, 2, 3]
     assert avatar.meta["labels"] == {"source": "head regions"} and avatar.has_labels  # no parsed frames
     assert avatar.train_idx.tolist() == [0, 1, 2] and avatar.resolution == 32
+    # the photometric tracking stage fitted the held-out frame's motion; the trained ones kept the fit's
+    assert avatar.meta["held_out_tracking"] == "photometric tracking stage (30 steps)"
+    landmark_motion = avatar.training_motion("tracked")
+    assert not torch.equal(avatar.params.expr[3], landmark_motion.expr[3])
     assert (tmp_path / "run" / "training_curve.png").is_file()
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
     assert avatar.render(frame=3).shape == (32, 32, 3)

@@ -91,7 +91,8 @@ split_train_eval = _Lazy(".reconstruct.data", "split_train_eval")
 data_parallel = _Lazy(".reconstruct.distributed", "data_parallel")
 check_dataset, dataset_record, reattach_frames, recorded_dataset = _lazy(
     ".reconstruct.reattach", "check_dataset", "dataset_record", "reattach_frames", "recorded_dataset")
-RefineTrackingConfig = _Lazy(".reconstruct.refine_tracking", "RefineTrackingConfig")
+RefineTrackingConfig, track_untrained_frames = _lazy(".reconstruct.refine_tracking", "RefineTrackingConfig",
+                                                    "track_untrained_frames")
 renderer_for = _Lazy(".render", "renderer_for")
 MaskMapperConfig, fit_mask_mapper, render_label_masks, render_selection, selection_from_mask = _lazy(
     ".semantics", "MaskMapperConfig", "fit_mask_mapper", "render_label_masks", "render_selection",
@@ -178,6 +179,10 @@ class Avatar:
         avatar = cls(fit.avatar, fit.model, fit.params, data.cameras, meta, data, tuple(cfg.background))
         if not dp.is_main:  # the other processes' copies are identical; labelling/plots are the main's job
             return avatar
+        if cfg.track_steps > 0 and len(data.eval_idx):  # photometric tracking of the frames the fit left out
+            avatar.params = track_untrained_frames(fit.avatar, fit.model, fit.params, data, avatar.renderer,
+                                                   cfg.track_steps, tuple(cfg.background), progress)
+            meta["held_out_tracking"] = f"photometric tracking stage ({cfg.track_steps} steps)"
         try:
             avatar.label_splats(progress=progress)
         except DynavatarError as exc:  # a head without regions and no parsing: usable, just unlabelled
@@ -328,17 +333,21 @@ class Avatar:
                                               torch.tensor(self.background, device=self.device))
         return target[0], mask[0]
 
-    def evaluate(self, refine_tracking: bool = False) -> dict:
-        """Held-out PSNR / SSIM / LPIPS (None unless the ``lpips`` package and its weights are available).
+    def evaluate(self, refine_tracking: bool = False, landmarks_only: bool = False) -> dict:
+        """Held-out PSNR / SSIM / LPIPS (None unless the ``lpips`` package and its weights are available),
+        with the avatar's stored motion: photometric for every frame after ``from_dataset``'s tracking
+        stage (``ReconstructConfig.track_steps``).
 
         ``refine_tracking=True``: first refine the held-out frames' expression/pose/translation
-        photometrically with the avatar frozen (the landmark tracker alone leaves 1-2 px of
-        misalignment, which the training frames lose through joint refinement); the refined
-        parameters are kept, so renders of those frames match the reported figures. A loaded avatar
-        is evaluated on the frames its fit held out, read back from its dataset (``load``)."""
+        photometrically with the avatar frozen (an evaluation-time refinement on top of the stored
+        motion, as published self-reenactment figures do); the refined parameters are kept, so renders
+        of those frames match the reported figures. ``landmarks_only=True``: the landmark tracker's
+        motion instead (what the photometric stages start from). A loaded avatar is evaluated on the
+        frames its fit held out, read back from its dataset (``load``)."""
         from .hub import lpips_function
 
-        res = evaluate(self.gaussians, self.params, self.frame_data(), self.model, self.renderer, self.background,
+        params = self.training_motion("tracked") if landmarks_only else self.params
+        res = evaluate(self.gaussians, params, self.frame_data(), self.model, self.renderer, self.background,
                        lpips_fn=lpips_function(self.device), refine_tracking=RefineTrackingConfig() if refine_tracking else None)
         if "params" in res:
             self.params = res.pop("params")

@@ -129,9 +129,10 @@ def test_bench_fit_several_clips_prints_one_table_and_saves_rows(tmp_path, clip_
     assert good["frames"] == 6 and good["eval_frames"] == 1 and good["splats"] > 0
     assert 5 < good["psnr"] < 60 and 5 < good["psnr_refined"] < 60 and 0 < good["ssim_refined"] <= 1
     assert good["nme"] is not None and 0 <= good["nme"] < 5  # a perfect detector: the tracker fits it closely
+    assert good["nme_tracked"] is not None and 5 < good["psnr_landmarks"] < 60  # the photometric stage's before/after
     assert good["iou_skin"] is None and (out / "synthclip0" / "held_out.png").is_file()  # unparsed: no IoU
     assert "unknown dataset format" in rows[1]["error"]
-    assert "worst: synthclip0" in res.output and "empty: FAILED" in res.output
+    assert "worst: synthclip0" in res.output and "empty: FAILED" in res.output and "PSNR lmk" in res.output
     # saved rows join a new table without fitting again
     res2 = CliRunner().invoke(main, ["bench", "fit", str(rows_path)])
     assert res2.exit_code == 1 and "worst: synthclip0" in res2.output and f"{good['psnr_refined']:.2f}" in res2.output

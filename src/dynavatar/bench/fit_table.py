@@ -19,7 +19,8 @@ __all__ = ["fit_row", "error_row", "clip_name", "format_clips_table", "save_rows
 #: (row key, column title, decimals; None = text/int). Order is the table's.
 COLUMNS = (("clip", "clip", None), ("frames", "frames", None), ("eval_frames", "held", None),
            ("optimise_s", "optimise s", 1), ("end_to_end_s", "end-to-end s", 1),
-           ("nme", "NME %", 2), ("psnr", "PSNR tracked", 2), ("psnr_refined", "PSNR refined", 2),
+           ("nme", "NME lmk %", 2), ("nme_tracked", "NME trk %", 2), ("psnr_landmarks", "PSNR lmk", 2),
+           ("psnr", "PSNR tracked", 2), ("psnr_refined", "PSNR refined", 2),
            ("ssim_refined", "SSIM", 4),
            ("splats", "splats", None), ("iou_skin", "IoU skin", 3), ("iou_hair", "IoU hair", 3),
            ("iou_lips", "IoU lips", 3))
@@ -53,9 +54,10 @@ def fit_row(r: dict) -> dict:
            "eval_frames": int(r["eval_frames"]), "preset": r["preset"], "device": r["device"],
            "splats": int(r["splats"]), "torso": bool(r.get("torso"))}
     for k in ("compile_s", "preprocess_s", "track_s", "optimise_s", "label_and_load_s", "end_to_end_s", "refine_s",
-              "psnr", "ssim", "lpips", "psnr_refined", "ssim_refined", "lpips_refined", "psnr_refined_no_clothes"):
+              "psnr_landmarks", "psnr", "ssim", "lpips", "psnr_refined", "ssim_refined", "lpips_refined", "psnr_refined_no_clothes"):
         row[k] = _num(r.get(k))
-    row["nme"] = None if r.get("nme") is None else 100 * float(r["nme"])  # tracker landmark error, % inter-ocular
+    for k in ("nme", "nme_tracked"):  # landmark error of the landmark / the stored motion, % inter-ocular
+        row[k] = None if r.get(k) is None else 100 * float(r[k])
     for k in ("skin", "hair", "lips"):
         row[f"iou_{k}"] = _num(iou.get(k))
         row[f"iou_{k}_refined"] = _num((r.get("label_iou_refined") or {}).get(k))
@@ -112,9 +114,11 @@ def format_clips_table(rows: list[dict]) -> str:
     out += [f"{r['clip']}: FAILED: {r['error']}" for r in rows if "error" in r]
     if ok:
         out.append("end-to-end: preprocess (unless the CLIP was a preprocessed folder) + track + optimise + label. "
-                   "NME: the tracker's mean landmark error, % of the inter-ocular distance. PSNR/SSIM: held-out "
-                   "frames; 'tracked' = landmark-tracked motion, 'refined' (and SSIM) = after the photometric tracking "
-                   "refinement of those frames; IoU: rendered labels vs parser, tracked motion")
+                   "NME: mean landmark error, % of the inter-ocular distance, of the landmark tracker's motion "
+                   "('lmk') and of the stored motion after the photometric tracking stage ('trk'). PSNR/SSIM: "
+                   "held-out frames; 'lmk' = landmark motion, 'tracked' = the stored motion (landmarks + photometric "
+                   "stage), 'refined' (and SSIM) = after a further evaluation-time refinement of those frames; "
+                   "IoU: rendered labels vs parser, stored motion")
     return "\n".join(out)
 
 

@@ -39,6 +39,9 @@ class ReconstructConfig:
     scale_margin: float = 0.6
     eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
     refine_params: bool = True  # jointly refine per-frame expression/pose/translation
+    track_steps: int = 100  # photometric tracking stage after the fit: Adam steps per chunk of the frames the
+    # fit did not train on (held out), the avatar frozen (``refine_tracking.track_untrained_frames``), so every
+    # frame's stored motion matches its pixels, not only the trained ones. 0: they keep the landmark fit
     w_landmarks: float = 0.0  # > 0: the refined motion is also kept on the detected landmarks (``landmark_anchor``).
     # Off: it brings the lips' mesh closer to the detector's contour and the lips labels up a little, but the
     # held-out PSNR pays more than that is worth (docs/benchmarks.md)
@@ -68,6 +71,7 @@ class ReconstructConfig:
 def _tiny() -> ReconstructConfig:
     return ReconstructConfig(
         resolution=128, steps=300, batch_size=2, checkpoint_every=0, log_every=25,  # checkpoints by time only
+        track_steps=30,
         lr=LearningRates(means_local=1e-2, log_scales_local=2e-2, opacity_logits=5e-2, sh=2e-2),
         densify=BindingStrategy(refine_start=100, refine_stop=250, refine_every=50, reset_every=0,
                                 grad_threshold=4e-4))

@@ -28,9 +28,9 @@ from torch import Tensor
 
 from ..geometry.cameras import project_points
 from ..geometry.cameras import Cameras
-from ..geometry.landmark_sets import MOUTH_LANDMARKS, MP_FACE_OVAL
+from ..geometry.landmark_sets import MOUTH_LANDMARKS, MP_FACE_OVAL, MP_OUTER_EYE_CORNERS
 
-__all__ = ["landmark_anchor", "anchor_applies", "LANDMARK_SET", "ANCHOR_POINTS"]
+__all__ = ["landmark_anchor", "anchor_applies", "landmark_nme", "LANDMARK_SET", "ANCHOR_POINTS"]
 
 #: The detector's landmarks are mediapipe's face mesh (``perceive.landmarks``).
 LANDMARK_SET = "mediapipe"
@@ -78,3 +78,29 @@ def landmark_anchor(model, vertices: Tensor, cameras: Cameras, target: Tensor, v
     per_frame = (torch.log1p(r2) * w).sum(1) / w.sum()  # [B]
     valid = valid.to(per_frame.device).float()
     return (per_frame * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+@torch.no_grad()
+def landmark_nme(model, params, data, frames: Tensor | None = None) -> float | None:
+    """Mean landmark error of a motion, as a fraction of the inter-ocular distance (the tracker's
+    ``lmk_error``, so a photometric stage can be judged against the landmark fit): the head model's
+    embedded detector points projected with ``data``'s cameras vs the detected points, over the
+    ``frames`` (all by default) where a face was detected. params: FlameParams [N]; data: a
+    ``TrainData`` with landmarks. -> None without landmarks, the embedding, or any detected frame."""
+    if data.landmarks is None or LANDMARK_SET not in model.landmark_sets:
+        return None
+    idx = torch.arange(len(data.frame_index)) if frames is None else torch.as_tensor(frames).reshape(-1).cpu()
+    idx = idx[data.landmarks_valid.cpu()[idx]]
+    if not len(idx):
+        return None
+    errors = []
+    for chunk in idx.split(64):
+        dev = data.landmarks.device
+        verts = model(params[chunk.to(params.expr.device)], landmark_set=None, check_finite=False).vertices
+        cams = data.cameras[chunk.to(dev)]
+        uv, _ = project_points(model.landmarks(verts, LANDMARK_SET), cams.viewmats.to(verts), cams.Ks.to(verts))
+        det = data.landmarks[chunk.to(dev)].to(uv)
+        a, b = MP_OUTER_EYE_CORNERS
+        iod = (det[:, a] - det[:, b]).norm(dim=-1).clamp_min(1e-6)  # [B]
+        errors.append((uv - det).norm(dim=-1).mean(1) / iod)
+    return float(torch.cat(errors).mean())

@@ -25,7 +25,7 @@ from .data import TrainData
 from .landmark_anchor import anchor_applies, landmark_anchor
 from ..geometry.photometric import photometric_loss
 
-__all__ = ["RefineTrackingConfig", "refine_frame_params", "MOTION_FIELDS", "motion_optimizer"]
+__all__ = ["RefineTrackingConfig", "refine_frame_params", "track_untrained_frames", "MOTION_FIELDS", "motion_optimizer"]
 
 #: The per-frame parameters that move (shape is the clip's identity and stays). The tracker fits
 #: the head's rotation at FLAME's root; "neck" lets the photometric fit keep the base of the neck
@@ -99,3 +99,17 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
                 ok = torch.isfinite(step).all(-1, keepdim=True)  # a diverged frame keeps its tracked value
                 out[k][idx] = getattr(base, k) + torch.where(ok, step, torch.zeros_like(step))
     return params.replace(**out)
+
+
+def track_untrained_frames(avatar: GaussianAvatar, model: FlameModel, params: FlameParams, data: TrainData, renderer,
+                           steps: int, background=(1.0, 1.0, 1.0), progress: bool = False) -> FlameParams:
+    """The pipeline's photometric tracking stage: after the fit, the frames it did not train on (the
+    held-out tail) get their motion fitted to their pixels with the avatar frozen, as the trained
+    frames' motion already was during training, so the stored motion of every frame is photometric
+    and renders of the whole clip (and its held-out figures without an evaluation-time refinement)
+    line up. Only motion moves (``refine_frame_params``), so no appearance of those frames reaches
+    the avatar. ``steps`` 0, or no untrained frames: ``params`` unchanged.  -> FlameParams [N]"""
+    if steps <= 0 or not len(data.eval_idx):
+        return params
+    cfg = RefineTrackingConfig(steps=steps)
+    return refine_frame_params(avatar, model, params, data, data.eval_idx, renderer, cfg, background, progress)
