@@ -73,3 +73,21 @@ def test_zero_step_bench_edits_take_a_few_views_not_the_plans_keyframes():
     cfg = loop_config(plan, _edit_config(EditConfig, 0))
     assert (cfg.steps, cfg.keyframes, cfg.novel_yaws) == (0, 3, ())
     assert loop_config(plan, _edit_config(EditConfig, None)).keyframes == plan.keyframes
+
+
+def test_offline_bench_builds_glasses_with_the_geometry_editor(tiny_labelled_avatar, tmp_path):
+    """Under ``--editor palette`` (the offline bench) a glasses prompt is built as geometry, as
+    ``editor="auto"`` does offline, and its row shows new pixels; colour prompts keep the palette."""
+    from dynavatar.bench.edit import _plan_editor, run_edit_bench
+    from dynavatar.edit.prompt.rule_refiner import RuleRefiner
+
+    (glasses,) = RuleRefiner().refine_all("add round glasses")
+    (red,) = RuleRefiner().refine_all("red hair")
+    assert _plan_editor(glasses, "palette", "palette") == "geometry"
+    assert _plan_editor(red, "palette", "palette") == "palette"
+    assert _plan_editor(glasses, "ip2p-random", "ED") == "ED"
+    tiny_labelled_avatar.save(tmp_path / "avatar")
+    r = run_edit_bench(tmp_path / "avatar", prompts=("add round glasses",), steps=0, frames=1, device="cpu")
+    (row,) = r["rows"]
+    assert "error" not in row, row
+    assert row["editors"] == ["geometry"] and row["changed_pct"]["median"] > 0.5, row

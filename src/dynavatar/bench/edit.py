@@ -68,6 +68,15 @@ def _editor(editor: str, dev):
     return InstructPix2PixEditor(pipe=pipe, work_resolution=512 if size == "sd15" else 64)
 
 
+def _plan_editor(plan, editor: str, ed):
+    """The editor one plan runs with: the offline bench (``--editor palette``) gives glasses plans to
+    the geometry editor, as ``editor="auto"`` does offline; the palette would refuse them and their
+    rows would show no glasses. Other editors get every plan as chosen."""
+    from ..edit.apply.glasses import is_glasses_plan
+
+    return "geometry" if editor == "palette" and is_glasses_plan(plan) else ed
+
+
 def run_edit_bench(avatar_dir: str | Path | None = None, prompts: tuple[str, ...] | str = PROMPTS,
                    editor: str = "palette", device: str = "auto", steps: int | None = None, resolution: int = 128,
                    fit_steps: int = 300, out_dir: str | Path | None = None, frames: int = 3,
@@ -149,7 +158,7 @@ def _run(avatar_dir, prompts, editor, dev, steps, resolution, fit_steps, out_dir
             t1 = time.perf_counter()
             edited = avatar
             for p in plans:
-                edited = edited.edit(p, editor=ed, config=cfg, progress=progress)
+                edited = edited.edit(p, editor=_plan_editor(p, editor, ed), config=cfg, progress=progress)
             sync_cuda()
             row.update(seconds=time.perf_counter() - t1, plans=[p.summary() for p in plans],
                        editors=[e.get("editor") for e in edited.meta.get("edits", [])[-len(plans):]])
