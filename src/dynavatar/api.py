@@ -88,6 +88,7 @@ FrameDataset, overlay, preprocess = _lazy(".perceive", "FrameDataset", "overlay"
 evaluate, fit_avatar, load_train_data, reenactment_params, training_motion = _lazy(
     ".reconstruct", "evaluate", "fit_avatar", "load_train_data", "reenactment_params", "training_motion")
 split_train_eval = _Lazy(".reconstruct.data", "split_train_eval")
+track_driving_clip = _Lazy(".reconstruct.drive", "track_driving_clip")
 data_parallel = _Lazy(".reconstruct.distributed", "data_parallel")
 check_dataset, dataset_record, reattach_frames, recorded_dataset = _lazy(
     ".reconstruct.reattach", "check_dataset", "dataset_record", "reattach_frames", "recorded_dataset")
@@ -382,6 +383,26 @@ class Avatar:
         frames = (self.render(params=reenactment_params(tracking.params[i], self.params, self.model.n_expr),
                               camera=self.cameras[0]) for i in range(len(tracking)))
         return list(frames) if path is None else write_video(path, frames, fps=fps)
+
+    def drive(self, dataset_dir: str | os.PathLike, path: str | os.PathLike | None = None, steps: int = 100,
+              fps: float = 25.0, progress: bool = True):
+        """Drive this avatar with another clip of the same person (a folder from ``dynavatar preprocess``):
+        its frames are tracked with this avatar's head (cached in the folder), each frame's motion is
+        fitted to its pixels with the avatar frozen (``reconstruct.drive``; ``steps=0``: the landmark fit
+        alone), and the avatar is posed in that clip's cameras. -> DrivenClip; ``path``: also a video,
+        driving frame | avatar."""
+        ds = FrameDataset.load(dataset_dir)
+        preset = self.meta.get("preset") if self.meta.get("preset") in ("tiny", "fast", "quality") else "fast"
+        tracking = cached_tracking(ds, PipelineConfig.preset(preset).track, head=self.model, device=self.device,
+                                   progress=progress)
+        clip = track_driving_clip(self.gaussians, self.model, self.params, ds, tracking, self.resolution,
+                                  self.renderer, steps, self.background, self.device, progress)
+        if path is not None:
+            bg = torch.tensor(self.background, device=self.device)
+            write_video(path, (np.concatenate([_image(clip.data.targets(torch.tensor([i], device=self.device), bg)[0][0]),
+                                               self.render(params=clip.params[i], camera=clip.cameras[i])], 1)
+                               for i in range(len(clip))), fps=fps)
+        return clip
 
     # ------------------------------------------------------------------ semantics (dual tracking)
     @property

@@ -44,14 +44,29 @@ def demo(out_dir: Path, head: Path | None, frames: int, resolution: int, device:
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path))
 @click.option("--device", default="auto", show_default=True, type=DEVICE)
 @click.option("--labels", is_flag=True, help="Beside each frame, its semantic labels in the parser's colours.")
-def render(avatar_dir: Path, out_path: Path, device: str, labels: bool) -> None:
-    """Render a saved avatar over its clip's frames to a video."""
+@click.option("--drive", "drive_dir", type=click.Path(path_type=Path), default=None,
+              help="Instead, drive the avatar with another clip of the same person (a `dynavatar preprocess` folder), "
+                   "tracked photometrically; the video shows that clip's frame | the avatar.")
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=0, max=10_000),
+              help="With --drive: the photometric tracking steps per chunk of frames (0: landmarks alone).")
+def render(avatar_dir: Path, out_path: Path, device: str, labels: bool, drive_dir: Path | None, steps: int) -> None:
+    """Render a saved avatar over its clip's frames to a video (or driven by another clip: --drive)."""
     from ..api import Avatar
     from ..io.output_dir import check_output_file
 
     out_path = check_output_file(out_path, inputs=[avatar_dir])
-    Avatar.load(avatar_dir, device=device).render_video(out_path, side_by_side=False, labels=labels)
-    click.echo(f"wrote {out_path}")
+    avatar = Avatar.load(avatar_dir, device=device)
+    if drive_dir is None:
+        avatar.render_video(out_path, side_by_side=False, labels=labels)
+        click.echo(f"wrote {out_path}")
+        return
+    from ..reconstruct.drive import driven_psnr
+
+    clip = avatar.drive(drive_dir, path=out_path, steps=steps)
+    scores = [driven_psnr(avatar.gaussians, avatar.model, clip, avatar.renderer, only, avatar.background)
+              for only in (True, False)]
+    click.echo(f"wrote {out_path}: {len(clip)} frames driven; PSNR against them {scores[1]:.2f} dB "
+               f"({scores[0]:.2f} dB with the landmark fit alone)")
 
 
 def _drawn_mask(img):
