@@ -72,7 +72,7 @@ def _plan_editor(plan, editor: str, ed):
     """The editor one plan runs with: the offline bench (``--editor palette``) gives glasses plans to
     the geometry editor, as ``editor="auto"`` does offline; the palette would refuse them and their
     rows would show no glasses. Other editors get every plan as chosen."""
-    from ..edit.apply.glasses import is_glasses_plan
+    from ..edit import is_glasses_plan
 
     return "geometry" if editor == "palette" and is_glasses_plan(plan) else ed
 

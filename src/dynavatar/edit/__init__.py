@@ -37,6 +37,7 @@ _LAZY = {
     "SDSGuidance": "apply.sds_guidance", "apply_expression": "apply.expression", "rotate_head": "apply.keyframes",
     "add_glasses": "apply.glasses", "glasses_edit": "apply.glasses", "glasses_request": "apply.glasses",
     "is_glasses_plan": "apply.glasses", "GLASSES_STYLES": "apply.glasses",
+    "makeup_edit": "apply.makeup", "makeup_look": "apply.makeup", "MAKEUP_LOOKS": "apply.makeup",
     "DrawnRegion": "apply.region", "loop_config": "apply.loop",
     # the dispatch behind Avatar.edit
     "runs_here": "backends", "AvatarParts": "dispatch", "apply_plan": "dispatch", "apply_clauses": "dispatch",

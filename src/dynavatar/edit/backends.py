@@ -46,10 +46,13 @@ def choose_backend(plan: EditPlan, editor: Any = "auto", method: str = "idu") ->
     if not isinstance(editor, str):
         return Backend(getattr(editor, "name", type(editor).__name__), None, "the editor given")
     from .apply.glasses import is_glasses_plan
+    from .apply.makeup import makeup_look
     from .editors.palette import is_palette_plan
 
     if is_glasses_plan(plan) and editor in ("auto", "geometry"):  # as Avatar.edit routes it
         return Backend("glasses as geometry", None, "auto: glasses are built as splats on the head")
+    if makeup_look(plan) is not None and editor in ("auto", "palette"):
+        return Backend("makeup on the skin's splats", None, f"auto: {makeup_look(plan).name} is painted on the skin")
     palette_plan = is_palette_plan(plan)
     if editor == "auto":
         return Backend(*_EDITORS["palette" if palette_plan else "ip2p"],

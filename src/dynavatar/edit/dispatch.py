@@ -4,6 +4,8 @@ One plan (one clause of a prompt) goes to exactly one of:
 
 - **expression** plans: new FLAME expression parameters, the same splats (``apply/expression.py``);
 - **glasses** plans under ``editor="auto"|"geometry"``: new splats on rigid head triangles (``apply/glasses.py``);
+- **makeup** (eyeshadow, blush, a tan) under ``editor="auto"|"palette"``: pigment on the skin's splats,
+  placed from the face's landmarks (``apply/makeup.py``);
 - every other plan: the region's splats re-optimised, by ``method="idu"`` (iterative dataset update
   with an image editor, ``apply/loop.py``) or ``method="sds"`` (view-and-time-aware score
   distillation, ``apply/sds_loop.py``). The region is the plan's labels, or a mask drawn on one
@@ -73,6 +75,7 @@ def apply_plan(plan: EditPlan, parts: AvatarParts, editor: Any = "auto", method:
     do not use it (they change FLAME parameters / add geometry wherever the glasses go)."""
     from .apply.expression import apply_expression
     from .apply.glasses import glasses_edit, is_glasses_plan
+    from .apply.makeup import makeup_edit, makeup_look
 
     plan = plan.validate()
     record: dict = {"prompt": plan.prompt, "plan": plan.to_dict(), "method": method}
@@ -85,6 +88,11 @@ def apply_plan(plan: EditPlan, parts: AvatarParts, editor: Any = "auto", method:
     if is_glasses_plan(plan) and editor in ("auto", "geometry"):  # new splats on rigid head triangles
         g = glasses_edit(parts.gaussians, parts.model, parts.params, plan)
         record.update(editor="geometry", splats_added=g.num_splats - parts.gaussians.num_splats)
+        return g, parts.params, record
+    look = makeup_look(plan) if editor in ("auto", "palette") and drawn is None else None
+    if look is not None:  # pigment on the skin's splats, placed from the face's landmarks
+        g, info = makeup_edit(parts.gaussians, parts.model, parts.params, plan, look)
+        record.update(editor="makeup", **info)
         return g, parts.params, record
     if editor == "geometry":
         raise DynavatarError(f"editor='geometry' builds glasses only; {plan.prompt!r} is a {plan.kind} edit")
