@@ -227,3 +227,28 @@ def test_keep_person_clears_foreground_not_connected_to_the_face():
     one = np.zeros_like(alpha)
     one[5:40, 8:24] = 1.0
     assert keep_person(one, points) is one  # nothing away from the person
+
+
+def test_black_bars_in_the_video_are_no_picture(real_clip):
+    """A clip padded with black bars (48 rows below, 24 columns left): the bars are found, the matte is
+    0 on them, and the frame ends where the bottom bar starts (the torso rule's frame edge)."""
+    from dynavatar.reconstruct.data import _frame_bottom
+
+    tmp, frames = real_clip
+    padded = []
+    for f in frames[:6]:
+        canvas = np.zeros((512 + 48, 512 + 24, 3), np.uint8)
+        canvas[:512, 24:] = f
+        padded.append(canvas)
+    v = _write_video(tmp / "bars.mp4", padded)
+    ds = preprocess(v, tmp / "bars", progress=False)
+    top, bottom, left, right = ds.meta["letterbox"]
+    assert (top, right) == (0, 0) and 46 <= bottom <= 48 and 22 <= left <= 24  # the codec blurs an edge by a pixel
+    for k in range(len(ds)):
+        x0, y0, side = ds.crop[k]
+        row = int(np.ceil((512 - y0) * 512 / side)) + 1  # the first crop row on the bar (+1: resampling)
+        if row < 512:
+            assert ds.matte(k)[row:].max() < 0.02, k
+    rows = _frame_bottom(ds, 512).numpy()
+    expected = np.floor((512 + 48 - bottom - ds.crop[:, 1]) * 512 / ds.crop[:, 2]).clip(0, 512)
+    np.testing.assert_array_equal(rows, expected)

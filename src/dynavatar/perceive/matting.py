@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import MissingDependencyError
 from .quiet import quiet_native_logs, settle_graph
 
-__all__ = ["Matter", "MediapipeSelfieMatte", "keep_person"]
+__all__ = ["Matter", "MediapipeSelfieMatte", "keep_person", "refine_matte"]
 
 
 class Matter(Protocol):
@@ -75,3 +75,49 @@ def keep_person(alpha: np.ndarray, points: np.ndarray, margin: int | None = None
     if near.all() or not alpha[~near].any():
         return alpha
     return np.where(near, alpha, 0.0).astype(alpha.dtype)
+
+
+def _box(x: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 window, edges normalised (cv2.boxFilter's reflected border, normalised)."""
+    import cv2
+
+    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+
+
+def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None = None, radius: int | None = None,
+                 eps: float = 1e-4) -> np.ndarray:
+    """``alpha`` snapped to the image's edges by a colour guided filter (He et al., "Guided Image
+    Filtering"): within every window alpha is fitted as an affine function of the RGB colour, so a
+    boundary that the segmenter drew a few pixels off (its 256 px input, upsampled) moves onto the
+    colour edge, and hair strands against the wall get fractional alpha instead of a blurred band of
+    wall. Pixels the segmenter left at 0 far from the person stay 0, so ``keep_person``'s clearing
+    holds. Where the crop runs past the video frame (``inside`` False: black padding, no colour to
+    follow) and within a window of it, alpha is left as it was: a dark top against black padding
+    would otherwise fade out along the frame's edge. image: uint8 [H, W, 3]; alpha: float [H, W] in
+    [0, 1]; inside: bool [H, W] or None (all inside); radius: window half-side (default 1/64 of the
+    side); eps: regularisation (larger = smoother, closer to ``alpha``). -> float32 [H, W]"""
+    import cv2
+
+    h, w = alpha.shape
+    r = max(2, round(min(h, w) / 64)) if radius is None else radius
+    guide = image.astype(np.float32) / 255.0  # [H, W, 3]
+    p = alpha.astype(np.float32)
+    mean_i = _box(guide, r)  # [H, W, 3]
+    mean_p = _box(p, r)  # [H, W]
+    cov_ip = _box(guide * p[..., None], r) - mean_i * mean_p[..., None]  # [H, W, 3]
+    sigma = np.empty((h, w, 3, 3), np.float32)
+    for a in range(3):
+        for b in range(a, 3):
+            sigma[..., a, b] = sigma[..., b, a] = _box(guide[..., a] * guide[..., b], r) - mean_i[..., a] * mean_i[..., b]
+    sigma += eps * np.eye(3, dtype=np.float32)
+    coef = np.linalg.solve(sigma, cov_ip[..., None])[..., 0]  # [H, W, 3]
+    offset = mean_p - (coef * mean_i).sum(-1)
+    q = (_box(coef, r) * guide).sum(-1) + _box(offset, r)
+    q = np.clip(q, 0.0, 1.0)
+    support = cv2.dilate((p > 0.02).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
+    q = np.where(support, q, 0.0)  # nothing grows where the segmenter saw no person at all
+    if inside is not None and not inside.all():
+        window = np.ones((4 * r + 1, 4 * r + 1), np.uint8)
+        near_edge = cv2.dilate((~inside).astype(np.uint8), window).astype(bool)
+        q = np.where(near_edge, p, q)
+    return np.where(q < 0.02, 0.0, np.where(q > 0.98, 1.0, q)).astype(np.float32)

@@ -29,6 +29,7 @@ from .crop import crop_image, interpolate_missing, plan_crops, to_crop
 from .dataset import DATASET_FORMAT, FrameDataset
 from ..geometry.labels import LABEL_NAMES
 from .landmarks import LandmarkDetector, MediapipeFaceMesh, follow_face
+from .letterbox import LetterboxMeter
 from .matting import Matter, MediapipeSelfieMatte, keep_person
 from .parsing import FaceParser, LandmarkParser, parse_dataset, parse_frame, write_labels
 from .video import iter_frames, probe_video
@@ -54,6 +55,8 @@ class PreprocessConfig:
     parse: bool = True  # face-parse every crop into parsing/%06d.png (label indices, see labels.py)
     keep_person: bool = True  # clear matte regions not connected to the face (background objects the
     # segmenter took for the person; ``matting.keep_person``). A cache made without it is made again
+    letterbox: bool = True  # black bars baked into the video are no picture (``letterbox.py``): no
+    # matte there, and the frame ends where they start. A cache made without it is made again
     workers: int = 0  # processes that parse crops (0: one per CPU core, at most 8; 1: in this process).
     # The offline parser is pure NumPy, the slowest part of preprocessing: it is what the workers share.
 
@@ -174,7 +177,10 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
     prev = None
     total = min(info.n_frames or 0, cfg.max_frames or 10**9) or None
     frames = iter_frames(video, stride=cfg.stride, fps=cfg.fps, max_frames=cfg.max_frames, info=info)
+    bars = LetterboxMeter()
     for i, frame in tqdm(frames, total=total, desc="landmarks", disable=not progress, unit="frame"):
+        if cfg.letterbox:
+            bars.add(frame)
         face, n = follow_face(detector, frame, prev)
         if face is not None and face.size < MIN_FACE_PX:
             face = None
@@ -198,7 +204,7 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
     if float(np.median(np.array(sizes)[valid])) < MIN_FACE_PX * 1.5:
         logger.warning("the face is small (median %.0f px); landmarks will be noisy", np.median(np.array(sizes)[valid]))
 
-    track = _FaceTrack(idx, lmk, valid, n_faces, windows)
+    track = _FaceTrack(idx, lmk, valid, n_faces, windows, bars.bars())
     meta = {
         "format": DATASET_FORMAT, "source": source, "settings": settings, "resolution": cfg.resolution,
         "fps": info.fps, "n_frames": len(idx), "original_size": [info.width, info.height], "decode_scale": info.scale,
@@ -206,6 +212,7 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
         "n_landmarks": int(n_points), "matte": getattr(matter, "name", type(matter).__name__),
         "missing_frames": [int(f) for f, ok in zip(idx, valid) if not ok],
         "multiple_faces_frames": int(sum(n > 1 for n in n_faces)),
+        "letterbox": [round(b / info.scale) for b in track.bars],  # (top, bottom, left, right) original pixels
     }
     if cfg.parse:
         meta.update(parser=getattr(parser, "name", type(parser).__name__), label_names=list(LABEL_NAMES))
@@ -229,6 +236,7 @@ class _FaceTrack:
     valid: np.ndarray  # [N] bool: a face was detected (not interpolated)
     n_faces: list  # [N] faces seen in each frame
     windows: np.ndarray  # [N, 3] crop windows (x0, y0, side) in decoded-frame pixels
+    bars: tuple[int, int, int, int] = (0, 0, 0, 0)  # black bars (top, bottom, left, right), decoded pixels
 
 
 def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _FaceTrack, matter: Matter,
@@ -248,8 +256,8 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
                                             unit="frame")):
             crop = crop_image(frame, windows[k], res)
             alpha = matter.matte(crop)
-            # Outside the original frame there is no person.
-            inside = crop_image(np.full(frame.shape[:2], 255, np.uint8), windows[k], res) > 127
+            # Outside the original frame, and on its black bars, there is no person.
+            inside = crop_image(_picture(frame.shape[:2], track.bars), windows[k], res) > 127
             alpha = np.where(inside, alpha, 0.0)
             pts = np.concatenate([to_crop(lmk[k, :, :2], windows[k], res), lmk[k, :, 2:] * (res / windows[k, 2])], -1)
             if cfg.keep_person:
@@ -265,6 +273,14 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
     np.savez_compressed(tmp / "landmarks.npz", frame_index=np.array(track.idx, dtype=np.int64), detected=track.valid,
                         n_faces=np.array(track.n_faces, dtype=np.int64), lmk_crop=lmk_crop.astype(np.float32),
                         lmk_orig=(lmk[..., :2] / s).astype(np.float32), crop=(windows / s).astype(np.float64))
+
+
+def _picture(shape: tuple[int, int], bars: tuple[int, int, int, int]) -> np.ndarray:
+    """uint8 [H, W]: 255 where the video has picture, 0 on its black bars."""
+    top, bottom, left, right = bars
+    img = np.zeros(shape, np.uint8)
+    img[top:shape[0] - bottom, left:shape[1] - right] = 255
+    return img
 
 
 def _is_legacy_dataset(out: Path) -> bool:

@@ -106,8 +106,10 @@ def _frame_bottom(dataset: FrameDataset, resolution: int) -> Tensor:
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, float)) and v > 0
                                                                        for v in size)) or dataset.crop.shape != (n, 3):
         return torch.full((n,), resolution, dtype=torch.long)
+    bars = dataset.meta.get("letterbox")  # a black bar at the bottom ends the picture above the frame's edge
+    bottom_bar = float(bars[1]) if isinstance(bars, (list, tuple)) and len(bars) == 4 else 0.0
     y0, side = dataset.crop[:, 1].astype(np.float64), np.maximum(dataset.crop[:, 2].astype(np.float64), 1e-6)
-    rows = np.floor((float(size[1]) - y0) * resolution / side)
+    rows = np.floor((float(size[1]) - bottom_bar - y0) * resolution / side)
     return torch.as_tensor(np.clip(rows, 0, resolution), dtype=torch.long)
 
 
