@@ -252,3 +252,30 @@ def test_black_bars_in_the_video_are_no_picture(real_clip):
     rows = _frame_bottom(ds, 512).numpy()
     expected = np.floor((512 + 48 - bottom - ds.crop[:, 1]) * 512 / ds.crop[:, 2]).clip(0, 512)
     np.testing.assert_array_equal(rows, expected)
+
+
+def test_refine_matte_snaps_a_fat_outline_to_the_colour_edge():
+    """A dark disc (hair) on a light wall, matted by a segmenter whose outline is 6 px too wide and soft:
+    along the outline alpha follows the colours (the halo of wall goes), inside and far outside nothing
+    changes; where person and wall have the same colour the segmenter's alpha stays; the padding past
+    the frame keeps its alpha."""
+    import cv2
+
+    from dynavatar.perceive.matting import refine_matte
+
+    h = w = 128
+    yy, xx = np.mgrid[:h, :w]
+    dist = np.hypot(yy - 64, xx - 64)
+    truth = (dist < 30).astype(np.float32)
+    image = np.where(truth[..., None] > 0, [30, 25, 20], [200, 205, 210]).astype(np.uint8)
+    fat = cv2.GaussianBlur((dist < 36).astype(np.float32), (0, 0), 2.5)  # the segmenter's outline
+    out = refine_matte(image, fat, radius=10)  # the window must span the soft band (1/32 of 512 px in use)
+    ring = (dist > 26) & (dist < 40)
+    assert np.abs(out - truth)[ring].mean() < 0.25 * np.abs(fat - truth)[ring].mean()
+    assert np.array_equal(out[dist < 20], fat[dist < 20]) and np.array_equal(out[dist > 50], fat[dist > 50])
+    same = np.full_like(image, 120)  # no contrast: nothing to estimate from
+    assert np.array_equal(refine_matte(same, fat, radius=10), fat)
+    inside = np.ones((h, w), bool)
+    inside[:, 96:] = False  # the crop runs past the video frame on the right
+    padded = refine_matte(image, fat, inside, radius=10)
+    assert np.array_equal(padded[:, 86:], fat[:, 86:])  # the padding and a window beside it

@@ -77,47 +77,46 @@ def keep_person(alpha: np.ndarray, points: np.ndarray, margin: int | None = None
     return np.where(near, alpha, 0.0).astype(alpha.dtype)
 
 
+
 def _box(x: np.ndarray, r: int) -> np.ndarray:
-    """Mean over a (2r+1)^2 window, edges normalised (cv2.boxFilter's reflected border, normalised)."""
+    """Sum over a (2r+1)^2 window (reflected border)."""
     import cv2
 
-    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=False, borderType=cv2.BORDER_REFLECT)
 
 
 def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None = None, radius: int | None = None,
-                 eps: float = 1e-4) -> np.ndarray:
-    """``alpha`` snapped to the image's edges by a colour guided filter (He et al., "Guided Image
-    Filtering"): within every window alpha is fitted as an affine function of the RGB colour, so a
-    boundary that the segmenter drew a few pixels off (its 256 px input, upsampled) moves onto the
-    colour edge, and hair strands against the wall get fractional alpha instead of a blurred band of
-    wall. Pixels the segmenter left at 0 far from the person stay 0, so ``keep_person``'s clearing
-    holds. Where the crop runs past the video frame (``inside`` False: black padding, no colour to
-    follow) and within a window of it, alpha is left as it was: a dark top against black padding
-    would otherwise fade out along the frame's edge. image: uint8 [H, W, 3]; alpha: float [H, W] in
-    [0, 1]; inside: bool [H, W] or None (all inside); radius: window half-side (default 1/64 of the
-    side); eps: regularisation (larger = smoother, closer to ``alpha``). -> float32 [H, W]"""
+                 min_contrast: float = 0.2) -> np.ndarray:
+    """``alpha`` re-estimated along the person's outline from the colours on either side of it.
+
+    The segmenter sees the crop at 256 px and its outline is upsampled, soft and a few pixels wide
+    of the hair: a band of wall is matted in as person (a halo the avatar cannot draw) or strand tips
+    are cut. Along the outline, every pixel is explained as a mix of the foreground colour nearby
+    (mean of the confident-person pixels within ``radius``) and the background colour nearby (mean of
+    the confident-background pixels): alpha = the projection of (pixel - B) on (F - B). Only where
+    F and B differ by ``min_contrast`` (0-1 RGB distance) is the estimate used: dark hair on a light
+    wall snaps, skin on a skin-coloured wall keeps the segmenter's alpha. Confident pixels, the black
+    padding past the video frame (``inside`` False) and its neighbourhood keep theirs.
+    image: uint8 [H, W, 3]; alpha: float [H, W] in [0, 1]; inside: bool [H, W] or None. -> float32 [H, W]"""
     import cv2
 
     h, w = alpha.shape
-    r = max(2, round(min(h, w) / 64)) if radius is None else radius
-    guide = image.astype(np.float32) / 255.0  # [H, W, 3]
+    r = max(3, round(min(h, w) / 32)) if radius is None else radius
+    rgb = image.astype(np.float32) / 255.0
     p = alpha.astype(np.float32)
-    mean_i = _box(guide, r)  # [H, W, 3]
-    mean_p = _box(p, r)  # [H, W]
-    cov_ip = _box(guide * p[..., None], r) - mean_i * mean_p[..., None]  # [H, W, 3]
-    sigma = np.empty((h, w, 3, 3), np.float32)
-    for a in range(3):
-        for b in range(a, 3):
-            sigma[..., a, b] = sigma[..., b, a] = _box(guide[..., a] * guide[..., b], r) - mean_i[..., a] * mean_i[..., b]
-    sigma += eps * np.eye(3, dtype=np.float32)
-    coef = np.linalg.solve(sigma, cov_ip[..., None])[..., 0]  # [H, W, 3]
-    offset = mean_p - (coef * mean_i).sum(-1)
-    q = (_box(coef, r) * guide).sum(-1) + _box(offset, r)
-    q = np.clip(q, 0.0, 1.0)
-    support = cv2.dilate((p > 0.02).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
-    q = np.where(support, q, 0.0)  # nothing grows where the segmenter saw no person at all
+    fg, bg = (p > 0.95).astype(np.float32), (p < 0.05).astype(np.float32)
+    if inside is not None:
+        bg *= inside  # the padding is black, not background colour
+    n_fg, n_bg = _box(fg, r), _box(bg, r)  # [H, W]
+    f_col = _box(rgb * fg[..., None], r) / np.maximum(n_fg, 1.0)[..., None]  # [H, W, 3]
+    b_col = _box(rgb * bg[..., None], r) / np.maximum(n_bg, 1.0)[..., None]
+    d = f_col - b_col
+    contrast = np.linalg.norm(d, axis=-1)
+    est = np.clip(((rgb - b_col) * d).sum(-1) / np.maximum(contrast, 1e-6) ** 2, 0.0, 1.0)
+    area = (2 * r + 1) ** 2
+    band = cv2.dilate(((p > 0.05) & (p < 0.95)).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    band |= cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & (bg > 0)
+    use = band & (contrast > min_contrast) & (n_fg > 0.1 * area) & (n_bg > 0.1 * area)
     if inside is not None and not inside.all():
-        window = np.ones((4 * r + 1, 4 * r + 1), np.uint8)
-        near_edge = cv2.dilate((~inside).astype(np.uint8), window).astype(bool)
-        q = np.where(near_edge, p, q)
-    return np.where(q < 0.02, 0.0, np.where(q > 0.98, 1.0, q)).astype(np.float32)
+        use &= ~cv2.dilate((~inside).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
+    return np.where(use, est, p).astype(np.float32)

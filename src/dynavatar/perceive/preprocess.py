@@ -30,7 +30,7 @@ from .dataset import DATASET_FORMAT, FrameDataset
 from ..geometry.labels import LABEL_NAMES
 from .landmarks import LandmarkDetector, MediapipeFaceMesh, follow_face
 from .letterbox import LetterboxMeter
-from .matting import Matter, MediapipeSelfieMatte, keep_person
+from .matting import Matter, MediapipeSelfieMatte, keep_person, refine_matte
 from .parsing import FaceParser, LandmarkParser, parse_dataset, parse_frame, write_labels
 from .video import iter_frames, probe_video
 
@@ -57,6 +57,8 @@ class PreprocessConfig:
     # segmenter took for the person; ``matting.keep_person``). A cache made without it is made again
     letterbox: bool = True  # black bars baked into the video are no picture (``letterbox.py``): no
     # matte there, and the frame ends where they start. A cache made without it is made again
+    refine_matte: bool = True  # re-estimate alpha along the outline from the colours on either side
+    # (``matting.refine_matte``): the segmenter's soft outline matted a band of wall in around the hair
     workers: int = 0  # processes that parse crops (0: one per CPU core, at most 8; 1: in this process).
     # The offline parser is pure NumPy, the slowest part of preprocessing: it is what the workers share.
 
@@ -262,6 +264,8 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
             pts = np.concatenate([to_crop(lmk[k, :, :2], windows[k], res), lmk[k, :, 2:] * (res / windows[k, 2])], -1)
             if cfg.keep_person:
                 alpha = keep_person(alpha, pts[:, :2])
+            if cfg.refine_matte:
+                alpha = refine_matte(crop, alpha, inside)
             iio.imwrite(tmp / "frames" / f"{k:06d}.jpg", crop, quality=cfg.jpeg_quality)
             iio.imwrite(tmp / "mattes" / f"{k:06d}.png", (alpha * 255).round().astype(np.uint8))
             if parser is not None:
