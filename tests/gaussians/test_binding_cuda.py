@@ -197,3 +197,37 @@ def test_kernel_matches_reference_values_and_grads():
     if path:
         with open(path, "a") as fh:
             fh.write(f"binding kernel vs torch: {errs}\n")
+
+
+def test_a_failed_kernel_build_keeps_no_caller_alive(monkeypatch):
+    """When the kernel cannot build (no nvcc, source missing), every later bind asks again; the answer
+    must not carry the callers' frames. Re-raising one stored exception did: each raise prepended the
+    caller's frames to its traceback, so every training step's tensors stayed alive (40 GiB of GPU
+    memory by step 7000 of a fit). Here a caller's local object must be freed once the call returns."""
+    import gc
+    import weakref
+
+    import dynavatar.gaussians.binding_cuda as bc
+
+    def missing():
+        raise FileNotFoundError("cuda/binding.cu not found next to the package or at the repo root")
+
+    monkeypatch.setattr(bc, "_EXT", None)
+    monkeypatch.setattr(bc, "_EXT_ERROR", None)
+    monkeypatch.setattr(bc, "_source_path", missing)
+
+    class Step:  # stands in for a training step's tensors
+        pass
+
+    refs = []
+
+    def step():
+        state = Step()
+        refs.append(weakref.ref(state))
+        with pytest.raises(Exception, match="binding.cu not found"):
+            bc.load_extension()
+
+    for _ in range(3):
+        step()
+    gc.collect()
+    assert all(r() is None for r in refs)

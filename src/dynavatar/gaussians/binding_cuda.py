@@ -25,7 +25,11 @@ from .transform import bind_transform_torch
 __all__ = ["bind_transform", "bind_transform_cuda", "cuda_extension_available", "load_extension"]
 
 _EXT = None
-_EXT_ERROR: Exception | None = None
+#: Why the build failed, as text: a stored exception would be raised again on every bind, and each
+#: raise prepends the caller's frames to its traceback, which then keeps every step's tensors (and
+#: their autograd graphs) alive: 40 GiB of GPU memory by step 7000 of a fit where nvcc was missing.
+_EXT_ERROR: str | None = None
+_AVAILABLE: bool | None = None  # cuda_extension_available()'s answer, decided once
 
 
 def _source_path() -> Path:
@@ -42,7 +46,7 @@ def load_extension(verbose: bool = False):
     if _EXT is not None:
         return _EXT
     if _EXT_ERROR is not None:
-        raise _EXT_ERROR
+        raise RuntimeError(f"the binding kernel did not build: {_EXT_ERROR}")  # a fresh one: no frames kept
     try:
         from torch.utils.cpp_extension import load
 
@@ -53,20 +57,24 @@ def load_extension(verbose: bool = False):
             verbose=verbose,
         )
     except Exception as exc:  # compiler missing, no CUDA toolkit, build error
-        _EXT_ERROR = exc
+        _EXT_ERROR = f"{type(exc).__name__}: {exc}"
         raise
     return _EXT
 
 
 def cuda_extension_available() -> bool:
+    """Whether the kernel runs here; decided (and the PyTorch fallback warned about) once per process."""
+    global _AVAILABLE
     if os.environ.get("DYNAVATAR_NO_CUDA_EXT", "0") == "1" or not torch.cuda.is_available():
         return False
-    try:
-        load_extension()
-        return True
-    except Exception as exc:
-        warnings.warn(f"dynavatar: binding CUDA kernel unavailable, using PyTorch ({exc})")
-        return False
+    if _AVAILABLE is None:
+        try:
+            load_extension()
+            _AVAILABLE = True
+        except Exception as exc:  # noqa: BLE001 - any build failure means the fallback
+            warnings.warn(f"dynavatar: binding CUDA kernel unavailable, using PyTorch ({exc})")
+            _AVAILABLE = False
+    return _AVAILABLE
 
 
 class _BindTransformFn(torch.autograd.Function):
