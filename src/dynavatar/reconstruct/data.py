@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import torch
@@ -13,7 +14,9 @@ from ..perceive.dataset import FrameDataset
 from ..geometry.cameras import Cameras
 from ..track.result import TrackingResult
 
-__all__ = ["TrainData", "load_train_data", "split_train_eval", "MIN_FRAMES_TO_HOLD_OUT"]
+__all__ = ["TrainData", "load_train_data", "split_train_eval", "without_faceless", "MIN_FRAMES_TO_HOLD_OUT"]
+
+logger = logging.getLogger("dynavatar.reconstruct")
 
 
 @dataclasses.dataclass
@@ -67,6 +70,22 @@ def split_train_eval(n: int, eval_fraction: float) -> tuple[Tensor, Tensor]:
     return torch.arange(0, n - n_eval), torch.arange(n - n_eval, n)
 
 
+def without_faceless(train_idx: Tensor, eval_idx: Tensor, detected) -> tuple[Tensor, Tensor]:
+    """The split without the frames where no face was found (the face left the frame, turned away or
+    was covered: preprocessing interpolated its landmarks across the gap, so its tracked head sits
+    where no head is). Training on them teaches the avatar to vanish; judging on them scores a head
+    against an empty frame. They stay in the clip (renders, motion) but are neither trained on nor
+    held out. When no training frame would be left, the split is kept as it is.
+    detected: bool [N]. -> (train_idx, eval_idx)"""
+    det = torch.as_tensor(np.asarray(detected, dtype=bool))
+    if bool(det.all()) or not bool(det[train_idx].any()):
+        return train_idx, eval_idx
+    train, held = train_idx[det[train_idx]], eval_idx[det[eval_idx]]
+    logger.warning("no face in %d of %d frames: they are neither trained on nor held out (%d training, %d held-out "
+                   "frames left)", int((~det).sum()), len(det), len(train), len(held))
+    return train, held
+
+
 def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, resolution: int,
                     eval_fraction: float = 0.1, device: torch.device | str = "cpu", *, cameras: Cameras | None = None,
                     split: tuple[list[int], list[int]] | None = None) -> TrainData:
@@ -85,8 +104,10 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, reso
         raise ValueError("give the tracking or the frames' cameras")
     imgs, mattes, parsing = _read_frames(dataset, resolution)
     cams = cameras if cameras is not None else _crop_cameras(tracking.cameras, resolution)
-    train_idx, eval_idx = split_train_eval(n, eval_fraction) if split is None else (
-        torch.as_tensor(split[0], dtype=torch.long), torch.as_tensor(split[1], dtype=torch.long))
+    if split is None:
+        train_idx, eval_idx = without_faceless(*split_train_eval(n, eval_fraction), dataset.detected)
+    else:
+        train_idx, eval_idx = torch.as_tensor(split[0], dtype=torch.long), torch.as_tensor(split[1], dtype=torch.long)
     # Landmarks scale like the principal point (pixel-edge convention).
     lmk = torch.as_tensor(dataset.lmk_crop[..., :2] * (resolution / dataset.resolution), dtype=torch.float32)
     return TrainData(torch.from_numpy(imgs).to(device), torch.from_numpy(mattes).to(device), cams.to(device),
