@@ -145,3 +145,16 @@ def test_the_iris_follows_the_eye_joint_and_the_hair_the_head(demo):
     params.expr[0] = 1.0  # every expression at once: the hair does not move
     moved = bind(app.gaussians, app.model(params, landmark_set=None).vertices, app.model.faces).means[0]
     assert (moved[strands] - posed[strands]).norm(dim=-1).max() < 1e-5
+
+
+def test_lip_splats_stay_inside_the_lip_line(demo):
+    """Every splat labelled lips sits on a triangle whose three corners are on the lips: the radial skin
+    triangles fanning out from the lip line have two corners on it and were once called lips by a
+    majority vote, so red lipstick drew a fringe of needles into the skin."""
+    _, _, app = demo
+    geo = HeadGeometry.of(app.model, app.shape)
+    lab = app.gaussians.labels.argmax(1)
+    lips = (lab == label_index("upper_lip")) | (lab == label_index("lower_lip"))
+    tri = app.gaussians.binding[lips].numpy()
+    on_lips = geo.in_region("upper_lip", "lower_lip")
+    assert lips.sum() > 100 and bool(on_lips[geo.faces[tri]].all())

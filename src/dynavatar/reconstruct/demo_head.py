@@ -46,6 +46,11 @@ def surface_part(geo: HeadGeometry, seed: int = 0) -> SplatSet:
         np.tile([0.80, 0.62, 0.52], (len(geo.verts), 1))
     labels = _triangle_labels(geo)
     labels[rim_any[faces].any(1)] = label_index("skin")  # the lids' rims: an eye-colour edit leaves them alone
+    # Lips are the triangles inside the lip line: the long radial skin triangles fanning out from it
+    # have two corners on it, so a majority vote called them lips, and lipstick painted them as red needles
+    lip_vertex = geo.in_region("upper_lip", "lower_lip")
+    lip_label = np.isin(labels, [label_index("upper_lip"), label_index("lower_lip")])
+    labels[lip_label & ~lip_vertex[faces].all(1)] = label_index("skin")
     return surface_splats(geo, tris, level, albedo, vertex_occlusion(geo), vertex_gloss(geo), labels[tris])
 
 
