@@ -39,7 +39,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...flame import FlameModel, FlameParams
-from ...gaussians.avatar import GaussianAvatar
+from ...gaussians.avatar import SH_C0, GaussianAvatar
 from ...gaussians.binding import bind
 from ...geometry.cameras import Cameras
 from ...geometry.photometric import photometric_loss
@@ -74,6 +74,9 @@ class EditConfig:
     disc_lr: float = 2e-4
     clone_for_accessory: bool = True  # double the region's splats for additive edits (room for new geometry)
     splat_recolour: bool = True  # palette plans: recolour the region's splats in OKLab before the loop
+    w_keep_recolour: float = 1.0  # after that recolour, the loop only fine-tunes: squared distance of the
+    # region's colours (SH, DC units) to the recoloured ones. Without it the loop drifted single splats
+    # (seen only in a few views) to colours outside [0, 1]: dark and purple specks along the demo's lips
     seed: int = 0
 
 
@@ -171,6 +174,7 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
 
     targets, masks = make_targets()
     frozen = {k: v.detach().clone() for k, v in g.parameters_dict().items()}
+    keep = frozen["sh"][sel] if recoloured and cfg.w_keep_recolour > 0 else None  # the recolour's colours
     opt = region_optimizer(g, plan, cfg.lr_colour, cfg.lr_opacity, cfg.lr_geometry)
     disc = PatchDiscriminator().to(dev) if cfg.w_adv > 0 else None
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99)) if disc is not None else None
@@ -190,5 +194,16 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
             opt_d.step()
             if step >= cfg.adv_start:
                 loss = loss + cfg.w_adv * generator_loss(disc, pred, m)
+        if keep is not None:
+            loss = loss + cfg.w_keep_recolour * (g.sh[sel] - keep).square().mean()
         region_step(loss, opt, g, frozen, sel, step, cfg.steps, history, bar, "edit")
+        _clamp_displayable_(g, sel)
     return EditResult(g.detach(), views, sel, history, time.perf_counter() - t0, recoloured, info)
+
+
+@torch.no_grad()
+def _clamp_displayable_(g: GaussianAvatar, sel: Tensor) -> None:
+    """Keep the region's base colour (SH DC) inside the displayable [0, 1]: the renderer clips there
+    anyway, so a splat pushed beyond it only hides an error that shows as a speck in other views."""
+    limit = 0.5 / SH_C0
+    g.sh[sel, 0] = g.sh[sel, 0].clamp(-limit, limit)
