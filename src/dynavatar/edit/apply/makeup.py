@@ -79,7 +79,7 @@ def makeup_look(plan) -> MakeupLook | None:
     return MAKEUP_LOOKS[name]
 
 
-def _anchor_frames(model: FlameModel, rest_landmarks: Tensor, look: MakeupLook) -> tuple[Tensor, Tensor, float]:
+def _anchor_frames(rest_landmarks: Tensor, look: MakeupLook) -> tuple[Tensor, Tensor, float]:
     """Anchor points [A, 3], the face's axes [3, 3] (rows: across, up, out) and the inter-ocular distance."""
     a, b = MP_OUTER_EYE_CORNERS
     across = rest_landmarks[b] - rest_landmarks[a]
@@ -110,7 +110,7 @@ def makeup_weights(gaussians: GaussianAvatar, model: FlameModel, params: FlamePa
                                         for k in ("expr", "rotation", "neck", "jaw", "eyes", "translation")})
     lmk = model(rest, landmark_set=LANDMARK_SET).landmarks[0].detach().cpu().double()  # [L, 3]
     # (the head's own frame, +y up, as ``rest_positions`` gives the splats)
-    anchors, axes, iod = _anchor_frames(model, lmk, look)
+    anchors, axes, iod = _anchor_frames(lmk, look)
     pos = rest_positions(gaussians, model, params).detach().cpu().double()  # [N, 3]
     local = (pos[:, None, :] - anchors[None]) @ axes.T  # [N, A, 3]
     sigma = torch.tensor(look.sigma, dtype=torch.float64) * iod
