@@ -227,6 +227,11 @@ def test_keep_person_clears_foreground_not_connected_to_the_face():
     one = np.zeros_like(alpha)
     one[5:40, 8:24] = 1.0
     assert keep_person(one, points) is one  # nothing away from the person
+    bridged = alpha.copy()
+    bridged[15:17, 24:33] = 1.0  # a 2-px shelf edge joins the bottle to the person
+    out = keep_person(bridged, points, margin=3)
+    assert out[10:20, 33:37].max() == 0.0 and out[15:17, 30:33].max() == 0.0  # the bridge no longer holds it
+    np.testing.assert_array_equal(out[:, 5:24], alpha[:, 5:24])
 
 
 def test_black_bars_in_the_video_are_no_picture(real_clip):
