@@ -346,4 +346,6 @@ def test_a_browser_that_leaves_mid_edit_does_not_stop_the_edit(viewer):
     assert new[0] - new[2] > old[0] - old[2] + 0.05, (old, new)  # redder hair
     with Browser(viewer.url):
         after = viewer.wait_for_picture(after=before.seq, full=True, timeout=60)
-    assert np.abs(after.image.astype(int) - before.image.astype(int)).max() > 40
+    # the new browser sees the red hair (the recolour moves some hair pixels by ~37/255; the loop's
+    # two steps only fine-tune it now, held near the recolour)
+    assert np.abs(after.image.astype(int) - before.image.astype(int)).max() > 25

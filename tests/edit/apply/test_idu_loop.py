@@ -270,9 +270,9 @@ def test_splat_recolour_reaches_unseen_hair_and_keeps_held_out_colour_consistent
 
 
 def test_loop_after_a_recolour_only_fine_tunes_and_stays_displayable(avatar):
-    """After the splat-space recolour the loop is a fine-tune: the region's colours stay inside [0, 1]
-    (the renderer clips beyond, so a colour out there only hides an error that shows as a speck in
-    other views) and near the recolour's (on the demo head 60 unheld steps had put a third of the lip
+    """After the splat-space recolour the loop is a fine-tune: the region's colours stay inside [0, 1],
+    or no further out than the recolour put them (the renderer clips beyond, so a colour pushed out
+    there only hides an error that shows as a speck in other views), and near the recolour's (on the demo head 60 unheld steps had put a third of the lip
     splats outside [0, 1], as dark and purple specks)."""
     from dynavatar.gaussians.avatar import sh_to_rgb
 
@@ -282,6 +282,6 @@ def test_loop_after_a_recolour_only_fine_tunes_and_stays_displayable(avatar):
     cfg = EditConfig(keyframes=2, novel_yaws=(), steps=8, reedit_every=0, w_adv=0.0, lr_colour=0.2)
     tuned = avatar.edit(RED_HAIR, editor=PaletteEditor(), config=cfg, progress=False)
     hair = avatar.select("hair")
-    rgb = sh_to_rgb(tuned.gaussians.sh[hair, 0])
-    assert float(rgb.min()) >= -1e-5 and float(rgb.max()) <= 1 + 1e-5
-    assert float((rgb - sh_to_rgb(only.gaussians.sh[hair, 0])).abs().mean()) < 0.04  # Adam at lr 0.2 moves ~0.05 a step
+    rgb, start = sh_to_rgb(tuned.gaussians.sh[hair, 0]), sh_to_rgb(only.gaussians.sh[hair, 0])
+    assert bool((rgb >= start.clamp(max=0) - 1e-5).all() and (rgb <= start.clamp(min=1) + 1e-5).all())
+    assert float((rgb - start).abs().mean()) < 0.04  # Adam at lr 0.2 moves ~0.05 a step

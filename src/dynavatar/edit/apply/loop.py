@@ -197,13 +197,16 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
         if keep is not None:
             loss = loss + cfg.w_keep_recolour * (g.sh[sel] - keep).square().mean()
         region_step(loss, opt, g, frozen, sel, step, cfg.steps, history, bar, "edit")
-        _clamp_displayable_(g, sel)
+        if keep is not None:
+            _clamp_displayable_(g, sel, keep[:, 0])
     return EditResult(g.detach(), views, sel, history, time.perf_counter() - t0, recoloured, info)
 
 
 @torch.no_grad()
-def _clamp_displayable_(g: GaussianAvatar, sel: Tensor) -> None:
-    """Keep the region's base colour (SH DC) inside the displayable [0, 1]: the renderer clips there
-    anyway, so a splat pushed beyond it only hides an error that shows as a speck in other views."""
+def _clamp_displayable_(g: GaussianAvatar, sel: Tensor, start: Tensor) -> None:
+    """Keep the region's base colour (SH DC) inside the displayable [0, 1], or no further out than the
+    recolour put it (``start`` [M, 3]: the same transform with steps=0 leaves it there): a splat the
+    loop pushes beyond only hides an error in the views it fits, and shows as a speck in others."""
     limit = 0.5 / SH_C0
-    g.sh[sel, 0] = g.sh[sel, 0].clamp(-limit, limit)
+    lo, hi = start.clamp(max=-limit), start.clamp(min=limit)
+    g.sh[sel, 0] = torch.maximum(torch.minimum(g.sh[sel, 0], hi), lo)
