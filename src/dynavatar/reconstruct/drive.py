@@ -17,11 +17,11 @@ import torch
 
 from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar
-from ..gaussians.binding import bind
 from ..geometry.cameras import Cameras
-from ..geometry.photometric import psnr
 from .data import TrainData, load_train_data
+from .motion import pad_expression
 from .refine_tracking import track_untrained_frames
+from .trainer import evaluate
 
 __all__ = ["DrivenClip", "track_driving_clip", "driven_psnr"]
 
@@ -47,9 +47,7 @@ def track_driving_clip(gaussians: GaussianAvatar, model: FlameModel, identity: F
     n = len(dataset)
     data = load_train_data(dataset, tracking, resolution, device=device, split=([], list(range(n))))
     start = data.params
-    expr = start.expr.new_zeros(n, model.n_expr)  # the tracker may fit fewer components (ordered by variance)
-    k = min(model.n_expr, start.expr.shape[1])
-    expr[:, :k] = start.expr[:, :k]
+    expr = pad_expression(start.expr, model.n_expr).to(start.expr)  # the tracker may fit fewer components
     start = start.replace(shape=identity.shape[:1].to(device).expand(n, -1).clone(), expr=expr)
     if model.torso_vertices is not None:
         start = start.replace(torso=model.predict_torso(start))
@@ -57,17 +55,10 @@ def track_driving_clip(gaussians: GaussianAvatar, model: FlameModel, identity: F
     return DrivenClip(params, start, data.cameras, data)
 
 
-@torch.no_grad()
 def driven_psnr(gaussians: GaussianAvatar, model: FlameModel, clip: DrivenClip, renderer, landmarks_only: bool = False,
                 background=(1.0, 1.0, 1.0)) -> float:
     """Mean PSNR (dB) of the avatar driven by ``clip`` against the driving frames (matted over
-    ``background``), with the photometric motion or (``landmarks_only``) the landmark fit."""
+    ``background``), with the photometric motion or (``landmarks_only``) the landmark fit: the
+    held-out evaluation, every driving frame being held out."""
     params = clip.landmark_params if landmarks_only else clip.params
-    bg = torch.tensor(background, device=clip.data.images.device, dtype=torch.float32)
-    scores = []
-    for i in range(len(clip)):
-        verts = model(params[i], landmark_set=None, check_finite=False).vertices
-        pred = renderer.render(bind(gaussians, verts, model.faces), clip.cameras[i], background=bg).rgb.clamp(0, 1)
-        target, _ = clip.data.targets(torch.tensor([i], device=bg.device), bg)
-        scores.append(psnr(pred, target).item())
-    return float(sum(scores) / len(scores)) if scores else float("nan")
+    return evaluate(gaussians, params, clip.data, model, renderer, background)["psnr"]
