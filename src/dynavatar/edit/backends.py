@@ -51,8 +51,9 @@ def choose_backend(plan: EditPlan, editor: Any = "auto", method: str = "idu") ->
 
     if is_glasses_plan(plan) and editor in ("auto", "geometry"):  # as Avatar.edit routes it
         return Backend("glasses as geometry", None, "auto: glasses are built as splats on the head")
-    if makeup_look(plan) is not None and editor in ("auto", "palette"):
-        return Backend("makeup on the skin's splats", None, f"auto: {makeup_look(plan).name} is painted on the skin")
+    look = makeup_look(plan) if editor in ("auto", "palette") else None
+    if look is not None:  # as Avatar.edit routes it
+        return Backend("makeup on the skin's splats", None, f"auto: {look.name} is painted on the skin")
     palette_plan = is_palette_plan(plan)
     if editor == "auto":
         return Backend(*_EDITORS["palette" if palette_plan else "ip2p"],

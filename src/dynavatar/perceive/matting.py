@@ -82,7 +82,6 @@ def keep_person(alpha: np.ndarray, points: np.ndarray, margin: int | None = None
     return np.where(near, alpha, 0.0).astype(alpha.dtype)
 
 
-
 def _box(x: np.ndarray, r: int) -> np.ndarray:
     """Sum over a (2r+1)^2 window (reflected border)."""
     import cv2

@@ -252,6 +252,7 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
     if parser is not None:
         (tmp / "parsing").mkdir()
     res, lmk, windows = cfg.resolution, track.lmk, track.windows
+    picture = None  # uint8 [H, W]: where the decoded frames have picture (the same for every frame)
     frames = iter_frames(video, stride=cfg.stride, fps=cfg.fps, max_frames=cfg.max_frames, info=info)
     with _ParsePool(parser, cfg.workers, len(track.idx)) as pool:
         for k, (i, frame) in enumerate(tqdm(frames, total=len(track.idx), desc="crops+mattes", disable=not progress,
@@ -259,7 +260,9 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
             crop = crop_image(frame, windows[k], res)
             alpha = matter.matte(crop)
             # Outside the original frame, and on its black bars, there is no person.
-            inside = crop_image(_picture(frame.shape[:2], track.bars), windows[k], res) > 127
+            if picture is None or picture.shape != frame.shape[:2]:
+                picture = _picture(frame.shape[:2], track.bars)
+            inside = crop_image(picture, windows[k], res) > 127
             alpha = np.where(inside, alpha, 0.0)
             pts = np.concatenate([to_crop(lmk[k, :, :2], windows[k], res), lmk[k, :, 2:] * (res / windows[k, 2])], -1)
             if cfg.keep_person:

@@ -54,6 +54,12 @@ def _weights(n_points: int, points: str, device: torch.device) -> Tensor:
     return w
 
 
+def _projected_landmarks(model, vertices: Tensor, cameras: Cameras) -> Tensor:
+    """The head's embedded detector points in the cameras' pixels. vertices [B, V, 3] -> [B, L, 2]"""
+    lmk = model.landmarks(vertices, LANDMARK_SET)  # [B, L, 3]
+    return project_points(lmk, cameras.viewmats.to(lmk), cameras.Ks.to(lmk))[0]
+
+
 def anchor_applies(weight: float, data, model) -> bool:
     """Whether a motion fit can use the anchor: a positive weight, detected landmarks in ``data``
     (a ``TrainData``), and the head model's embedding of the detector's points."""
@@ -70,8 +76,7 @@ def landmark_anchor(model, vertices: Tensor, cameras: Cameras, target: Tensor, v
     points: "all" or "mouth" (``ANCHOR_POINTS``).
     -> scalar, mean over valid frames of ``mean_l w_l log(1 + (r_l / (sigma W))^2)``.
     """
-    lmk = model.landmarks(vertices, LANDMARK_SET)  # [B, L, 3]
-    uv, _ = project_points(lmk, cameras.viewmats.to(lmk), cameras.Ks.to(lmk))  # [B, L, 2]
+    uv = _projected_landmarks(model, vertices, cameras)  # [B, L, 2]
     scale = sigma * cameras.width
     r2 = (uv - target.to(uv)).square().sum(-1) / scale ** 2  # [B, L]
     w = _weights(r2.shape[1], points, r2.device)
@@ -98,7 +103,7 @@ def landmark_nme(model, params, data, frames: Tensor | None = None) -> float | N
         dev = data.landmarks.device
         verts = model(params[chunk.to(params.expr.device)], landmark_set=None, check_finite=False).vertices
         cams = data.cameras[chunk.to(dev)]
-        uv, _ = project_points(model.landmarks(verts, LANDMARK_SET), cams.viewmats.to(verts), cams.Ks.to(verts))
+        uv = _projected_landmarks(model, verts, cams)
         det = data.landmarks[chunk.to(dev)].to(uv)
         a, b = MP_OUTER_EYE_CORNERS
         iod = (det[:, a] - det[:, b]).norm(dim=-1).clamp_min(1e-6)  # [B]

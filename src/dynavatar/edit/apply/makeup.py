@@ -6,9 +6,9 @@ lips or hair. So each look is a soft weight per splat, a Gaussian falloff around
 the avatar's own rest head (mediapipe's points embedded in the head model), times the splat's skin
 label, and a colour rule that keeps the skin's shading:
 
-- eyeshadow and blush: the pigment, lit like the splat (its lightness relative to the region's
-  mean), blended over the splat's colour in linear light with an opacity that falls off from the
-  anchor;
+- eyeshadow and blush: a powder pigment blended over the splat's colour in OKLab with an opacity
+  that falls off from the anchor: the hue moves to the pigment's (its chroma bounded), the lightness
+  scales by the pigment's relative to the region's mean, so the skin's shading stays;
 - a tan: every skin splat's colour multiplied by a warm factor (a multiply keeps the skin's own
   variation and shading, as a real tan does).
 
@@ -26,10 +26,11 @@ from torch import Tensor
 from ...errors import DynavatarError
 from ...flame import FlameModel, FlameParams
 from ...gaussians.avatar import GaussianAvatar, rgb_to_sh, sh_to_rgb
+from ...gaussians.binding import bind
 from ...geometry.labels import label_index
 from ...geometry.landmark_sets import MP_OUTER_EYE_CORNERS
 from ..colour_space import linear_to_srgb, oklab_to_rgb, rgb_to_oklab, srgb_to_linear
-from .splat_recolour import rest_positions
+from .splat_recolour import rest_pose
 
 __all__ = ["MakeupLook", "MAKEUP_LOOKS", "makeup_look", "makeup_weights", "makeup_edit", "LANDMARK_SET"]
 
@@ -105,13 +106,9 @@ def makeup_weights(gaussians: GaussianAvatar, model: FlameModel, params: FlamePa
         raise DynavatarError(f"{look.name} is placed from face landmarks, and this head model has no embedding of "
                              "mediapipe's points; use a head with one (the default head, or a FLAME file with "
                              "its mediapipe embedding)")
-    rest = params[0:1]
-    rest = dataclasses.replace(rest, **{k: torch.zeros_like(getattr(rest, k))
-                                        for k in ("expr", "rotation", "neck", "jaw", "eyes", "translation")})
-    lmk = model(rest, landmark_set=LANDMARK_SET).landmarks[0].detach().cpu().double()  # [L, 3]
-    # (the head's own frame, +y up, as ``rest_positions`` gives the splats)
-    anchors, axes, iod = _anchor_frames(lmk, look)
-    pos = rest_positions(gaussians, model, params).detach().cpu().double()  # [N, 3]
+    rest = model(rest_pose(params), landmark_set=LANDMARK_SET)  # the head's own frame, +y up
+    anchors, axes, iod = _anchor_frames(rest.landmarks[0].detach().cpu().double(), look)  # from [L, 3]
+    pos = bind(gaussians, rest.vertices, model.faces).means[0].detach().cpu().double()  # [N, 3]
     local = (pos[:, None, :] - anchors[None]) @ axes.T  # [N, A, 3]
     sigma = torch.tensor(look.sigma, dtype=torch.float64) * iod
     falloff = torch.exp(-0.5 * (local / sigma).square().sum(-1)).amax(1)  # [N]

@@ -42,7 +42,7 @@ from ..editors.palette_recolour import (EYE_REGIONS, colourist_oklab, fit_region
 from ..plan import EditPlan
 
 __all__ = ["splat_region_weight", "splat_visibility", "statistics_views", "inside_share_gate", "splat_palette_stats", "recolour_splats",
-           "splat_heights", "rest_positions"]
+           "splat_heights", "rest_pose", "rest_positions"]
 
 logger = logging.getLogger("dynavatar.edit")
 
@@ -152,15 +152,18 @@ def splat_heights(positions: Tensor, weight: Tensor, up: Tensor | None = None) -
     return ((hi - y) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
 
 
+def rest_pose(params):
+    """``params``' first frame [1] with no pose or expression: the identity's head in its own frame (+y up)."""
+    p = params[0:1]
+    return dataclasses.replace(p, **{k: torch.zeros_like(getattr(p, k))
+                                     for k in ("expr", "rotation", "neck", "jaw", "eyes", "translation")})
+
+
 def rest_positions(gaussians: GaussianAvatar, model, params) -> Tensor:
-    """World positions [N, 3] of the splats on the head of ``params``' first frame with no pose or
-    expression (the head's own frame: +y up)."""
+    """World positions [N, 3] of the splats on the head of ``rest_pose(params)``."""
     from ...gaussians.binding import bind
 
-    p = params[0:1]
-    p = dataclasses.replace(p, **{k: torch.zeros_like(getattr(p, k))
-                                  for k in ("expr", "rotation", "neck", "jaw", "eyes", "translation")})
-    verts = model(p, landmark_set=None).vertices
+    verts = model(rest_pose(params), landmark_set=None).vertices
     return bind(gaussians, verts, model.faces).means[0]
 
 
