@@ -182,7 +182,8 @@ class Avatar:
             return avatar
         if cfg.track_steps > 0 and len(data.eval_idx):  # photometric tracking of the frames the fit left out
             avatar.params = track_untrained_frames(fit.avatar, fit.model, fit.params, data, avatar.renderer,
-                                                   cfg.track_steps, tuple(cfg.background), progress)
+                                                   cfg.track_steps, tuple(cfg.background), progress,
+                                                   cfg.w_landmark_budget)
             meta["held_out_tracking"] = f"photometric tracking stage ({cfg.track_steps} steps)"
         try:
             avatar.label_splats(progress=progress)

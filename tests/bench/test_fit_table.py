@@ -5,6 +5,7 @@ synthetic clip written as a preprocessed dataset folder, on the CPU."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -104,7 +105,7 @@ def clip_dir(tmp_path_factory, head_file):
 def test_bench_fit_several_clips_prints_one_table_and_saves_rows(tmp_path, clip_dir, head_file, monkeypatch):
     """Two clips (one of them not a dataset at all) through the real CLI: the good clip is fitted and
     scored, the bad one fails with its one-line error under the table, the JSON holds both rows and
-    joins a later table without refitting."""
+    joins a later table without refitting. A ``--set`` reaches the fit and tags the rows."""
     import dynavatar.api as api
     import dynavatar.bench.fit as fit
     from dynavatar.cli import main
@@ -114,17 +115,25 @@ def test_bench_fit_several_clips_prints_one_table_and_saves_rows(tmp_path, clip_
     # the tiny preset, smaller still: the table's wiring is under test here, not the optimiser
     tiny = ReconstructConfig.preset("tiny", steps=4, resolution=32, log_every=2, torso=False)
     real = fit.run_fit_bench
-    monkeypatch.setattr(fit, "run_fit_bench", lambda *a, **k: real(*a, **{**k, "config": tiny}))
+    seen = []
+
+    def smaller(*a, **k):  # keep the CLI's --set, on the smaller settings
+        seen.append(k["config"].w_landmark_budget)
+        return real(*a, **{**k, "config": dataclasses.replace(tiny, w_landmark_budget=k["config"].w_landmark_budget)})
+
+    monkeypatch.setattr(fit, "run_fit_bench", smaller)
     monkeypatch.setattr(api, "RefineTrackingConfig", lambda: RefineTrackingConfig(steps=3))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "meta.json").write_text("{}")
     out, rows_path = tmp_path / "runs", tmp_path / "rows.json"
     res = CliRunner().invoke(main, ["bench", "fit", str(clip_dir), str(tmp_path / "empty"), "--preset", "tiny",
                                     "--device", "cpu", "--head", str(head_file), "-o", str(out),
-                                    "--json", str(rows_path)])
+                                    "--json", str(rows_path), "--set", "w_landmark_budget=1"])
     assert res.exit_code == 1, res.output
+    assert seen == [1.0, 1.0]
     rows = json.loads(rows_path.read_text())
-    assert [r["clip"] for r in rows] == ["synthclip0", "empty"]  # the source video's name, the folder's
+    tag = " [w_landmark_budget=1]"
+    assert [r["clip"] for r in rows] == ["synthclip0" + tag, "empty" + tag]  # the video's name, the folder's
     good = rows[0]
     assert good["frames"] == 6 and good["eval_frames"] == 1 and good["splats"] > 0
     assert 5 < good["psnr"] < 60 and 5 < good["psnr_refined"] < 60 and 0 < good["ssim_refined"] <= 1
@@ -132,7 +141,9 @@ def test_bench_fit_several_clips_prints_one_table_and_saves_rows(tmp_path, clip_
     assert good["nme_tracked"] is not None and 5 < good["psnr_landmarks"] < 60  # the photometric stage's before/after
     assert good["iou_skin"] is None and (out / "synthclip0" / "held_out.png").is_file()  # unparsed: no IoU
     assert "unknown dataset format" in rows[1]["error"]
-    assert "worst: synthclip0" in res.output and "empty: FAILED" in res.output and "PSNR lmk" in res.output
+    assert "worst: synthclip0" + tag in res.output and f"empty{tag}: FAILED" in res.output and "PSNR lmk" in res.output
+    bad = CliRunner().invoke(main, ["bench", "fit", str(clip_dir), "--set", "w_landmark_budget=lots"])
+    assert bad.exit_code == 2 and "w_landmark_budget" in bad.output and "Traceback" not in bad.output
     # saved rows join a new table without fitting again
     res2 = CliRunner().invoke(main, ["bench", "fit", str(rows_path)])
     assert res2.exit_code == 1 and "worst: synthclip0" in res2.output and f"{good['psnr_refined']:.2f}" in res2.output

@@ -10,7 +10,7 @@ from dynavatar.geometry.landmark_sets import MP_OUTER_EYE_CORNERS
 from dynavatar.geometry.photometric import psnr
 from dynavatar.gaussians.binding import bind
 from dynavatar.reconstruct.data import TrainData
-from dynavatar.reconstruct.landmark_anchor import LANDMARK_SET, landmark_nme
+from dynavatar.reconstruct.landmark_anchor import LANDMARK_SET, frame_nme, landmark_budget, landmark_nme
 from dynavatar.reconstruct.refine_tracking import track_untrained_frames
 from dynavatar.reconstruct.synthetic import crop_camera, scripted_performance
 from dynavatar.flame import FlameModel
@@ -61,3 +61,43 @@ def test_stage_fits_only_the_untrained_frames_to_their_pixels():
         assert torch.equal(getattr(tracked, k)[0], getattr(off, k)[0])
     untouched = track_untrained_frames(avatar, model, off, data, renderer, steps=0)
     assert torch.equal(untouched.rotation, off.rotation)
+
+
+def test_landmark_budget_is_zero_inside_the_budget_and_quadratic_beyond():
+    """Points 5 px off at a known inter-ocular distance: a budget above that error costs nothing, one
+    below costs ((nme - budget) / scale)^2, an infinite budget (no detection) costs nothing."""
+    model = FlameModel.load()
+    res = 64
+    params = scripted_performance(model, 24)[torch.tensor([2, 9])]
+    cam = crop_camera(res)
+    cams = Cameras(cam.viewmats.expand(2, 4, 4).clone(), cam.Ks.expand(2, 3, 3).clone(), res, res)
+    with torch.no_grad():
+        verts = model(params, landmark_set=None).vertices
+        uv, _ = project_points(model(params, landmark_set=LANDMARK_SET).landmarks, cams.viewmats, cams.Ks)
+    detected = uv + torch.tensor([3.0, 4.0])
+    a, b = MP_OUTER_EYE_CORNERS
+    nme = 5.0 / (detected[:, a] - detected[:, b]).norm(dim=-1)  # [2]
+    assert torch.allclose(frame_nme(model, verts, cams, detected), nme, atol=1e-5)
+    assert landmark_budget(model, verts, cams, detected, nme + 1e-3).item() == 0.0
+    inf = torch.full((2,), float("inf"))
+    assert landmark_budget(model, verts, cams, detected, inf).item() == 0.0
+    cost = landmark_budget(model, verts, cams, detected, nme - 0.002, scale=0.01).item()
+    assert abs(cost - 0.2 ** 2) < 1e-3
+
+
+def test_budget_keeps_the_stage_on_the_landmark_fits_error():
+    """Detected points that agree with a wrong motion (the landmark fit's error is 0) while the pixels
+    show the truth: without a budget the stage follows the pixels and the landmark error rises; with
+    it, the error stays near the landmark fit's while the pixels still gain where the budget allows."""
+    model, renderer, avatar, data, truth, cams, n = _scene()
+    off = truth.replace(rotation=truth.rotation + torch.tensor([0.0, -0.06, 0.0]))
+    with torch.no_grad():
+        uv, _ = project_points(model(off, landmark_set=LANDMARK_SET).landmarks, cams.viewmats, cams.Ks)
+    data = dataclasses.replace(data, train_idx=torch.tensor([0]), eval_idx=torch.tensor([1]), landmarks=uv,
+                               landmarks_valid=torch.ones(n, dtype=torch.bool))
+    free = track_untrained_frames(avatar, model, off, data, renderer, steps=60)
+    held = track_untrained_frames(avatar, model, off, data, renderer, steps=60, w_landmark_budget=10.0)
+    start = landmark_nme(model, off, data, frames=[1])
+    assert start < 1e-4
+    assert landmark_nme(model, free, data, frames=[1]) > 0.02  # followed the pixels off the points
+    assert landmark_nme(model, held, data, frames=[1]) < 0.005

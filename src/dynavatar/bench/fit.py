@@ -102,12 +102,13 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
 
 def run_fit_benches(clips: list, preset: str = "fast", device: str = "auto", max_frames: int | None = None,
                     work_dir: str | Path | None = None, head: str | None = None, progress: bool = False,
-                    json_path: str | Path | None = None, config=None, on_row=None) -> list[dict]:
+                    json_path: str | Path | None = None, config=None, on_row=None, tag: str = "") -> list[dict]:
     """``run_fit_bench`` on each clip (a video or a preprocessed folder) in ``work_dir/<clip name>``;
     -> one row per clip (``bench.fit_table.fit_row``). A clip whose fit stops with a project error
     gets an error row and the others still run (one bad clip must not cost a GPU lease the rest).
     ``json_path``: the rows so far are rewritten after every clip, so a run cut off by a time limit
-    still leaves the finished clips' rows. ``on_row(row)`` is called as each clip finishes."""
+    still leaves the finished clips' rows. ``on_row(row)`` is called as each clip finishes; ``tag`` is
+    appended to each row's clip name (which settings an ablation changed)."""
     from ..errors import DynavatarError
     from .fit_table import clip_name, error_row, fit_row, save_rows
 
@@ -117,10 +118,10 @@ def run_fit_benches(clips: list, preset: str = "fast", device: str = "auto", max
     for clip, name in zip(clips, names):
         try:
             r = run_fit_bench(clip, preset, device, max_frames, root / name, head=head, progress=progress, config=config)
-            row = {**fit_row(r), "clip": name}
+            row = {**fit_row(r), "clip": name + tag}
             del r  # the avatar: free its memory before the next clip
         except DynavatarError as e:
-            row = {**error_row(clip, str(e)), "clip": name}
+            row = {**error_row(clip, str(e)), "clip": name + tag}
         rows.append(row)
         if json_path is not None:
             save_rows(rows, json_path)

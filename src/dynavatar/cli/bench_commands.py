@@ -105,8 +105,11 @@ def bench_track(video: Path, head: Path | None, preset: str, device: str, max_fr
               help="Keep the run here (several clips: a folder per clip in it).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write the rows as JSON (rewritten after every clip).")
+@click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
+              help="Change one ReconstructConfig setting of the preset, e.g. --set w_landmark_budget=1 "
+                   "(repeatable); the rows' clip names say which.")
 def bench_fit(clips: tuple[Path, ...], preset: str, head: Path | None, device: str, max_frames: int | None,
-              work_dir: Path | None, json_path: Path | None) -> None:
+              work_dir: Path | None, json_path: Path | None, settings: tuple[str, ...]) -> None:
     """Preprocess + track + fit each CLIP (a video or a preprocessed folder); one table of held-out
     quality and times per clip, with the mean and the worst clip.
 
@@ -115,7 +118,11 @@ def bench_fit(clips: tuple[Path, ...], preset: str, head: Path | None, device: s
     from ..bench.fit import format_fit_table, run_fit_bench, run_fit_benches
     from ..bench.fit_table import fit_row, format_clips_table, load_rows, save_rows
     from ..io.output_dir import check_output_dir, mark_output_dir
+    from ..reconstruct.config import ReconstructConfig
+    from .settings import apply_settings
 
+    config = apply_settings(ReconstructConfig.preset(preset), settings) if settings else None
+    tag = f" [{', '.join(settings)}]" if settings else ""  # an ablation's rows say what changed
     saved = [c for c in clips if c.suffix.lower() == ".json" and c.is_file()]
     videos = [c for c in clips if c not in saved]
     if json_path is not None and json_path.resolve() in {c.resolve() for c in saved}:
@@ -126,16 +133,18 @@ def bench_fit(clips: tuple[Path, ...], preset: str, head: Path | None, device: s
     rows = [r for c in saved for r in load_rows(c)]
     head_path = str(head) if head else None
     if len(videos) == 1 and not saved:  # one clip: its stage-by-stage table too
-        r = run_fit_bench(videos[0], preset, device, max_frames, work_dir, head=head_path, progress=True)
+        r = run_fit_bench(videos[0], preset, device, max_frames, work_dir, head=head_path, progress=True,
+                          config=config)
         click.echo(format_fit_table(r) + "\n")
-        rows.append(fit_row(r))
+        row = fit_row(r)
+        rows.append({**row, "clip": row["clip"] + tag})
         if json_path is not None:
             save_rows(rows, json_path)
     elif videos:
         done = lambda row: click.echo(f"{row['clip']}: " + (f"failed: {row['error']}" if "error" in row else  # noqa: E731
                                       f"refined held-out PSNR {row['psnr_refined'] or float('nan'):.2f} dB"), err=True)
         rows += run_fit_benches(videos, preset, device, max_frames, work_dir, head=head_path, progress=True,
-                                json_path=json_path, on_row=done)
+                                json_path=json_path, config=config, tag=tag, on_row=done)
     click.echo(format_clips_table(rows))
     failed = [r["clip"] for r in rows if "error" in r]
     if failed:

@@ -45,6 +45,8 @@ class ReconstructConfig:
     w_landmarks: float = 0.0  # > 0: the refined motion is also kept on the detected landmarks (``landmark_anchor``).
     # Off: it brings the lips' mesh closer to the detector's contour and the lips labels up a little, but the
     # held-out PSNR pays more than that is worth (docs/benchmarks.md)
+    w_landmark_budget: float = 0.0  # > 0: no frame's refined motion (training's joint refinement and the tracking
+    # stage) may move the face further off the detected landmarks than the landmark fit had it (``landmark_budget``)
     landmark_points: str = "all"  # which landmarks the anchor holds: "all" or "mouth" (``ANCHOR_POINTS``). "mouth"
     # costs less PSNR and helps the lips on the training frames, but not on held-out ones
     train_neck: bool = True  # refine the neck joint per frame too (the collar line); False: it stays 0 in

@@ -30,7 +30,8 @@ from ..geometry.cameras import project_points
 from ..geometry.cameras import Cameras
 from ..geometry.landmark_sets import MOUTH_LANDMARKS, MP_FACE_OVAL, MP_OUTER_EYE_CORNERS
 
-__all__ = ["landmark_anchor", "anchor_applies", "landmark_nme", "LANDMARK_SET", "ANCHOR_POINTS"]
+__all__ = ["landmark_anchor", "anchor_applies", "landmark_nme", "landmark_nme_per_frame", "landmark_budget",
+           "frame_nme", "LANDMARK_SET", "ANCHOR_POINTS"]
 
 #: The detector's landmarks are mediapipe's face mesh (``perceive.landmarks``).
 LANDMARK_SET = "mediapipe"
@@ -85,6 +86,48 @@ def landmark_anchor(model, vertices: Tensor, cameras: Cameras, target: Tensor, v
     return (per_frame * valid).sum() / valid.sum().clamp_min(1.0)
 
 
+def frame_nme(model, vertices: Tensor, cameras: Cameras, target: Tensor) -> Tensor:
+    """Differentiable per-frame landmark error as a fraction of the detected inter-ocular distance:
+    the mean pixel distance of the head's embedded detector points from the detected ones.
+    vertices [B, V, 3]; cameras [B]; target [B, L, 2] detected points in pixels.  -> [B]"""
+    uv = _projected_landmarks(model, vertices, cameras)  # [B, L, 2]
+    det = target.to(uv)
+    a, b = MP_OUTER_EYE_CORNERS
+    iod = (det[:, a] - det[:, b]).norm(dim=-1).clamp_min(1e-6)  # [B]
+    dist = ((uv - det).square().sum(-1) + 1e-12).sqrt()  # [B, L]; + eps: a finite gradient at 0
+    return dist.mean(1) / iod
+
+
+@torch.no_grad()
+def landmark_nme_per_frame(model, params, data) -> Tensor | None:
+    """``frame_nme`` of the motion ``params`` [N] for every frame of ``data`` (a ``TrainData``), +inf
+    where no face was detected.  -> [N] on the landmarks' device, or None without landmarks or the
+    head model's embedding of the detector's points."""
+    if data.landmarks is None or LANDMARK_SET not in model.landmark_sets:
+        return None
+    dev = data.landmarks.device
+    out = torch.full((len(data.frame_index),), float("inf"), device=dev)
+    for chunk in torch.arange(len(out)).split(64):
+        verts = model(params[chunk.to(params.expr.device)], landmark_set=None, check_finite=False).vertices
+        out[chunk.to(dev)] = frame_nme(model, verts, data.cameras[chunk.to(dev)], data.landmarks[chunk.to(dev)]).to(dev)
+    return torch.where(data.landmarks_valid.to(dev), out, torch.full_like(out, float("inf")))
+
+
+def landmark_budget(model, vertices: Tensor, cameras: Cameras, target: Tensor, budget: Tensor,
+                    scale: float = 0.01) -> Tensor:
+    """Hinge that keeps a photometric motion fit from moving the face off the detected landmarks
+    further than the landmark tracker's own fit was: ``mean_b (max(0, nme_b - budget_b) / scale)^2``.
+
+    Unlike ``landmark_anchor`` it does not pull the face onto the detector's points: inside the
+    budget (the landmark fit's own error on that frame) the pixels alone decide where the face
+    goes, so the photometric fit keeps what it gains and the landmark error cannot get worse than
+    the landmark fit's. budget: [B] per-frame NME allowed (+inf: no detection, no constraint);
+    scale: the excess, as a fraction of the inter-ocular distance, that costs 1.  -> scalar"""
+    nme = frame_nme(model, vertices, cameras, target)
+    excess = (nme - budget.to(nme)).clamp_min(0.0)  # inf budget -> 0
+    return (excess / scale).square().mean()
+
+
 @torch.no_grad()
 def landmark_nme(model, params, data, frames: Tensor | None = None) -> float | None:
     """Mean landmark error of a motion, as a fraction of the inter-ocular distance (the tracker's
@@ -102,10 +145,5 @@ def landmark_nme(model, params, data, frames: Tensor | None = None) -> float | N
     for chunk in idx.split(64):
         dev = data.landmarks.device
         verts = model(params[chunk.to(params.expr.device)], landmark_set=None, check_finite=False).vertices
-        cams = data.cameras[chunk.to(dev)]
-        uv = _projected_landmarks(model, verts, cams)
-        det = data.landmarks[chunk.to(dev)].to(uv)
-        a, b = MP_OUTER_EYE_CORNERS
-        iod = (det[:, a] - det[:, b]).norm(dim=-1).clamp_min(1e-6)  # [B]
-        errors.append((uv - det).norm(dim=-1).mean(1) / iod)
+        errors.append(frame_nme(model, verts, data.cameras[chunk.to(dev)], data.landmarks[chunk.to(dev)]))
     return float(torch.cat(errors).mean())

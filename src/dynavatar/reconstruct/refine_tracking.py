@@ -22,7 +22,7 @@ from ..flame import FlameModel, FlameParams
 from ..gaussians.avatar import GaussianAvatar
 from ..gaussians.binding import bind
 from .data import TrainData
-from .landmark_anchor import anchor_applies, landmark_anchor
+from .landmark_anchor import anchor_applies, landmark_anchor, landmark_budget, landmark_nme_per_frame
 from ..geometry.photometric import photometric_loss
 
 __all__ = ["RefineTrackingConfig", "refine_frame_params", "track_untrained_frames", "MOTION_FIELDS", "motion_optimizer"]
@@ -58,6 +58,8 @@ class RefineTrackingConfig:
     w_landmarks: float = 0.0  # robust reprojection error of the detected landmarks (``landmark_anchor``); off:
     # on held-out frames it costs far more PSNR than it gains lips IoU (docs/benchmarks.md)
     landmark_points: str = "all"  # "all" or "mouth" (``ANCHOR_POINTS``)
+    w_landmark_budget: float = 0.0  # > 0: a frame's landmark error may not rise above its starting motion's
+    # (``landmark_budget``), so the refinement cannot make the landmark fit worse
     w_l1: float = 0.8
     w_dssim: float = 0.2
 
@@ -75,6 +77,7 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
     out = {k: getattr(params, k).detach().clone() for k in MOTION_FIELDS}
     chunks = list(frames.split(cfg.chunk)) if len(frames) else []  # split() of nothing is one empty chunk
     anchored = anchor_applies(cfg.w_landmarks, data, model)
+    budget = landmark_nme_per_frame(model, params, data) if cfg.w_landmark_budget > 0 else None  # [N]
     for idx in tqdm(chunks, desc="refine tracking", disable=not progress, unit="chunk"):
         base = params[idx]
         delta = {k: torch.zeros_like(getattr(base, k), requires_grad=True) for k in MOTION_FIELDS}
@@ -90,6 +93,9 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
             if anchored:
                 loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
                                                                 data.landmarks_valid[idx], points=cfg.landmark_points)
+            if budget is not None:
+                loss = loss + cfg.w_landmark_budget * landmark_budget(model, verts, cams, data.landmarks[idx],
+                                                                      budget[idx.to(budget.device)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -102,14 +108,16 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
 
 
 def track_untrained_frames(avatar: GaussianAvatar, model: FlameModel, params: FlameParams, data: TrainData, renderer,
-                           steps: int, background=(1.0, 1.0, 1.0), progress: bool = False) -> FlameParams:
+                           steps: int, background=(1.0, 1.0, 1.0), progress: bool = False,
+                           w_landmark_budget: float = 0.0) -> FlameParams:
     """The pipeline's photometric tracking stage: after the fit, the frames it did not train on (the
     held-out tail) get their motion fitted to their pixels with the avatar frozen, as the trained
     frames' motion already was during training, so the stored motion of every frame is photometric
     and renders of the whole clip (and its held-out figures without an evaluation-time refinement)
     line up. Only motion moves (``refine_frame_params``), so no appearance of those frames reaches
-    the avatar. ``steps`` 0, or no untrained frames: ``params`` unchanged.  -> FlameParams [N]"""
+    the avatar; ``w_landmark_budget`` > 0 keeps each frame's landmark error within the landmark
+    fit's (``landmark_budget``). ``steps`` 0, or no untrained frames: ``params`` unchanged.  -> FlameParams [N]"""
     if steps <= 0 or not len(data.eval_idx):
         return params
-    cfg = RefineTrackingConfig(steps=steps)
+    cfg = RefineTrackingConfig(steps=steps, w_landmark_budget=w_landmark_budget)
     return refine_frame_params(avatar, model, params, data, data.eval_idx, renderer, cfg, background, progress)

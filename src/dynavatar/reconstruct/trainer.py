@@ -36,7 +36,7 @@ from ..geometry.cameras import project_points
 from .config import ReconstructConfig
 from .data import TrainData
 from .distributed import DataParallel, data_parallel
-from .landmark_anchor import anchor_applies, landmark_anchor
+from .landmark_anchor import anchor_applies, landmark_anchor, landmark_budget, landmark_nme_per_frame
 from ..geometry.photometric import l1 as l1_loss
 from ..geometry.photometric import photometric_loss, psnr, ssim
 from .refine_tracking import MOTION_FIELDS, motion_optimizer
@@ -212,6 +212,8 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                initial=start, total=cfg.steps)
     train = data.train_idx
     anchored = deltas is not None and anchor_applies(cfg.w_landmarks, data, model)
+    # [N] each frame's landmark error under the landmark fit: the refined motion may not exceed it
+    budget = landmark_nme_per_frame(model, base, data) if deltas is not None and cfg.w_landmark_budget > 0 else None
     # Where the loop stands, for Ctrl-C: steps < ``done`` are complete; "pre": the current step has only
     # drawn random numbers (state as at ``done``, streams as in ``rng0``); "update": it is changing the
     # splats/optimizers (no consistent state to save); "boundary": ``done`` steps complete, nothing more.
@@ -240,6 +242,9 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                     loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
                                                                     data.landmarks_valid[idx],
                                                                     points=cfg.landmark_points)
+                if budget is not None:
+                    loss = loss + cfg.w_landmark_budget * landmark_budget(model, verts, cams, data.landmarks[idx],
+                                                                          budget[idx.to(budget.device)])
                 opt.zero_grad(set_to_none=True)
                 if opt_params is not None:
                     opt_params.zero_grad(set_to_none=True)
