@@ -284,3 +284,24 @@ def test_refine_matte_snaps_a_fat_outline_to_the_colour_edge():
     inside[:, 96:] = False  # the crop runs past the video frame on the right
     padded = refine_matte(image, fat, inside, radius=10)
     assert np.array_equal(padded[:, 86:], fat[:, 86:])  # the padding and a window beside it
+
+
+def test_refine_matte_fills_a_hole_over_dark_hair_far_from_the_wall():
+    """The segmenter leaves a patch of alpha 0.5 deep inside dark hair (no wall within the window):
+    the wall further off still tells hair from wall, so the patch becomes person; a patch of wall
+    colour enclosed by the hair at the same alpha becomes background."""
+    from dynavatar.perceive.matting import refine_matte
+
+    h = w = 160
+    yy, xx = np.mgrid[:h, :w]
+    dist = np.hypot(yy - 80, xx - 80)
+    alpha = (dist < 70).astype(np.float32)
+    image = np.where(alpha[..., None] > 0, [30, 25, 20], [200, 205, 210]).astype(np.uint8)
+    hole = np.hypot(yy - 80, xx - 60) < 8  # 12+ px from the outline: beyond a 5 px window
+    gap = np.hypot(yy - 80, xx - 100) < 8
+    image[gap] = [200, 205, 210]  # wall seen through a gap in the hair
+    alpha[hole | gap] = 0.5
+    out = refine_matte(image, alpha, radius=5)
+    assert out[hole].min() > 0.95
+    assert out[gap].max() < 0.05
+    assert np.array_equal(out[dist > 75], alpha[dist > 75])

@@ -57,8 +57,8 @@ class PreprocessConfig:
     # segmenter took for the person; ``matting.keep_person``). A cache made without it is made again
     letterbox: bool = True  # black bars baked into the video are no picture (``letterbox.py``): no
     # matte there, and the frame ends where they start. A cache made without it is made again
-    refine_matte: bool = True  # re-estimate alpha along the outline from the colours on either side
-    # (``matting.refine_matte``): the segmenter's soft outline matted a band of wall in around the hair
+    refine_matte: bool = True  # re-estimate alpha where the segmenter was unsure from the person's and the
+    # background's colours (``matting.refine_matte``): a band of wall matted in around the hair, holes in it
     workers: int = 0  # processes that parse crops (0: one per CPU core, at most 8; 1: in this process).
     # The offline parser is pure NumPy, the slowest part of preprocessing: it is what the workers share.
 
@@ -73,6 +73,11 @@ def _fingerprint(path: Path) -> dict:
         f.seek(max(st.st_size - (1 << 20), 0))
         h.update(f.read(1 << 20))
     return {"path": str(path.resolve()), "size": st.st_size, "sha256_ends": h.hexdigest()}
+
+
+#: Bumped when the same settings give other mattes (2: ``refine_matte`` fills the holes over dark hair),
+#: so a cache made by an older version is made again.
+MATTE_VERSION = 2
 
 
 def _same_settings(old: dict | None, new: dict) -> bool:
@@ -148,7 +153,7 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
     video = Path(video).expanduser()
     out = _check_out_dir(Path(out_dir).expanduser(), video, overwrite)
     info = probe_video(video)
-    settings = dataclasses.asdict(cfg)
+    settings = {**dataclasses.asdict(cfg), "matte_version": MATTE_VERSION}
     source = _fingerprint(video)
     meta_path = out / "meta.json"
     if meta_path.is_file() and not overwrite:
