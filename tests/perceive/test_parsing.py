@@ -431,3 +431,44 @@ def test_facer_parser_with_a_stand_in_model(monkeypatch, tmp_path):
     assert lab[42, 3] == L["right_ear"]  # the earring follows its side
     assert lab[30, 40] == L["skin"] and (lab[:, -4:] == L["background"]).all()
     assert label_index("eyeglasses") == L["eyeglasses"]
+
+
+def test_strand_texture_sees_strands_not_edges_or_flat_skin():
+    """Alternating light and dark strands score far above a single edge of the same contrast and a
+    flat patch with sensor noise: the cue for hair whose colour is close to skin."""
+    from dynavatar.perceive.landmark_parser import strand_texture
+
+    rng = np.random.default_rng(0)
+    h = w = 128
+    xx = np.mgrid[:h, :w][1]
+    strands = 50 + 8 * np.sign(np.sin(xx * 2 * np.pi / 5))  # 5 px strands, vertical
+    edge = np.where(xx < w // 2, 42.0, 58.0)  # one edge, the same step
+    flat = 50 + rng.normal(0, 2, (h, w))  # skin with the sensor's grain
+    core = (slice(32, 96), slice(32, 96))
+    t_strands, t_edge, t_flat = (float(np.median(strand_texture(x, 512)[core])) for x in (strands, edge, flat))
+    assert t_strands > 5 * max(t_edge, t_flat), (t_strands, t_edge, t_flat)
+    assert float(strand_texture(edge, 512)[:, w // 2 - 2:w // 2 + 2].max()) < 0.2 * t_strands
+
+
+def test_real_light_hair_close_to_skin_is_hair(real_data):
+    """Strawberry-blonde hair on a fair face (liveportrait_s18): its colour is within a few sigma of
+    the skin's, so the colour rule alone called most of it skin, neck or ear (8 % of the person was
+    hair). With its strand texture the hair above the forehead and down the sides is hair."""
+    from dynavatar.perceive.landmarks import MediapipeFaceMesh
+    from dynavatar.perceive.matting import MediapipeSelfieMatte
+    from dynavatar.perceive.video import iter_frames
+
+    path = real_data / "liveportrait_s18.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    mesh, matter, parser = MediapipeFaceMesh(max_faces=1), MediapipeSelfieMatte(), LandmarkParser()
+    for i, frame in iter_frames(path, max_frames=151):
+        if i not in (0, 150):
+            continue
+        small = frame[::2, ::2].copy()  # 640 x 360: the parser's rules are in face heights
+        points = max(mesh.detect(small), key=lambda f: f.size).points
+        labels = parse_to_labels(parser.parse(small[None], points[None], mattes=matter.matte(small)[None])[0])
+        person = labels != L["background"]
+        up = points[10, :2] + (points[10, :2] - points[152, :2]) * 0.2
+        assert _at(labels, up) == L["hair"], i
+        assert (labels[person] == L["hair"]).mean() > 0.25, i

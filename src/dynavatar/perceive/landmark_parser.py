@@ -47,6 +47,12 @@ class LandmarkParserConfig:
     face_hair_band: float = 0.07  # inside the oval, hair may cover this band along its edge (face heights)
     refine_matte: bool = True  # return matte-edge pixels of the background's colour to the background
     hair_below_chin: float = 0.35  # hair prior's decay length below the chin when clothes look like hair (face heights)
+    hair_texture: float = 2.0  # strands: anisotropic gradient energy this many times the cheeks' (``strand_texture``)
+    near_hair_distance: float = 4.0  # hair colour this close to skin (squared Mahalanobis) still counts when it
+    # covers most of the hair zone with strand texture (strawberry-blonde, light brown hair on a fair face)
+    texture_weight: float = 1.5  # log-odds against skin per e-fold of strand texture beyond ``hair_texture``
+    texture_hair_distance: float = 16.0  # ... used only for hair colours closer to skin than this (squared
+    # Mahalanobis): dark hair is told from skin by colour alone, and edges (an ear's rim) stay skin
 
 
 class LandmarkParser:
@@ -94,8 +100,8 @@ class LandmarkParser:
 
     # The version after the slash changes when the same inputs give different maps, so cached
     # datasets parsed by an older version are parsed again (2: parts sampled at pixel centres;
-    # 3: iris, sclera and teeth).
-    name = "landmark-parser/3"
+    # 3: iris, sclera and teeth; 4: strand texture for hair close to skin in colour).
+    name = "landmark-parser/4"
 
     def __init__(self, config: LandmarkParserConfig | None = None, *, detector=None, matter=None) -> None:
         self.config = config or LandmarkParserConfig()
@@ -180,8 +186,12 @@ class LandmarkParser:
         alpha = self._refine_matte(lab, alpha, skin_model, face, min_seeds)
         fg = alpha > 0.5
         hair_zone = fg & (face.dist_out > 0.02 * face.height) & (face.v < face.v_brow)  # above the brows, off the face
-        hair_model = self._hair_model(lab, hair_zone, skin_model, min_seeds)
-        skin = self._skin_colour(lab, skin_model, hair_model, face) & fg  # [H, W] bool
+        texture = strand_texture(lab[..., 0], max(image.shape[:2]))  # [H, W]
+        cheeks = np.logical_or.reduce([face.parts[n] for n in _SKIN_SAMPLES]) & fg
+        # texture relative to the face's own skin: blur and video compression differ from clip to clip
+        texture = texture / max(float(np.median(texture[cheeks])) if cheeks.any() else 1.0, 1e-3)
+        hair_model = self._hair_model(lab, hair_zone, skin_model, min_seeds, texture)
+        skin = self._skin_colour(lab, skin_model, hair_model, face, texture) & fg  # [H, W] bool
         nonskin = fg & ~skin
         reach, clothes = self._hair_or_clothes(nonskin, hair_zone & nonskin, lab, hair_model, face, min_seeds)
         labels = self._assemble(face, fg, skin, reach, clothes)
@@ -268,14 +278,16 @@ class LandmarkParser:
         return model
 
     def _hair_model(self, lab: np.ndarray, zone: np.ndarray, skin: ColourGaussian,
-                    min_seeds: int) -> ColourGaussian | None:
+                    min_seeds: int, texture: np.ndarray | None = None) -> ColourGaussian | None:
         """Hair colour from the zone above the brows and off the face, or None (bald, shaved).
 
         A two-class EM in that zone: skin (the fixed skin model) against hair (a free Gaussian,
         started from the zone's least skin-like 30%). Red or blond hair close to skin colour is
         found this way where an absolute "far from skin" rule misses it. The result is rejected
         when hair would be a small part of the zone or its colour within a few sigma of skin
-        (then the "hair" was shaded scalp)."""
+        (then the "hair" was shaded scalp), unless it covers most of the zone with strand
+        ``texture`` (relative to the cheeks'): light hair on a fair face is that close to skin
+        in colour, shaded scalp is as smooth as the cheeks."""
         x = lab[zone]  # [N, 3]
         if len(x) < min_seeds:
             return None
@@ -294,14 +306,21 @@ class LandmarkParser:
                 return None
             model = fit(x[take])
             prior = float(np.clip(take.mean(), 0.05, 0.95))
-        if model is None or prior < 0.1 or float(skin.mahal2(model.mean)) < self.config.hair_min_distance:
+        cfg = self.config
+        if model is None or prior < 0.1:
             return None
-        return model
+        distance = float(skin.mahal2(model.mean))
+        if distance >= cfg.hair_min_distance:
+            return model
+        stranded = texture is not None and float(np.median(texture[zone][take])) >= cfg.hair_texture
+        return model if distance >= cfg.near_hair_distance and prior >= 0.6 and stranded else None
 
     def _skin_colour(self, lab: np.ndarray, skin: ColourGaussian, hair: ColourGaussian | None,
-                     face: FaceFrame) -> np.ndarray:
+                     face: FaceFrame, texture: np.ndarray | None = None) -> np.ndarray:
         """bool [H, W]: is the colour more likely skin than hair or "something else"?
-        "Something else" is a flat density at the skin model's ``skin_tolerance`` contour. The
+        "Something else" is a flat density at the skin model's ``skin_tolerance`` contour. Off the
+        face oval of a person whose hair is close to skin in colour, strand ``texture`` (relative to the cheeks') beyond
+        ``hair_texture`` counts against skin: strands of hair close to skin in colour. The
         log-odds are smoothed before the decision so single noisy pixels do not flip."""
         import cv2
 
@@ -316,6 +335,13 @@ class LandmarkParser:
         jaw_side = (face.dist_out < 0.12 * face.height) & (face.v > face.v_ear_bottom)  # stubble under a turned jaw
         prior = np.where(inner_face, 2.0, 0.0) + np.where(face.throat, 4.0, 0.0) + np.where(jaw_side, 3.0, 0.0)
         odds = np.clip(log_skin - log_other, -20, 20).astype(np.float32) + prior.astype(np.float32)
+        if hair is not None and texture is not None and float(skin.mahal2(hair.mean)) < cfg.texture_hair_distance:
+            # strands here and all around (~1 % of the side): a head of hair keeps its evidence, the
+            # thin line of one edge (an ear's rim, a sharpened outline) and skin beside hair do not
+            strands = np.clip(np.log(np.maximum(texture, 1e-6) / cfg.hair_texture), 0.0, 3.0).astype(np.float32)
+            strands = np.minimum(strands, cv2.GaussianBlur(strands, (0, 0), max(0.012 * max(lab.shape[:2]), 0.5)))
+            off_face = (face.dist_out > 0.02 * face.height) & ~face.throat
+            odds -= np.where(off_face, cfg.texture_weight * strands, 0.0).astype(np.float32)
         sigma = max(cfg.colour_smoothing * max(lab.shape[:2]), 0.5)
         odds = cv2.GaussianBlur(odds, (0, 0), sigma)
         return odds > 0
@@ -398,6 +424,28 @@ class LandmarkParser:
         probs *= fg_alpha
         probs[_L["background"]] = 1.0 - fg_alpha
         return probs
+
+
+def strand_texture(lightness: np.ndarray, side: int) -> np.ndarray:
+    """How much an image's lightness [H, W] looks like strands of hair -> float32 [H, W].
+
+    The structure tensor over 0.8 % of the image ``side`` gives the anisotropic gradient energy
+    (the square root of its eigenvalues' difference: strands have strong gradients across one
+    direction, skin is smooth, a sensor's isotropic grain cancels). A single edge (the hairline, an
+    ear's rim, the jaw against the neck) is anisotropic too, but its gradients all point one way,
+    while across strands they alternate: the energy is weighed by 1 - |mean gradient| / mean
+    |gradient|, which is near 0 on an edge and near 1 on strands."""
+    import cv2
+
+    x = lightness.astype(np.float32)
+    gx = cv2.Sobel(x, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(x, cv2.CV_32F, 0, 1, ksize=3)
+    sigma = max(0.008 * side, 1.0)
+    blur = lambda a: cv2.GaussianBlur(a, (0, 0), sigma)  # noqa: E731
+    jxx, jyy, jxy, mx, my = (blur(g) for g in (gx * gx, gy * gy, gx * gy, gx, gy))
+    energy = np.sqrt(np.sqrt((jxx - jyy) ** 2 + 4.0 * jxy ** 2))
+    alternating = 1.0 - np.sqrt(mx * mx + my * my) / np.maximum(blur(np.sqrt(gx * gx + gy * gy)), 1e-6)
+    return (energy * np.clip(alternating, 0.0, 1.0)).astype(np.float32)
 
 
 def split_eyes(labels: np.ndarray, face: FaceFrame, points: np.ndarray) -> np.ndarray:
