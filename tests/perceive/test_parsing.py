@@ -472,3 +472,22 @@ def test_real_light_hair_close_to_skin_is_hair(real_data):
         up = points[10, :2] + (points[10, :2] - points[152, :2]) * 0.2
         assert _at(labels, up) == L["hair"], i
         assert (labels[person] == L["hair"]).mean() > 0.25, i
+
+
+def test_real_shirt_under_a_head_thrown_back_is_clothes(real_data, tmp_path):
+    """liveportrait_d12's last frame, head-crop as preprocessing makes it: the head thrown back, only
+    a band of green shirt in view, joined through unconnected hair at the temples into one region
+    whose mean lies above the chin. That region was all hair; below the chin, where it is unlike the
+    hair's colour, it is clothes."""
+    from dynavatar.perceive import FrameDataset, preprocess
+    from dynavatar.perceive.preprocess import PreprocessConfig
+
+    path = real_data / "liveportrait_d12.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    preprocess(path, tmp_path / "d12", config=PreprocessConfig(stride=26, workers=1))  # frames 0, 26 ... 182
+    ds = FrameDataset.load(tmp_path / "d12")
+    labels = ds.parsing(len(ds) - 1)
+    h, w = labels.shape
+    band = labels[int(0.85 * h):, int(0.2 * w):int(0.5 * w)]  # the shirt's band, left of the middle
+    assert (band == L["clothes"]).mean() > 0.5 and (band == L["hair"]).mean() < 0.05  # was 0 and 0.63

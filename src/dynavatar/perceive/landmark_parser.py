@@ -100,8 +100,9 @@ class LandmarkParser:
 
     # The version after the slash changes when the same inputs give different maps, so cached
     # datasets parsed by an older version are parsed again (2: parts sampled at pixel centres;
-    # 3: iris, sclera and teeth; 4: strand texture for hair close to skin in colour).
-    name = "landmark-parser/4"
+    # 3: iris, sclera and teeth; 4: strand texture for hair close to skin in colour; 5: clothes below
+    # the chin in a region that reaches above it).
+    name = "landmark-parser/5"
 
     def __init__(self, config: LandmarkParserConfig | None = None, *, detector=None, matter=None) -> None:
         self.config = config or LandmarkParserConfig()
@@ -370,6 +371,14 @@ class LandmarkParser:
             count = np.bincount(comp[other], minlength=n)
             mean_v = np.bincount(comp[other], weights=face.v[other], minlength=n) / np.maximum(count, 1)
             clothes |= other & (mean_v[comp] > 0.0)
+        # A region not connected to the hair whose mean lies above the chin (a head thrown back: the
+        # band of shirt in view joins unconnected hair at the temples) is clothes below the chin
+        # where its colour is unlike the hair's.
+        rest = other & ~clothes & (face.v > 0.0)
+        if rest.any():
+            unlike = np.ones_like(rest) if hair is None else cv2.GaussianBlur(
+                hair.mahal2(lab), (0, 0), max(cfg.colour_smoothing * max(nonskin.shape), 0.5)) > cfg.skin_tolerance
+            clothes |= rest & unlike
         below = reach & (face.v > 0.0)
         if below.any():
             under_neck = nonskin & (face.v > 0.25) & (np.abs(face.u) < 0.2)
