@@ -69,8 +69,11 @@ class LandmarkParser:
        middle and chin (robust trimmed Gaussian, with extra spread along the shading ray so a
        shadowed neck is still skin). *Hair* by a two-class EM against skin in the zone above the
        brows and off the face; rejected (bald) when its colour is within a few sigma of skin.
+       Hair close to skin in colour (strawberry blonde on a fair face) is kept when it covers
+       most of the zone with strand texture (``strand_texture``), which smooth scalp lacks.
        Each pixel is skin-coloured or not by likelihood against hair and a flat "other colour",
-       plus priors (inner face, throat, and the jaw's underside lean to skin), smoothed a little.
+       plus priors (inner face, throat, and the jaw's underside lean to skin) and, for such
+       near-skin hair, strand texture off the face; smoothed a little.
     3. Non-skin foreground is hair or clothes by connectivity: regions connected to the hair
        zone are hair, others are clothes when they lie below the chin. Below the chin a region
        connected to the hair becomes clothes where its colour is more like the clothes (a colour
@@ -320,9 +323,9 @@ class LandmarkParser:
                      face: FaceFrame, texture: np.ndarray | None = None) -> np.ndarray:
         """bool [H, W]: is the colour more likely skin than hair or "something else"?
         "Something else" is a flat density at the skin model's ``skin_tolerance`` contour. Off the
-        face oval of a person whose hair is close to skin in colour, strand ``texture`` (relative to the cheeks') beyond
-        ``hair_texture`` counts against skin: strands of hair close to skin in colour. The
-        log-odds are smoothed before the decision so single noisy pixels do not flip."""
+        face oval of a person whose hair is close to skin in colour, strand ``texture`` (relative
+        to the cheeks') beyond ``hair_texture`` counts against skin. The log-odds are smoothed
+        before the decision so single noisy pixels do not flip."""
         import cv2
 
         cfg = self.config
@@ -443,7 +446,7 @@ def strand_texture(lightness: np.ndarray, side: int) -> np.ndarray:
     direction, skin is smooth, a sensor's isotropic grain cancels). A single edge (the hairline, an
     ear's rim, the jaw against the neck) is anisotropic too, but its gradients all point one way,
     while across strands they alternate: the energy is weighed by 1 - |mean gradient| / mean
-    |gradient|, which is near 0 on an edge and near 1 on strands."""
+    |gradient|, which is near 1 on strands and lower on an edge (not 0: video sharpening rings)."""
     import cv2
 
     x = lightness.astype(np.float32)
