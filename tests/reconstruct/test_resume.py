@@ -258,3 +258,17 @@ def test_a_swap_cut_short_by_a_kill_is_recovered(clip, tmp_path):
     resumed = load_checkpoint(ck, _cfg(steps=2), torch.device("cpu"))
     assert resumed is not None and resumed.step == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+def test_a_setting_newer_than_the_checkpoint_resumes_at_its_default():
+    """A checkpoint written before a setting existed lacks it: left at its default (the behaviour
+    before it existed) the run resumes; changed, the difference is named."""
+    from dynavatar.reconstruct.resume import config_differences
+
+    cfg = ReconstructConfig.preset("tiny")
+    saved = dataclasses.asdict(cfg)
+    del saved["w_landmark_budget"]
+    assert config_differences(saved, cfg) == []
+    assert config_differences(saved, dataclasses.replace(cfg, w_landmark_budget=1.0)) == \
+        ["w_landmark_budget: (none) -> 1.0"]
+    assert config_differences(saved, dataclasses.replace(cfg, seed=7)) == ["seed: 0 -> 7"]

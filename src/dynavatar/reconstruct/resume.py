@@ -82,15 +82,20 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def config_differences(saved: dict, cfg: ReconstructConfig) -> list[str]:
     """``"lr.sh: 0.02 -> 0.01"`` for every setting (outside ``FREE_FIELDS``) that differs between a
-    checkpoint's config and ``cfg``; [] when the checkpoint may resume this run."""
+    checkpoint's config and ``cfg``; [] when the checkpoint may resume this run. A setting added
+    after the checkpoint was written counts as equal when ``cfg`` keeps its default, which is how
+    the code behaved before the setting existed."""
     now = _flat(json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))
     old = _flat(json.loads(json.dumps(saved or {}, default=str)))
+    defaults = _flat(json.loads(json.dumps(dataclasses.asdict(ReconstructConfig()), default=str)))
     missing = object()
     diffs = []
     for key in sorted(set(now) | set(old)):
         if key in FREE_FIELDS:
             continue
         a, b = old.get(key, missing), now.get(key, missing)
+        if a is missing and key in defaults and b == defaults[key]:
+            continue  # a setting newer than the checkpoint, left as it was before it existed
         if a != b:
             diffs.append(f"{key}: {'(none)' if a is missing else a} -> {'(none)' if b is missing else b}")
     return diffs
