@@ -327,12 +327,13 @@ def test_preprocess_reuses_a_dataset_written_before_markers(tmp_path, small_vide
 
     from dynavatar.perceive import PreprocessConfig, preprocess
     from dynavatar.perceive.dataset import DATASET_FORMAT
-    from dynavatar.perceive.preprocess import _fingerprint
+    from dynavatar.perceive.preprocess import MATTE_VERSION, _fingerprint
 
     cfg = PreprocessConfig(parse=False, resolution=32)
     out = tmp_path / "data"
     out.mkdir()
-    meta = {"format": DATASET_FORMAT, "source": _fingerprint(small_video), "settings": dataclasses.asdict(cfg),
+    settings = {**dataclasses.asdict(cfg), "matte_version": MATTE_VERSION}
+    meta = {"format": DATASET_FORMAT, "source": _fingerprint(small_video), "settings": settings,
             "resolution": 32, "fps": 25.0}
     (out / "meta.json").write_text(json.dumps(meta))
     n = 4
