@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from typing import Callable
 
 import numpy as np
 
@@ -190,10 +191,14 @@ class LandmarkParser:
         alpha = self._refine_matte(lab, alpha, skin_model, face, min_seeds)
         fg = alpha > 0.5
         hair_zone = fg & (face.dist_out > 0.02 * face.height) & (face.v < face.v_brow)  # above the brows, off the face
-        texture = strand_texture(lab[..., 0], max(image.shape[:2]))  # [H, W]
-        cheeks = np.logical_or.reduce([face.parts[n] for n in _SKIN_SAMPLES]) & fg
-        # texture relative to the face's own skin: blur and video compression differ from clip to clip
-        texture = texture / max(float(np.median(texture[cheeks])) if cheeks.any() else 1.0, 1e-3)
+
+        @functools.cache
+        def texture() -> np.ndarray:  # [H, W]; only hair close to skin in colour asks for it (~20 % of a parse)
+            t = strand_texture(lab[..., 0], max(image.shape[:2]))
+            cheeks = np.logical_or.reduce([face.parts[n] for n in _SKIN_SAMPLES]) & fg
+            # relative to the face's own skin: blur and video compression differ from clip to clip
+            return t / max(float(np.median(t[cheeks])) if cheeks.any() else 1.0, 1e-3)
+
         hair_model = self._hair_model(lab, hair_zone, skin_model, min_seeds, texture)
         skin = self._skin_colour(lab, skin_model, hair_model, face, texture) & fg  # [H, W] bool
         nonskin = fg & ~skin
@@ -282,7 +287,7 @@ class LandmarkParser:
         return model
 
     def _hair_model(self, lab: np.ndarray, zone: np.ndarray, skin: ColourGaussian,
-                    min_seeds: int, texture: np.ndarray | None = None) -> ColourGaussian | None:
+                    min_seeds: int, texture: Callable[[], np.ndarray] | None = None) -> ColourGaussian | None:
         """Hair colour from the zone above the brows and off the face, or None (bald, shaved).
 
         A two-class EM in that zone: skin (the fixed skin model) against hair (a free Gaussian,
@@ -290,7 +295,7 @@ class LandmarkParser:
         found this way where an absolute "far from skin" rule misses it. The result is rejected
         when hair would be a small part of the zone or its colour within a few sigma of skin
         (then the "hair" was shaded scalp), unless it covers most of the zone with strand
-        ``texture`` (relative to the cheeks'): light hair on a fair face is that close to skin
+        ``texture()`` (relative to the cheeks'): light hair on a fair face is that close to skin
         in colour, shaded scalp is as smooth as the cheeks."""
         x = lab[zone]  # [N, 3]
         if len(x) < min_seeds:
@@ -316,14 +321,15 @@ class LandmarkParser:
         distance = float(skin.mahal2(model.mean))
         if distance >= cfg.hair_min_distance:
             return model
-        stranded = texture is not None and float(np.median(texture[zone][take])) >= cfg.hair_texture
-        return model if distance >= cfg.near_hair_distance and prior >= 0.6 and stranded else None
+        if distance < cfg.near_hair_distance or prior < 0.6 or texture is None:
+            return None
+        return model if float(np.median(texture()[zone][take])) >= cfg.hair_texture else None
 
     def _skin_colour(self, lab: np.ndarray, skin: ColourGaussian, hair: ColourGaussian | None,
-                     face: FaceFrame, texture: np.ndarray | None = None) -> np.ndarray:
+                     face: FaceFrame, texture: Callable[[], np.ndarray] | None = None) -> np.ndarray:
         """bool [H, W]: is the colour more likely skin than hair or "something else"?
         "Something else" is a flat density at the skin model's ``skin_tolerance`` contour. Off the
-        face oval of a person whose hair is close to skin in colour, strand ``texture`` (relative
+        face oval of a person whose hair is close to skin in colour, strand ``texture()`` (relative
         to the cheeks') beyond ``hair_texture`` counts against skin. The log-odds are smoothed
         before the decision so single noisy pixels do not flip."""
         import cv2
@@ -342,7 +348,7 @@ class LandmarkParser:
         if hair is not None and texture is not None and float(skin.mahal2(hair.mean)) < cfg.texture_hair_distance:
             # strands here and all around (~1 % of the side): a head of hair keeps its evidence, the
             # thin line of one edge (an ear's rim, a sharpened outline) and skin beside hair do not
-            strands = np.clip(np.log(np.maximum(texture, 1e-6) / cfg.hair_texture), 0.0, 3.0).astype(np.float32)
+            strands = np.clip(np.log(np.maximum(texture(), 1e-6) / cfg.hair_texture), 0.0, 3.0).astype(np.float32)
             strands = np.minimum(strands, cv2.GaussianBlur(strands, (0, 0), max(0.012 * max(lab.shape[:2]), 0.5)))
             off_face = (face.dist_out > 0.02 * face.height) & ~face.throat
             odds -= np.where(off_face, cfg.texture_weight * strands, 0.0).astype(np.float32)
