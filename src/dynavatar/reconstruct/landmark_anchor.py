@@ -106,11 +106,12 @@ def landmark_nme_per_frame(model, params, data) -> Tensor | None:
     if data.landmarks is None or LANDMARK_SET not in model.landmark_sets:
         return None
     dev = data.landmarks.device
-    out = torch.full((len(data.frame_index),), float("inf"), device=dev)
-    for chunk in torch.arange(len(out)).split(64):
+    out = []
+    for chunk in torch.arange(len(data.frame_index)).split(64):
         verts = model(params[chunk.to(params.expr.device)], landmark_set=None, check_finite=False).vertices
-        out[chunk.to(dev)] = frame_nme(model, verts, data.cameras[chunk.to(dev)], data.landmarks[chunk.to(dev)]).to(dev)
-    return torch.where(data.landmarks_valid.to(dev), out, torch.full_like(out, float("inf")))
+        out.append(frame_nme(model, verts, data.cameras[chunk.to(dev)], data.landmarks[chunk.to(dev)]).to(dev))
+    nme = torch.cat(out) if out else torch.zeros(0, device=dev)
+    return torch.where(data.landmarks_valid.to(dev), nme, torch.full_like(nme, float("inf")))
 
 
 def landmark_budget(model, vertices: Tensor, cameras: Cameras, target: Tensor, budget: Tensor,
@@ -135,15 +136,9 @@ def landmark_nme(model, params, data, frames: Tensor | None = None) -> float | N
     embedded detector points projected with ``data``'s cameras vs the detected points, over the
     ``frames`` (all by default) where a face was detected. params: FlameParams [N]; data: a
     ``TrainData`` with landmarks. -> None without landmarks, the embedding, or any detected frame."""
-    if data.landmarks is None or LANDMARK_SET not in model.landmark_sets:
+    per_frame = landmark_nme_per_frame(model, params, data)  # [N]
+    if per_frame is None:
         return None
-    idx = torch.arange(len(data.frame_index)) if frames is None else torch.as_tensor(frames).reshape(-1).cpu()
-    idx = idx[data.landmarks_valid.cpu()[idx]]
-    if not len(idx):
-        return None
-    errors = []
-    for chunk in idx.split(64):
-        dev = data.landmarks.device
-        verts = model(params[chunk.to(params.expr.device)], landmark_set=None, check_finite=False).vertices
-        errors.append(frame_nme(model, verts, data.cameras[chunk.to(dev)], data.landmarks[chunk.to(dev)]))
-    return float(torch.cat(errors).mean())
+    idx = torch.arange(len(per_frame)) if frames is None else torch.as_tensor(frames).reshape(-1).cpu()
+    chosen = per_frame.cpu()[idx[data.landmarks_valid.cpu()[idx]]]
+    return float(chosen.mean()) if len(chosen) else None
