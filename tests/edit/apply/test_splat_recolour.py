@@ -359,3 +359,34 @@ def test_temporal_metric_is_fair_across_colours_and_ignores_edge_pixels():
     assert abs(hue - np.std(jit)) < 0.5, hue
     grey = region_colour_consistency(*_frames(0.005, 28.0, rel))
     assert math.isnan(grey["hue_std_deg"]), "a grey region has no hue to be consistent in"
+
+
+def test_a_dark_brown_iris_turns_blue_around_a_pupil_found_by_position():
+    """Two iris discs of a near-black brown (as the tiny avatars of dark-eyed clips have: darker
+    than the colour rule's pupil cut) with a black pupil at the centre: with the splats' positions,
+    'blue eyes' lifts the iris into the blue shade and leaves the pupil exactly as it was."""
+    from dynavatar.edit.apply.splat_recolour import geometric_pupil
+
+    (plan,) = RuleRefiner().refine_all("blue eyes")
+    g = torch.linspace(-1, 1, 15)
+    yy, xx = torch.meshgrid(g, g, indexing="ij")
+    disc = torch.stack([xx, yy], -1).reshape(-1, 2)
+    disc = disc[disc.norm(dim=-1) <= 1.0]  # unit disc, [D, 2]
+    R = 0.005
+    positions = torch.cat([torch.cat([disc * R + torch.tensor([sx, 0.01]), torch.full((len(disc), 1), 0.07)], 1)
+                           for sx in (-0.032, 0.032)])  # [N, 3], both eyes
+    r = torch.cat([disc.norm(dim=-1)] * 2)  # [N] radius / R
+    rgb = torch.where((r < 0.2)[:, None], torch.tensor([0.01, 0.01, 0.01]), torch.tensor([0.07, 0.045, 0.03]))
+    av = _bare_avatar(rgb, label="iris")
+    pupil = geometric_pupil(positions, torch.ones(len(r)))
+    assert pupil[r < 0.2].min() == 1.0 and pupil[r > 0.45].max() == 0.0, "the disc's centre is pupil, the ring not"
+    weight = splat_region_weight(av.labels, plan, torch.ones(len(r), dtype=torch.bool))
+    new = sh_to_rgb(recolour_splats(av, plan, weight, torch.ones(len(r)), positions=positions).sh[:, 0])
+    old = sh_to_rgb(av.sh[:, 0])
+    ring = rgb_to_oklab(new[r > 0.5].double())
+    hue = torch.rad2deg(torch.atan2(ring[:, 2], ring[:, 1])).median().item()
+    print(f"ring L {ring[:, 0].median():.3f} hue {hue:.0f} deg; pupil change "
+          f"{(new[r < 0.2] - old[r < 0.2]).abs().max() * 255:.3f}/255")
+    assert (new[r < 0.2] - old[r < 0.2]).abs().max() < 0.5 / 255, "the pupil is untouched"
+    assert ring[:, 0].median() > 0.3, "the iris is lifted into the blue shade's lightness (dark end 0.33)"
+    assert -130 < hue < -80, "the iris turns blue"

@@ -34,15 +34,15 @@ from torch import Tensor
 
 from ...gaussians.avatar import GaussianAvatar, rgb_to_sh, sh_to_rgb
 from ...geometry.cameras import Cameras
-from ...geometry.labels import label_index
+from ...geometry.labels import NUM_LABELS, label_index
 from ...semantics.labelling import splat_pixel_votes
 from ..colour_space import oklab_to_rgb, rgb_to_oklab
 from ..editors.palette_recolour import (EYE_REGIONS, colourist_oklab, fit_region, iris_membership, recolour_oklab,
-                                        region_stats, target_from_plan, weighted_quantiles)
+                                        region_stats, smoothstep, target_from_plan, weighted_quantiles)
 from ..plan import EditPlan
 
 __all__ = ["splat_region_weight", "splat_visibility", "statistics_views", "inside_share_gate", "splat_palette_stats", "recolour_splats",
-           "splat_heights", "rest_pose", "rest_positions"]
+           "splat_heights", "rest_pose", "rest_positions", "geometric_pupil"]
 
 logger = logging.getLogger("dynavatar.edit")
 
@@ -152,6 +152,27 @@ def splat_heights(positions: Tensor, weight: Tensor, up: Tensor | None = None) -
     return ((hi - y) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
 
 
+def geometric_pupil(positions: Tensor, iris: Tensor, inner: float = 0.35, outer: float = 0.6) -> Tensor:
+    """How much each splat [M] is pupil, from where it sits in its iris disc rather than its colour.
+
+    The two eyes are split by the head's x (left/right of the midline); each disc's centre and RMS
+    radius in the x-y plane (the rest pose looks along z) are weighted by ``iris`` [M] (label times
+    visibility). A uniform disc of radius R has RMS radius 0.71 R and a pupil of 0.25-0.45 R, so
+    the pupil fades out between ``inner`` and ``outer`` RMS radii. Splats far from both discs get 0.
+    positions [M, 3] (rest pose, head frame); iris [M] >= 0. -> [M] in [0, 1]"""
+    out = torch.zeros(len(positions), dtype=positions.dtype, device=positions.device)
+    w = iris.clamp_min(0).to(positions)
+    for side in (positions[:, 0] < 0, positions[:, 0] >= 0):
+        ws = w * side
+        if float(ws.sum()) <= 1e-8:
+            continue
+        centre = (positions * ws[:, None]).sum(0) / ws.sum()  # [3]
+        d = (positions[:, :2] - centre[:2]).norm(dim=-1)  # [M]
+        rms = ((ws * d**2).sum() / ws.sum()).sqrt().clamp_min(1e-6)
+        out = torch.where(side, 1 - smoothstep(inner, outer, d / rms), out)
+    return out
+
+
 def rest_pose(params):
     """``params``' first frame [1] with no pose or expression: the identity's head in its own frame (+y up)."""
     p = params[0:1]
@@ -201,7 +222,13 @@ def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, v
     if float((w * seen).sum()) <= 1e-8:  # no view shows the region: opacity is the best guess left
         seen = opacity
     if eye:
-        w = w * iris_membership(lab, w * seen)  # the iris, not the pupil, sclera or glint
+        if positions is None and model is not None and params is not None:
+            positions = rest_positions(gaussians, model, params)
+        pupil = None
+        if positions is not None and gaussians.labels.shape[1] == NUM_LABELS:
+            iris = gaussians.labels[idx, label_index("iris")].to(w)
+            pupil = torch.where(iris > 0.5, geometric_pupil(positions[idx].to(w), iris * seen), float("nan"))
+        w = w * iris_membership(lab, w * seen, pupil=pupil)  # the iris, not the pupil, sclera or glint
     stat_w = w * seen
     heights = None
     if target is not None and _positional(target):

@@ -28,7 +28,7 @@ import torch
 
 __all__ = ["MaterialStyle", "MATERIAL_STYLES", "EYE_REGIONS", "region_stats", "colour_affinity", "darker_part",
            "recolour_oklab", "ColourTarget", "RegionFit", "fit_region", "colourist_oklab", "iris_membership",
-           "target_from_plan", "plan_family", "into_gamut", "weighted_quantiles"]
+           "target_from_plan", "plan_family", "into_gamut", "weighted_quantiles", "smoothstep"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,36 +316,43 @@ def _angle(d: torch.Tensor) -> torch.Tensor:
     return torch.atan2(torch.sin(d), torch.cos(d))
 
 
-def _smoothstep(a: float, b: float, x: torch.Tensor) -> torch.Tensor:
+def smoothstep(a: float, b: float, x: torch.Tensor) -> torch.Tensor:
+    """0 below ``a``, 1 above ``b``, a cubic with flat ends between (a gate with no tail)."""
     t = ((x - a) / (b - a)).clamp(0, 1)
     return t * t * (3 - 2 * t)
 
 
-def iris_membership(lab: torch.Tensor, weight: torch.Tensor, min_spread: float = 0.15) -> torch.Tensor:
+def iris_membership(lab: torch.Tensor, weight: torch.Tensor, min_spread: float = 0.15,
+                    pupil: torch.Tensor | None = None) -> torch.Tensor:
     """How much each element [P] of an eye region is iris that a new eye colour should move.
 
     Out: the sclera (light and nearly grey: above the midpoint of the region's 10th-90th lightness
     percentiles when they span ``min_spread``, which an eye opening does), the glint (much lighter
     than the rest and grey) and the pupil (darker than half the iris's median lightness, fading in
     up to 0.7 of it). The limbal ring is darker than the iris but lighter than that, so it moves
-    with the iris, and keeps its relative darkness (lightness is mapped, not replaced)."""
+    with the iris, and keeps its relative darkness (lightness is mapped, not replaced).
+    ``pupil`` [P] (1 pupil, 0 not, NaN unknown; ``splat_recolour.geometric_pupil``) replaces the
+    colour rule where known: in a dark brown iris the iris itself is darker than that rule's cut
+    (splat colours of 0 in the tiny avatars of four of the eight shared clips), and was left out."""
     L, C = lab[:, 0], lab[:, 1:].norm(dim=-1)
     w = weight.to(lab).clamp_min(0)
     # Gates are smoothsteps, not sigmoids: a clear sclera or glint is out *exactly* (a sigmoid's
     # tail let 3-15 % of an eye edit leak into a slightly tinted white).
-    grey = 1 - _smoothstep(0.04, 0.08, C)
+    grey = 1 - smoothstep(0.04, 0.08, C)
     white = torch.zeros_like(L)
     if float(w.sum()) > 0:
         lo, hi = weighted_quantiles(L, w, torch.tensor([0.1, 0.9], dtype=torch.float64))
         if float(hi - lo) >= min_spread:
             mid = float((lo + hi) / 2)
-            white = _smoothstep(mid - 0.04, mid + 0.04, L) * grey
+            white = smoothstep(mid - 0.04, mid + 0.04, L) * grey
     rest = w * (1 - white)
     med = weighted_quantiles(L, rest if float(rest.sum()) > 0 else torch.ones_like(L),
                              torch.tensor([0.5], dtype=torch.float64))[0]
-    glint = _smoothstep(float(med) + 0.25, float(med) + 0.35, L) * grey
-    pupil = 1 - ((L - 0.5 * med) / (0.2 * med).clamp_min(1e-3)).clamp(0, 1)
-    return (1 - torch.maximum(white, glint)) * (1 - pupil)
+    glint = smoothstep(float(med) + 0.25, float(med) + 0.35, L) * grey
+    dark = 1 - ((L - 0.5 * med) / (0.2 * med).clamp_min(1e-3)).clamp(0, 1)
+    if pupil is not None:  # where the eye's geometry says (not NaN), it decides, not the colour
+        dark = torch.where(torch.isnan(pupil), dark, pupil.to(dark))
+    return (1 - torch.maximum(white, glint)) * (1 - dark)
 
 
 def _shade_at(target: ColourTarget, t: torch.Tensor, L_new: torch.Tensor) -> torch.Tensor:
@@ -367,9 +374,10 @@ def _map_to(lab: torch.Tensor, fit: RegionFit, target: ColourTarget, t: torch.Te
     """The element colours [P, 3] mapped onto ``target`` at ranks ``t`` [P] (texture kept)."""
     L, ab = lab[:, 0], lab[:, 1:]
     d, l = target.dark.to(lab), target.light.to(lab)
-    if target.eye:  # half-way in lightness, the iris's own structure kept exactly
-        mid = 0.5 * (d[0] + l[0])
-        L_new = L + 0.5 * (mid - fit.lightness_median)
+    if target.eye:  # half-way in lightness, the iris's own structure kept exactly; the new median
+        # inside the shade's range: half-way from a near-black iris to blue is still near-black
+        med = fit.lightness_median
+        L_new = L + torch.minimum(torch.maximum(0.5 * (0.5 * (d[0] + l[0]) - med), d[0] - med), l[0] - med)
     else:
         L_new = d[0] + t * (l[0] - d[0])
     L_new = L_new.clamp(0.02, 0.99)
@@ -418,19 +426,19 @@ def colourist_oklab(lab: torch.Tensor, fit: RegionFit, target: ColourTarget, str
     new = _map_to(lab, fit, target, t)
     quals = set(target.qualifiers)
     if "highlights" in quals:  # the lightest strands lifted, a little paler
-        lift = _smoothstep(0.6, 0.92, t)
+        lift = smoothstep(0.6, 0.92, t)
         new = torch.cat([(new[:, :1] + 0.12 * lift[:, None] * (1 - new[:, :1])), new[:, 1:] * (1 - 0.2 * lift)[:, None]], -1)
     if heights is not None:
         h = heights.to(lab)
         if target.second is not None:
             other = _map_to(lab, fit, target.second, t)
-            k = _smoothstep(0.35, 0.7, h) if target.second_at == "ends" else 1 - _smoothstep(0.3, 0.65, h)
+            k = smoothstep(0.35, 0.7, h) if target.second_at == "ends" else 1 - smoothstep(0.3, 0.65, h)
             new = new + k[:, None] * (other - new)
         if "dark roots" in quals:
-            r = 1 - _smoothstep(0.12, 0.4, h)
+            r = 1 - smoothstep(0.12, 0.4, h)
             new = torch.cat([new[:, :1] * (1 - 0.45 * r)[:, None], new[:, 1:] * (1 - 0.4 * r)[:, None]], -1)
         if "ombre" in quals:
-            top = 1 - _smoothstep(0.25, 0.75, h)
+            top = 1 - smoothstep(0.25, 0.75, h)
             new = new + top[:, None] * (lab - new)
     style = MATERIAL_STYLES.get(material) if material else None
     if style is not None:
