@@ -491,3 +491,36 @@ def test_real_shirt_under_a_head_thrown_back_is_clothes(real_data, tmp_path):
     h, w = labels.shape
     band = labels[int(0.85 * h):, int(0.2 * w):int(0.5 * w)]  # the shirt's band, left of the middle
     assert (band == L["clothes"]).mean() > 0.5 and (band == L["hair"]).mean() < 0.05  # was 0 and 0.63
+
+
+def test_real_dark_hair_on_a_dark_background_keeps_its_outline(real_data, tmp_path):
+    """sadtalker_aoc: dark hair on a navy flag. The parser's matte clean-up took the hair's outer
+    rim (inside the matte) back into the background: it is far from skin and near the wide colour
+    model of the flag. Above the brows the hair's own colour now keeps it: walking up from the top
+    of the forehead of the preprocessed crops, hair starts within a few pixels of the matte's
+    outline (the old rule left gaps of 20-31 px in the 512-px crops)."""
+    from dynavatar.perceive import FrameDataset, preprocess
+    from dynavatar.perceive.preprocess import PreprocessConfig
+
+    path = real_data / "sadtalker_aoc.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    preprocess(path, tmp_path / "aoc", config=PreprocessConfig(stride=99, workers=1))  # frames 0, 99, 198
+    ds = FrameDataset.load(tmp_path / "aoc")
+    points = np.load(tmp_path / "aoc" / "landmarks.npz")["lmk_crop"]
+    gaps = []
+    for i in range(len(ds)):
+        labels, alpha = ds.parsing(i), ds.matte(i)
+        top, chin = points[i, 10, :2], points[i, 152, :2]
+        up = (top - chin) / np.linalg.norm(top - chin)
+        side = np.array([-up[1], up[0]])
+        for off in np.linspace(-0.25, 0.25, 5) * np.linalg.norm(top - chin):
+            xy = top + side * off
+            while _at(alpha, xy + up) > 0.5:  # to the matte's outline above the head
+                xy = xy + up
+            gap = 0  # pixels down from the outline to the first hair pixel
+            while gap < 40 and _at(labels, xy - gap * up) != L["hair"]:
+                gap += 1
+            gaps.append(gap)
+    print("background gaps under the matte's outline (px):", gaps)
+    assert np.median(gaps) <= 3 and np.mean(np.array(gaps) <= 6) >= 0.8, gaps

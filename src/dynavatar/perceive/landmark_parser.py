@@ -105,8 +105,9 @@ class LandmarkParser:
     # The version after the slash changes when the same inputs give different maps, so cached
     # datasets parsed by an older version are parsed again (2: parts sampled at pixel centres;
     # 3: iris, sclera and teeth; 4: strand texture for hair close to skin in colour; 5: clothes below
-    # the chin in a region that reaches above it).
-    name = "landmark-parser/5"
+    # the chin in a region that reaches above it; 6: the matte's rim above the brows kept where it
+    # has the hair's colour).
+    name = "landmark-parser/6"
 
     def __init__(self, config: LandmarkParserConfig | None = None, *, detector=None, matter=None) -> None:
         self.config = config or LandmarkParserConfig()
@@ -243,7 +244,8 @@ class LandmarkParser:
         """Take back into the background what the (coarse, 256 px) matte let through along its
         edge but is clearly the background's colour: a wall seen under the jaw or between hair
         and neck. A colour model of the background next to the person decides, and only in a
-        band along the matte's edge, away from the face, and only where skin is far less likely."""
+        band along the matte's edge, away from the face, and only where skin (and above the brows,
+        the hair's colour) is far less likely."""
         import cv2
 
         if not self.config.refine_matte:
@@ -258,6 +260,15 @@ class LandmarkParser:
             return alpha
         band = (fg > 0) & (to_bg < 0.04 * side) & (face.dist_in < 0.05 * face.height)  # not the inner face
         odds = np.clip(bg.log_pdf(lab) - skin.log_pdf(lab), -20, 20).astype(np.float32)
+        # Above the brows the band's rim is the hair's own outline: dark hair on a dark background
+        # (aoc's navy flag) is far from skin and near the wall's wide model, so without this its
+        # outer 20-30 px (of a 512-px crop) went to the background although the matte had them.
+        # The hair's colour comes from the hair zone inside the band.
+        top = face.v < face.v_brow
+        seeds = (fg > 0) & (to_bg >= 0.04 * side) & (face.dist_out > 0.02 * face.height) & top
+        hair = fit_gaussian(lab[seeds], widen=(1.2, 1.2, 1.2)) if seeds.sum() >= min_seeds else None
+        if hair is not None:
+            odds = np.where(top, np.minimum(odds, np.clip(bg.log_pdf(lab) - hair.log_pdf(lab), -20, 20)), odds)
         odds = np.where(bg.mahal2(lab) < 12.0, odds, -20.0).astype(np.float32)
         odds = cv2.GaussianBlur(odds, (0, 0), max(self.config.colour_smoothing * side, 0.5))
         wall = band & (odds > 3.0)
