@@ -75,9 +75,10 @@ def _fingerprint(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": st.st_size, "sha256_ends": h.hexdigest()}
 
 
-#: Bumped when the same settings give other mattes (2: ``refine_matte`` fills the holes over dark hair),
-#: so a cache made by an older version is made again.
-MATTE_VERSION = 2
+#: Bumped when the same settings give other mattes (2: ``refine_matte`` fills the holes over dark hair;
+#: 3: ... but the background colour from further off is used only inside the person, not along the
+#: outline), so a cache made by an older version is made again.
+MATTE_VERSION = 3
 
 
 def _same_settings(old: dict | None, new: dict) -> bool:
