@@ -106,7 +106,7 @@ class LandmarkParser:
     # datasets parsed by an older version are parsed again (2: parts sampled at pixel centres;
     # 3: iris, sclera and teeth; 4: strand texture for hair close to skin in colour; 5: clothes below
     # the chin in a region that reaches above it; 6: the matte's rim above the brows kept where it
-    # has the hair's colour).
+    # has the hair's colour; a shirt region joined to the hair at the temples split by a clothes colour).
     name = "landmark-parser/6"
 
     def __init__(self, config: LandmarkParserConfig | None = None, *, detector=None, matter=None) -> None:
@@ -394,11 +394,23 @@ class LandmarkParser:
         # A region not connected to the hair whose mean lies above the chin (a head thrown back: the
         # band of shirt in view joins unconnected hair at the temples) is clothes below the chin
         # where its colour is unlike the hair's.
-        rest = other & ~clothes & (face.v > 0.0)
+        # Below the chin that colour also seeds a clothes model, which claims what looks more like it
+        # than like the hair (the shirt's shaded top in d12's laughing tail); with the head thrown
+        # back the shirt beside the face lies up to a quarter face height above the chin's line, where
+        # only colour both unlike the hair and like those clothes is taken.
+        rest = other & ~clothes & (face.v > -0.25)
         if rest.any():
-            unlike = np.ones_like(rest) if hair is None else cv2.GaussianBlur(
-                hair.mahal2(lab), (0, 0), max(cfg.colour_smoothing * max(nonskin.shape), 0.5)) > cfg.skin_tolerance
-            clothes |= rest & unlike
+            sigma = max(cfg.colour_smoothing * max(nonskin.shape), 0.5)
+            chin = face.v > 0.0
+            unlike = np.ones_like(rest) if hair is None else (
+                cv2.GaussianBlur(hair.mahal2(lab), (0, 0), sigma) > cfg.skin_tolerance)
+            seeds = rest & unlike & chin
+            cloth = fit_gaussian(lab[seeds]) if hair is not None and seeds.sum() >= min_seeds else None
+            like = np.zeros_like(rest)
+            if cloth is not None:
+                odds = np.clip(cloth.log_pdf(lab) - hair.log_pdf(lab), -20, 20).astype(np.float32)
+                like = cv2.GaussianBlur(odds, (0, 0), sigma) > 0
+            clothes |= rest & np.where(chin, unlike | like, unlike & like)
         below = reach & (face.v > 0.0)
         if below.any():
             under_neck = nonskin & (face.v > 0.25) & (np.abs(face.u) < 0.2)
