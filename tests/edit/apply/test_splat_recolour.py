@@ -390,3 +390,34 @@ def test_a_dark_brown_iris_turns_blue_around_a_pupil_found_by_position():
     assert (new[r < 0.2] - old[r < 0.2]).abs().max() < 0.5 / 255, "the pupil is untouched"
     assert ring[:, 0].median() > 0.3, "the iris is lifted into the blue shade's lightness (dark end 0.33)"
     assert -130 < hue < -80, "the iris turns blue"
+
+
+def test_a_light_grey_iris_is_not_taken_for_the_white_of_the_eye():
+    """A grey iris is nearly as light as the sclera around it, and the lightness split of the eye
+    opening called it sclera ('blue eyes' left d10's grey irises alone). Splats labelled iris, with
+    their place in the disc known, are iris: they turn blue; the white stays exactly white."""
+    (plan,) = RuleRefiner().refine_all("blue eyes")
+    g = torch.linspace(-2, 2, 21)
+    yy, xx = torch.meshgrid(g, g, indexing="ij")
+    grid = torch.stack([xx, yy], -1).reshape(-1, 2)
+    r = grid.norm(dim=-1)
+    grid, r = grid[r <= 2.0], r[r <= 2.0]  # the disc (r <= 1) and the white around it
+    R = 0.005
+    positions = torch.cat([grid * R + torch.tensor([0.032, 0.01]), torch.full((len(grid), 1), 0.07)], 1)
+    iris = r <= 1.0
+    rgb = torch.where(iris[:, None], torch.tensor([0.58, 0.6, 0.62]), torch.tensor([0.92, 0.9, 0.88]))
+    rgb[r < 0.2] = torch.tensor([0.02, 0.02, 0.02])  # the pupil
+    rgb[r > 1.6] = torch.tensor([0.25, 0.17, 0.13])  # lids and lashes: the opening's dark end
+    white = ~iris & (r <= 1.6)
+    av = _bare_avatar(rgb, label="left_eye")
+    av.labels[iris] = 0.0
+    av.labels[iris, label_index("iris")] = 1.0
+    weight = splat_region_weight(av.labels, plan, torch.ones(len(r), dtype=torch.bool))
+    new = sh_to_rgb(recolour_splats(av, plan, weight, torch.ones(len(r)), positions=positions).sh[:, 0])
+    old = sh_to_rgb(av.sh[:, 0])
+    ring = rgb_to_oklab(new[iris & (r > 0.5)].double())
+    hue = torch.rad2deg(torch.atan2(ring[:, 2], ring[:, 1])).median().item()
+    print(f"grey iris -> hue {hue:.0f} deg, chroma {ring[:, 1:].norm(dim=-1).median():.3f}; white's change "
+          f"{(new[white] - old[white]).abs().max() * 255:.3f}/255")
+    assert -130 < hue < -80 and ring[:, 1:].norm(dim=-1).median() > 0.04, "the grey iris turns blue"
+    assert (new[white] - old[white]).abs().max() < 0.5 / 255, "the white of the eye is untouched"

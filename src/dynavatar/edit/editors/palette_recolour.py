@@ -333,7 +333,9 @@ def iris_membership(lab: torch.Tensor, weight: torch.Tensor, min_spread: float =
     with the iris, and keeps its relative darkness (lightness is mapped, not replaced).
     ``pupil`` [P] (1 pupil, 0 not, NaN unknown; ``splat_recolour.geometric_pupil``) replaces the
     colour rule where known: in a dark brown iris the iris itself is darker than that rule's cut
-    (splat colours of 0 in the tiny avatars of four of the eight shared clips), and was left out."""
+    (splat colours of 0 in the tiny avatars of four of the eight shared clips), and was left out.
+    Those elements (labelled iris) are never sclera either: a light grey iris is as light as the
+    whites, and the lightness split took it for them."""
     L, C = lab[:, 0], lab[:, 1:].norm(dim=-1)
     w = weight.to(lab).clamp_min(0)
     # Gates are smoothsteps, not sigmoids: a clear sclera or glint is out *exactly* (a sigmoid's
@@ -346,6 +348,11 @@ def iris_membership(lab: torch.Tensor, weight: torch.Tensor, min_spread: float =
             mid = float((lo + hi) / 2)
             white = smoothstep(mid - 0.04, mid + 0.04, L) * grey
     rest = w * (1 - white)
+    if pupil is not None:  # an element with a known place in the iris disc is iris, not sclera (a light
+        known = ~torch.isnan(pupil)  # grey iris), and the glint is lighter than that iris, not the lids
+        white = torch.where(known, torch.zeros_like(white), white)
+        iris = w * known * (1 - pupil.nan_to_num(0.0).to(w))
+        rest = iris if float(iris.sum()) > 0 else w * (1 - white)
     med = weighted_quantiles(L, rest if float(rest.sum()) > 0 else torch.ones_like(L),
                              torch.tensor([0.5], dtype=torch.float64))[0]
     glint = smoothstep(float(med) + 0.25, float(med) + 0.35, L) * grey
