@@ -307,6 +307,24 @@ def test_refine_matte_fills_a_hole_over_dark_hair_far_from_the_wall():
     assert np.array_equal(out[dist > 75], alpha[dist > 75])
 
 
+def test_steady_matte_removes_one_frame_flicker_and_keeps_a_moving_edge_in_place():
+    """A pixel the segmenter flips for one frame is put back; an outline that moves steadily (a head
+    turning) stays exactly where each frame has it, with no lag; a lone frame keeps its matte."""
+    from dynavatar.perceive.matting import steady_matte
+
+    w = 40
+    xx = np.arange(w, dtype=np.float32)[None].repeat(8, 0)
+    edges = [np.clip(20 + 2 * t - xx, 0, 1) for t in range(3)]  # the edge moves 2 px a frame
+    for t in range(1, 2):
+        assert np.array_equal(steady_matte(edges[t - 1], edges[t], edges[t + 1]), edges[t])
+    flick = edges[1].copy()
+    flick[3, 10:14] = 0.2  # a ragged notch in one frame only
+    flick[5, 26:30] = 0.9  # a blob of wall matted in for one frame
+    out = steady_matte(edges[0], flick, edges[2])
+    assert np.array_equal(out, edges[1])
+    assert np.array_equal(steady_matte(flick, flick, flick), flick)
+
+
 def test_refine_matte_leaves_a_wide_unsure_outline_whose_wall_is_known_only_from_afar():
     """Dark hair on a dark grey wall, a bright window further off, and an unsure band along the
     outline wider than the window (d14's bun). The background colour within reach is only the far

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import MissingDependencyError
 from .quiet import quiet_native_logs, settle_graph
 
-__all__ = ["Matter", "MediapipeSelfieMatte", "keep_person", "refine_matte"]
+__all__ = ["Matter", "MediapipeSelfieMatte", "keep_person", "refine_matte", "steady_matte"]
 
 
 class Matter(Protocol):
@@ -155,3 +155,17 @@ def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None
     if inside is not None and not inside.all():
         use &= ~cv2.dilate((~inside).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
     return np.where(use, est, p).astype(np.float32)
+
+
+def steady_matte(before: np.ndarray, alpha: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """``alpha`` of one frame with the segmenter's frame-to-frame flicker removed: the per-pixel
+    median of it and its neighbours' (the same crop window's pixels, one frame either side).
+
+    The segmenter decides each frame alone, so an outline it is unsure of (dark hair on a dark
+    wall: d14's bun) is ragged in a different way in every frame, and the avatar, which draws it
+    smooth, is scored against that noise. A median of three removes a one-frame spike and keeps a
+    steadily moving edge exactly where it is (of three values in order, the middle one is the
+    middle frame's), so there is no lag. Pass the frame's own alpha for a missing neighbour (the
+    first and last frames, a crop that jumped). All float [H, W]. -> float32 [H, W]"""
+    stack = np.stack([before, alpha, after]).astype(np.float32)
+    return np.median(stack, axis=0).astype(np.float32)

@@ -30,7 +30,7 @@ from .dataset import DATASET_FORMAT, FrameDataset
 from ..geometry.labels import LABEL_NAMES
 from .landmarks import LandmarkDetector, MediapipeFaceMesh, follow_face
 from .letterbox import LetterboxMeter
-from .matting import Matter, MediapipeSelfieMatte, keep_person, refine_matte
+from .matting import Matter, MediapipeSelfieMatte, keep_person, refine_matte, steady_matte
 from .parsing import FaceParser, LandmarkParser, parse_dataset, parse_frame, write_labels
 from .video import iter_frames, probe_video
 
@@ -59,6 +59,8 @@ class PreprocessConfig:
     # matte there, and the frame ends where they start. A cache made without it is made again
     refine_matte: bool = True  # re-estimate alpha where the segmenter was unsure from the person's and the
     # background's colours (``matting.refine_matte``): a band of wall matted in around the hair, holes in it
+    steady_matte: bool = True  # per-pixel median of each matte with its neighbours' (``matting.steady_matte``):
+    # the segmenter's frame-to-frame flicker along an unsure outline is gone, a moving edge does not lag
     workers: int = 0  # processes that parse crops (0: one per CPU core, at most 8; 1: in this process).
     # The offline parser is pure NumPy, the slowest part of preprocessing: it is what the workers share.
 
@@ -77,8 +79,8 @@ def _fingerprint(path: Path) -> dict:
 
 #: Bumped when the same settings give other mattes (2: ``refine_matte`` fills the holes over dark hair;
 #: 3: ... but the background colour from further off is used only inside the person, not along the
-#: outline), so a cache made by an older version is made again.
-MATTE_VERSION = 3
+#: outline; 4: ``steady_matte``), so a cache made by an older version is made again.
+MATTE_VERSION = 4
 
 
 def _same_settings(old: dict | None, new: dict) -> bool:
@@ -87,6 +89,14 @@ def _same_settings(old: dict | None, new: dict) -> bool:
     free = ("parse", "workers")
     return old is not None and {k: v for k, v in old.items() if k not in free} == \
         {k: v for k, v in new.items() if k not in free}
+
+
+def _same_view(a: np.ndarray, b: np.ndarray, tolerance: float = 0.05) -> bool:
+    """Two crop windows (x0, y0, side) show nearly the same part of the frame: their mattes'
+    pixels correspond, so ``steady_matte`` may compare them (not across a cut or a jump)."""
+    side = max(float(a[2]), float(b[2]))
+    return bool(abs(float(a[0]) - float(b[0])) <= tolerance * side and abs(float(a[1]) - float(b[1])) <= tolerance * side
+                and abs(float(a[2]) - float(b[2])) <= tolerance * side)
 
 
 def _parse_to_file(parser: FaceParser, path: Path, crop: np.ndarray, pts: np.ndarray, alpha: np.ndarray) -> None:
@@ -260,6 +270,18 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
     res, lmk, windows = cfg.resolution, track.lmk, track.windows
     picture = None  # uint8 [H, W]: where the decoded frames have picture (the same for every frame)
     frames = iter_frames(video, stride=cfg.stride, fps=cfg.fps, max_frames=cfg.max_frames, info=info)
+    # A frame's matte is written (and parsed) once the next frame's is known (``steady_matte``).
+    held: list = []  # [(k, crop, pts, alpha)] of the last frames (at most 3), before steadying
+
+    def finish(pool: _ParsePool, before, frame, after) -> None:
+        k, crop, pts, alpha = frame
+        if cfg.steady_matte:
+            near = [n[3] if n is not None and _same_view(windows[n[0]], windows[k]) else alpha for n in (before, after)]
+            alpha = steady_matte(near[0], alpha, near[1])
+        iio.imwrite(tmp / "mattes" / f"{k:06d}.png", (alpha * 255).round().astype(np.uint8))
+        if parser is not None:
+            pool.submit(tmp / "parsing" / f"{k:06d}.png", crop, pts, alpha)
+
     with _ParsePool(parser, cfg.workers, len(track.idx)) as pool:
         for k, (i, frame) in enumerate(tqdm(frames, total=len(track.idx), desc="crops+mattes", disable=not progress,
                                             unit="frame")):
@@ -276,9 +298,14 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
             if cfg.refine_matte:
                 alpha = refine_matte(crop, alpha, inside)
             iio.imwrite(tmp / "frames" / f"{k:06d}.jpg", crop, quality=cfg.jpeg_quality)
-            iio.imwrite(tmp / "mattes" / f"{k:06d}.png", (alpha * 255).round().astype(np.uint8))
-            if parser is not None:
-                pool.submit(tmp / "parsing" / f"{k:06d}.png", crop, pts, alpha)
+            held.append((k, crop, pts, alpha))
+            if len(held) == 3:  # frame k-1, between k-2 and k
+                finish(pool, held[0], held[1], held[2])
+                held.pop(0)
+            elif len(held) == 2:  # the first frame: none before it
+                finish(pool, None, held[0], held[1])
+        if held:  # the last frame: none after it
+            finish(pool, held[-2] if len(held) == 2 else None, held[-1], None)
 
     s = info.scale  # decoded = original * s
     lmk_crop = np.concatenate([np.stack([to_crop(lmk[k, :, :2], windows[k], res) for k in range(len(track.idx))]),
