@@ -128,3 +128,21 @@ def test_prompts_read_qualifiers_contradictions_and_typos():
     assert typo.colour_name == "purple (nearest to 'purpel')" and typo.regions == ["hair"]
     assert _plan("blue eyes").regions == ["iris", "left_eye", "right_eye"]
     assert "sclera" not in _plan("green eyes").regions
+
+
+def test_blue_eyes_keep_the_pupil_of_a_dark_brown_eye_without_geometry():
+    """Pixels of a keyframe: a near-black brown iris around a black pupil. The pupil is hardly darker
+    than the iris, so no colour cut finds it; the darkest share of the iris is the pupil, kept."""
+    rgb = torch.tensor([[0.92, 0.90, 0.88]] * 50 + [[0.12, 0.08, 0.06]] * 50 + [[0.03, 0.025, 0.02]] * 8,
+                       dtype=torch.float64)
+    member = iris_membership(rgb_to_oklab(rgb), torch.ones(len(rgb)))
+    assert member[50:100].min() > 0.9, "the dark iris moves"
+    assert member[100:].max() < 0.1 and member[:50].max() < 0.1, "pupil and white do not"
+    editor, plan = PaletteEditor(feather=0.0), _plan("blue eyes")
+    img = rgb.float().view(1, 12, 9, 3)
+    out = editor.edit(img, torch.ones(1, 12, 9), plan.__class__(**{**plan.to_dict(), "mask_dilation": 0,
+                                                                    "colour": tuple(plan.colour)})).view(-1, 3)
+    assert (out[100:] - img.view(-1, 3)[100:]).abs().max() < 0.02, "the pupil stays black"
+    iris = rgb_to_oklab(out[50:100].double())
+    assert float(iris[:, 0].median()) > 0.3, "lifted into the blue shade's lightness"
+    assert float(torch.rad2deg(torch.atan2(iris[:, 2], iris[:, 1])).median()) < -90, "the iris turns blue"

@@ -323,7 +323,8 @@ def smoothstep(a: float, b: float, x: torch.Tensor) -> torch.Tensor:
 
 
 def iris_membership(lab: torch.Tensor, weight: torch.Tensor, min_spread: float = 0.15,
-                    pupil: torch.Tensor | None = None) -> torch.Tensor:
+                    pupil: torch.Tensor | None = None, dark_iris: float = 0.25,
+                    pupil_share: float = 0.15) -> torch.Tensor:
     """How much each element [P] of an eye region is iris that a new eye colour should move.
 
     Out: the sclera (light and nearly grey: above the midpoint of the region's 10th-90th lightness
@@ -335,7 +336,10 @@ def iris_membership(lab: torch.Tensor, weight: torch.Tensor, min_spread: float =
     colour rule where known: in a dark brown iris the iris itself is darker than that rule's cut
     (splat colours of 0 in the tiny avatars of four of the eight shared clips), and was left out.
     Those elements (labelled iris) are never sclera either: a light grey iris is as light as the
-    whites, and the lightness split took it for them."""
+    whites, and the lightness split took it for them. Without geometry (pixels of a keyframe), an
+    iris darker than ``dark_iris`` (median OKLab L) loses its darkest ``pupil_share`` as pupil: the
+    pupil covers 10-20 % of a visible iris, and in a dark brown eye no colour cut finds it (the
+    full edit of aoc's tiny avatar painted its pupils blue)."""
     L, C = lab[:, 0], lab[:, 1:].norm(dim=-1)
     w = weight.to(lab).clamp_min(0)
     # Gates are smoothsteps, not sigmoids: a clear sclera or glint is out *exactly* (a sigmoid's
@@ -357,6 +361,10 @@ def iris_membership(lab: torch.Tensor, weight: torch.Tensor, min_spread: float =
                              torch.tensor([0.5], dtype=torch.float64))[0]
     glint = smoothstep(float(med) + 0.25, float(med) + 0.35, L) * grey
     dark = 1 - ((L - 0.5 * med) / (0.2 * med).clamp_min(1e-3)).clamp(0, 1)
+    if float(med) < dark_iris:  # a dark iris's pupil is hardly darker than it: the darkest share is
+        q = float(weighted_quantiles(L, rest if float(rest.sum()) > 0 else torch.ones_like(L),  # the pupil
+                                     torch.tensor([pupil_share], dtype=torch.float64))[0])
+        dark = torch.maximum(dark, 1 - smoothstep(q - 0.02, q, L))
     if pupil is not None:  # where the eye's geometry says (not NaN), it decides, not the colour
         dark = torch.where(torch.isnan(pupil), dark, pupil.to(dark))
     return (1 - torch.maximum(white, glint)) * (1 - dark)
