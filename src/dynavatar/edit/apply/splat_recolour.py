@@ -198,7 +198,8 @@ def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, v
     The colourist's recolour (``palette_recolour.colourist_oklab``): the region's colour
     distribution, measured on the splats under ``visibility`` [N] (``splat_visibility``; None or
     all-zero over the region falls back to opacity), mapped onto the plan's shade. Eye plans move
-    the iris only (``iris_membership``, with ``iris_only``). Positional qualifiers (dark roots,
+    the iris only (``iris_membership``, with ``iris_only``); with the splats' positions (or ``model``
+    and ``params``) the iris-labelled splats' pupil is found by place (``geometric_pupil``). Positional qualifiers (dark roots,
     ombre, two-tone) need the splats' ``positions`` [N, 3] in the head's frame, or ``model`` and
     ``params`` to compute them (``rest_positions``); without either they are skipped with a
     warning. Material-only plans keep the old statistics-based transform (``recolour_oklab``).
