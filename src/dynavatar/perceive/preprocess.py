@@ -94,9 +94,8 @@ def _same_settings(old: dict | None, new: dict) -> bool:
 def _same_view(a: np.ndarray, b: np.ndarray, tolerance: float = 0.05) -> bool:
     """Two crop windows (x0, y0, side) show nearly the same part of the frame: their mattes'
     pixels correspond, so ``steady_matte`` may compare them (not across a cut or a jump)."""
-    side = max(float(a[2]), float(b[2]))
-    return bool(abs(float(a[0]) - float(b[0])) <= tolerance * side and abs(float(a[1]) - float(b[1])) <= tolerance * side
-                and abs(float(a[2]) - float(b[2])) <= tolerance * side)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return bool((np.abs(a - b) <= tolerance * max(a[2], b[2])).all())
 
 
 def _parse_to_file(parser: FaceParser, path: Path, crop: np.ndarray, pts: np.ndarray, alpha: np.ndarray) -> None:
@@ -271,7 +270,7 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
     picture = None  # uint8 [H, W]: where the decoded frames have picture (the same for every frame)
     frames = iter_frames(video, stride=cfg.stride, fps=cfg.fps, max_frames=cfg.max_frames, info=info)
     # A frame's matte is written (and parsed) once the next frame's is known (``steady_matte``).
-    held: list = []  # [(k, crop, pts, alpha)] of the last frames (at most 3), before steadying
+    prev = cur = None  # (k, crop, pts, alpha) of the frames before the newest, before steadying
 
     def finish(pool: _ParsePool, before, frame, after) -> None:
         k, crop, pts, alpha = frame
@@ -298,14 +297,12 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
             if cfg.refine_matte:
                 alpha = refine_matte(crop, alpha, inside)
             iio.imwrite(tmp / "frames" / f"{k:06d}.jpg", crop, quality=cfg.jpeg_quality)
-            held.append((k, crop, pts, alpha))
-            if len(held) == 3:  # frame k-1, between k-2 and k
-                finish(pool, held[0], held[1], held[2])
-                held.pop(0)
-            elif len(held) == 2:  # the first frame: none before it
-                finish(pool, None, held[0], held[1])
-        if held:  # the last frame: none after it
-            finish(pool, held[-2] if len(held) == 2 else None, held[-1], None)
+            new = (k, crop, pts, alpha)
+            if cur is not None:  # frame k-1, between k-2 (none for the first) and k
+                finish(pool, prev, cur, new)
+            prev, cur = cur, new
+        if cur is not None:  # the last frame: none after it
+            finish(pool, prev, cur, None)
 
     s = info.scale  # decoded = original * s
     lmk_crop = np.concatenate([np.stack([to_crop(lmk[k, :, :2], windows[k], res) for k in range(len(track.idx))]),

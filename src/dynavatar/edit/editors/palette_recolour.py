@@ -357,14 +357,12 @@ def iris_membership(lab: torch.Tensor, weight: torch.Tensor, min_spread: float =
         white = torch.where(known, torch.zeros_like(white), white)
         iris = w * known * (1 - pupil.nan_to_num(0.0).to(w))
         rest = iris if float(iris.sum()) > 0 else w * (1 - white)
-    med = weighted_quantiles(L, rest if float(rest.sum()) > 0 else torch.ones_like(L),
-                             torch.tensor([0.5], dtype=torch.float64))[0]
+    med, q = weighted_quantiles(L, rest if float(rest.sum()) > 0 else torch.ones_like(L),
+                                torch.tensor([0.5, pupil_share], dtype=torch.float64))
     glint = smoothstep(float(med) + 0.25, float(med) + 0.35, L) * grey
     dark = 1 - ((L - 0.5 * med) / (0.2 * med).clamp_min(1e-3)).clamp(0, 1)
-    if float(med) < dark_iris:  # a dark iris's pupil is hardly darker than it: the darkest share is
-        q = float(weighted_quantiles(L, rest if float(rest.sum()) > 0 else torch.ones_like(L),  # the pupil
-                                     torch.tensor([pupil_share], dtype=torch.float64))[0])
-        dark = torch.maximum(dark, 1 - smoothstep(q - 0.02, q, L))
+    if float(med) < dark_iris:  # a dark iris's pupil is hardly darker than it: the darkest share is the pupil
+        dark = torch.maximum(dark, 1 - smoothstep(float(q) - 0.02, float(q), L))
     if pupil is not None:  # where the eye's geometry says (not NaN), it decides, not the colour
         dark = torch.where(torch.isnan(pupil), dark, pupil.to(dark))
     return (1 - torch.maximum(white, glint)) * (1 - dark)
@@ -392,7 +390,7 @@ def _map_to(lab: torch.Tensor, fit: RegionFit, target: ColourTarget, t: torch.Te
     if target.eye:  # half-way in lightness, the iris's own structure kept exactly; the new median
         # inside the shade's range: half-way from a near-black iris to blue is still near-black
         med = fit.lightness_median
-        L_new = L + torch.minimum(torch.maximum(0.5 * (0.5 * (d[0] + l[0]) - med), d[0] - med), l[0] - med)
+        L_new = L + (0.5 * (0.5 * (d[0] + l[0]) - med)).clamp(d[0] - med, l[0] - med)
     else:
         L_new = d[0] + t * (l[0] - d[0])
     L_new = L_new.clamp(0.02, 0.99)
