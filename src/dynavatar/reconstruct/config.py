@@ -31,6 +31,8 @@ class ReconstructConfig:
     splats_per_face: int = 1  # initial splats on every triangle
     sh_degree: int = 0  # 0 for monocular input (view-dependence is not observable)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # matted images are composited on it
+    foreground_colours: bool = True  # composite the person's colour alone at the matte's soft edge, not the mix
+    # with the room behind (``matting.foreground_colours``): no wall-coloured fringe learned into the hair
     w_l1: float = 0.8
     w_dssim: float = 0.2
     w_position: float = 0.01  # keep splats within ~1 triangle size of their triangle

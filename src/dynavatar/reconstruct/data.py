@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from ..flame import FlameParams
 from ..perceive.dataset import FrameDataset
+from ..perceive.matting import foreground_colours
 from ..geometry.cameras import Cameras
 from ..track.result import TrackingResult
 
@@ -88,13 +90,14 @@ def without_faceless(train_idx: Tensor, eval_idx: Tensor, detected) -> tuple[Ten
 
 def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, resolution: int,
                     eval_fraction: float = 0.1, device: torch.device | str = "cpu", *, cameras: Cameras | None = None,
-                    split: tuple[list[int], list[int]] | None = None) -> TrainData:
+                    split: tuple[list[int], list[int]] | None = None, foreground: bool = True) -> TrainData:
     """The dataset's frames at ``resolution`` with the tracking's cameras and parameters.
 
     Re-attaching the frames of a saved avatar (``reattach``) passes what the fit recorded instead:
     ``split`` (train_idx, eval_idx) rather than one recomputed from ``eval_fraction``, and the saved
     ``cameras`` [N] (exactly those the avatar was fitted with) rather than the tracking's; the
-    tracking may then be None (gone or redone), which leaves ``params`` None."""
+    tracking may then be None (gone or redone), which leaves ``params`` None. ``foreground``: the
+    crops' edges carry the person's colour alone (``_read_frames``)."""
     n = len(dataset)
     if tracking is not None and len(tracking) != n:
         raise ValueError(f"dataset has {n} frames but the tracking has {len(tracking)}")
@@ -102,7 +105,7 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, reso
         raise ValueError(f"dataset has {n} frames but {len(cameras)} cameras were given")
     if tracking is None and cameras is None:
         raise ValueError("give the tracking or the frames' cameras")
-    imgs, mattes, parsing = _read_frames(dataset, resolution)
+    imgs, mattes, parsing = _read_frames(dataset, resolution, foreground)
     cams = cameras if cameras is not None else _crop_cameras(tracking.cameras, resolution)
     if split is None:
         train_idx, eval_idx = without_faceless(*split_train_eval(n, eval_fraction), dataset.detected)
@@ -143,10 +146,17 @@ def _crop_cameras(cameras: Cameras, resolution: int) -> Cameras:
     return Cameras(cameras.viewmats.clone(), Ks, resolution, resolution)
 
 
-def _read_frames(dataset: FrameDataset, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _read_frames(dataset: FrameDataset, resolution: int, foreground: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Every crop, matte and (when complete) parsing map at ``resolution``:
-    uint8 [N, R, R, 3], [N, R, R], [N, R, R] or None."""
+    uint8 [N, R, R, 3], [N, R, R], [N, R, R] or None.
+
+    With ``foreground`` the crops' partly transparent pixels carry the person's colour alone
+    (``matting.foreground_colours``), so a composite is the person over the new background, not
+    over a mix of it and the room's wall. Frames are read in threads (decoding and the box filters
+    release the GIL); each frame's result depends on that frame only."""
     import cv2
+    from concurrent.futures import ThreadPoolExecutor
 
     n = len(dataset)
     imgs = np.empty((n, resolution, resolution, 3), np.uint8)
@@ -154,17 +164,46 @@ def _read_frames(dataset: FrameDataset, resolution: int) -> tuple[np.ndarray, np
     has_parsing = (dataset.root / "parsing").is_dir()
     parsing = np.empty((n, resolution, resolution), np.uint8) if has_parsing else None
     interp = cv2.INTER_AREA if resolution < dataset.resolution else cv2.INTER_LINEAR
-    for i in range(n):
+    pictures = _picture_rows_cols(dataset, resolution) if foreground else None
+
+    def read(i: int) -> bool:
         img, m = dataset.image(i), (dataset.matte(i) * 255).round().astype(np.uint8)
         if img.shape[0] != resolution:
             img = cv2.resize(img, (resolution, resolution), interpolation=interp)
             m = cv2.resize(m, (resolution, resolution), interpolation=interp)
+        if pictures is not None:
+            rows, cols = pictures[0][i], pictures[1][i]
+            img = foreground_colours(img, m.astype(np.float32) / 255.0, rows[:, None] & cols[None, :])
         imgs[i], mattes[i] = img, m
-        if parsing is not None:
-            lab = dataset.parsing(i)
-            if lab is None:  # an incomplete parsing folder: use none rather than a partial one
-                parsing = None
-            else:
-                parsing[i] = lab if lab.shape[0] == resolution else cv2.resize(
-                    lab, (resolution, resolution), interpolation=cv2.INTER_NEAREST)
+        if parsing is None:
+            return True
+        lab = dataset.parsing(i)
+        if lab is None:
+            return False
+        parsing[i] = lab if lab.shape[0] == resolution else cv2.resize(
+            lab, (resolution, resolution), interpolation=cv2.INTER_NEAREST)
+        return True
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        complete = all(list(pool.map(read, range(n))))
+    if not complete:  # an incomplete parsing folder: use none rather than a partial one
+        parsing = None
     return imgs, mattes, parsing
+
+
+def _picture_rows_cols(dataset: FrameDataset, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per crop, which training-pixel rows and columns show the source video's picture (not the
+    black padding past its edges or its letterbox bars): bool [N, R], [N, R]; all True where the
+    video's size is unknown (older datasets)."""
+    n = len(dataset)
+    size = dataset.meta.get("original_size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, float)) and v > 0
+                                                                       for v in size)) or dataset.crop.shape != (n, 3):
+        return np.ones((n, resolution), bool), np.ones((n, resolution), bool)
+    bars = dataset.meta.get("letterbox")
+    top, bottom, left, right = (float(v) for v in bars) if isinstance(bars, (list, tuple)) and len(bars) == 4 \
+        else (0.0, 0.0, 0.0, 0.0)
+    x0, y0, side = (dataset.crop[:, k:k + 1].astype(np.float64) for k in range(3))
+    centres = (np.arange(resolution) + 0.5) / resolution  # [R], pixel centres as a fraction of the side
+    y, x = y0 + centres * side, x0 + centres * side  # [N, R] in original-frame pixels
+    return (y >= top) & (y < size[1] - bottom), (x >= left) & (x < size[0] - right)
