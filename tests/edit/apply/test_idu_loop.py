@@ -285,3 +285,19 @@ def test_loop_after_a_recolour_only_fine_tunes_and_stays_displayable(avatar):
     rgb, start = sh_to_rgb(tuned.gaussians.sh[hair, 0]), sh_to_rgb(only.gaussians.sh[hair, 0])
     assert bool((rgb >= start.clamp(max=0) - 1e-5).all() and (rgb <= start.clamp(min=1) + 1e-5).all())
     assert float((rgb - start).abs().mean()) < 0.04  # Adam at lr 0.2 moves ~0.05 a step
+
+
+def test_an_eye_colour_edit_ends_with_the_splat_recolour(avatar):
+    """Blue eyes: the splat recolour (iris only, the pupil from the eye's shape) is the whole edit; a
+    loop of pixel targets would pull the pupils to the iris colour. With steps the splats are exactly
+    those of steps=0, and the edit's record says why the loop did not run."""
+    torch.set_num_threads(1)
+    blue = dataclasses.replace(RED_HAIR, prompt="blue eyes", regions=["iris", "left_eye", "right_eye"],
+                               colour=(0.1, 0.2, 0.9), colour_name="blue")
+    only = avatar.edit(blue, editor=PaletteEditor(), config=EditConfig(keyframes=2, novel_yaws=(), steps=0),
+                       progress=False)
+    looped = avatar.edit(blue, editor=PaletteEditor(), progress=False,
+                         config=EditConfig(keyframes=2, novel_yaws=(), steps=6, reedit_every=0, w_adv=0.0))
+    assert not torch.equal(only.gaussians.sh, avatar.gaussians.sh)  # the irises were recoloured
+    assert torch.equal(looped.gaussians.sh, only.gaussians.sh)
+    assert "skipped" in str(looped.meta["edits"][-1])

@@ -25,7 +25,8 @@ pose of the clip and any new animation.
 Palette (colour/material) plans edited with the PaletteEditor first get the same OKLab transform
 applied to the region's splat colours directly (``splat_recolour.py``, ``EditConfig.splat_recolour``):
 every splat of the region takes the new colour, including those no keyframe shows, so held-out
-frames and novel poses agree; the loop then only fine-tunes (``steps=0`` skips it).
+frames and novel poses agree; the loop then only fine-tunes (``steps=0`` skips it). An eye-colour
+plan stops after that recolour (``_splat_recolour_is_final``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ...gaussians.binding import bind
 from ...geometry.cameras import Cameras
 from ...geometry.photometric import photometric_loss
 from ..editors.palette import PaletteEditor, is_palette_plan
+from ..editors.palette_recolour import EYE_REGIONS
 from ..plan import EditPlan
 from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from .keyframes import View, farthest_point_keyframes, keyframe_views
@@ -157,7 +159,13 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
         before = g.sh.clone()
         g = recolour_region(g, sel, plan, editor, model, params, cameras, views, renderer)
         recoloured = int((g.sh != before).flatten(1).any(1).sum())
-    if cfg.steps <= 0:  # the splat-space step alone (or nothing)
+    if recoloured and _splat_recolour_is_final(plan, editor):
+        info["loop"] = ("skipped: the iris was recoloured splat by splat, with the pupil and the sclera kept from "
+                        "the eye's 3D shape; the loop's pixel targets cannot tell them apart in an iris a few "
+                        "pixels across, and pulled the pupils to the iris colour")
+    elif cfg.steps > 0:
+        info["loop"] = f"{cfg.steps} steps"
+    if cfg.steps <= 0 or "skipped" in info.get("loop", ""):  # the splat-space step alone (or nothing)
         return EditResult(g.detach(), views, sel, [], time.perf_counter() - t0, recoloured, info)
     guided = _accepts_originals(editor)
     originals = (original_views(gaussians, model, params, cameras, views, renderer, background, captured)
@@ -200,6 +208,15 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
         if keep is not None:
             _clamp_displayable_(g, sel, keep[:, 0])
     return EditResult(g.detach(), views, sel, history, time.perf_counter() - t0, recoloured, info)
+
+
+def _splat_recolour_is_final(plan: EditPlan, editor) -> bool:
+    """Whether the splat recolour is the whole edit: an eye-colour plan recoloured iris-only. The
+    splat path finds the pupil from where each iris splat sits in the eye (``geometric_pupil``); the
+    loop's targets come from the pixel editor, which sees the iris as a few pixels of a keyframe
+    (5-12 px across in a 512-px crop) and, on a 300-step edit of a real clip's avatar, turned the
+    pupils the iris colour."""
+    return getattr(editor, "iris_only", True) and bool(plan.regions) and set(plan.regions) <= EYE_REGIONS
 
 
 @torch.no_grad()
