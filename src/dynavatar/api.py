@@ -171,8 +171,7 @@ class Avatar:
             if tracking is None:
                 tracking = cached_tracking(ds, pipe.track, head=head, device=dev, progress=progress)
         cfg = pipe.reconstruct
-        data = load_train_data(ds, tracking, cfg.resolution, cfg.eval_fraction, device=dev,
-                               foreground=cfg.foreground_colours)
+        data = load_train_data(ds, tracking, cfg.resolution, cfg.eval_fraction, device=dev, foreground=cfg.foreground_colours)
         fit = fit_avatar(data, tracked_head(tracking, head), renderer_for(dev), cfg, out_dir=out, progress=progress,
                          resume=resume)
         meta = {"source": str(dataset_dir.resolve()), "preset": pipe.name, "head": tracking.head,
