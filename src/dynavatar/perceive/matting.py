@@ -113,6 +113,19 @@ def _local_colour(rgb: np.ndarray, mask: np.ndarray, r: int, inside: np.ndarray 
     return col, have, have & ~near
 
 
+def _confident(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None, radius: int | None):
+    """What both colour estimates start from: rgb float [H, W, 3] in [0, 1], alpha float32 [H, W],
+    the confident person and background (float 0/1 [H, W]; padding past the video frame is black,
+    not background) and the window's radius (1/32 of the side unless given)."""
+    h, w = alpha.shape
+    r = max(3, round(min(h, w) / 32)) if radius is None else radius
+    a = alpha.astype(np.float32)
+    fg, bg = (a > 0.95).astype(np.float32), (a < 0.05).astype(np.float32)
+    if inside is not None:
+        bg *= inside
+    return image.astype(np.float32) / 255.0, a, fg, bg, r
+
+
 def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None = None, radius: int | None = None,
                  min_contrast: float = 0.2) -> np.ndarray:
     """``alpha`` re-estimated where the segmenter was unsure, from the colours of the person and the
@@ -132,13 +145,7 @@ def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None
     image: uint8 [H, W, 3]; alpha: float [H, W] in [0, 1]; inside: bool [H, W] or None. -> float32 [H, W]"""
     import cv2
 
-    h, w = alpha.shape
-    r = max(3, round(min(h, w) / 32)) if radius is None else radius
-    rgb = image.astype(np.float32) / 255.0
-    p = alpha.astype(np.float32)
-    fg, bg = (p > 0.95).astype(np.float32), (p < 0.05).astype(np.float32)
-    if inside is not None:
-        bg *= inside  # the padding is black, not background colour
+    rgb, p, fg, bg, r = _confident(image, alpha, inside, radius)
     f_col, f_ok, _ = _local_colour(rgb, fg, r, None)  # [H, W, 3], [H, W]
     b_col, b_ok, b_far = _local_colour(rgb, bg, r, inside)
     # A background colour from further off is trusted only inside the person (a hole: confident
@@ -187,13 +194,7 @@ def foreground_colours(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray 
     for either, the pixel keeps its colour; confident pixels are unchanged.
     image: uint8 [H, W, 3]; alpha: float [H, W] in [0, 1]; inside: bool [H, W] (False: padding past
     the video frame, not background) or None. -> uint8 [H, W, 3]"""
-    h, w = alpha.shape
-    r = max(3, round(min(h, w) / 32)) if radius is None else radius
-    rgb = image.astype(np.float32) / 255.0
-    a = alpha.astype(np.float32)
-    fg, bg = (a > 0.95).astype(np.float32), (a < 0.05).astype(np.float32)
-    if inside is not None:
-        bg *= inside
+    rgb, a, fg, bg, r = _confident(image, alpha, inside, radius)
     unsure = (a > 0.02) & (a < 0.98)
     if not unsure.any():
         return image
