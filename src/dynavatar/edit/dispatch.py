@@ -157,7 +157,7 @@ def _edit_splats(plan: EditPlan, parts: AvatarParts, editor, method: str, config
                           p.background, config, progress=progress, drawn=drawn, captured=p.captured)
         record.update(editor=type(ed).__name__, editor_choice=getattr(ed, "auto_choice", None),
                       config=res.info["config"], image_guidance=res.info.get("image_guidance"),
-                      loop=res.info.get("loop", "none (steps=0)"), keyframes=sorted({v.frame for v in res.views}),
+                      loop=res.info["loop"], keyframes=sorted({v.frame for v in res.views}),
                       splats_edited=int(res.selected.sum()))
     elif method == "sds":
         res = edit_splats_sds(p.gaussians, p.model, p.params, p.cameras, p.train_idx, plan, guidance, p.renderer,

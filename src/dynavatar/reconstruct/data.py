@@ -121,17 +121,30 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, reso
                      _frame_bottom(dataset, resolution).to(device))
 
 
+def _video_frame(dataset: FrameDataset) -> tuple[float, float] | None:
+    """The source video's (width, height) in original pixels, when the dataset records it and a crop
+    window for every frame (older datasets do not: None)."""
+    size = dataset.meta.get("original_size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, float)) and v > 0
+                                                                       for v in size)):
+        return None
+    return (float(size[0]), float(size[1])) if dataset.crop.shape == (len(dataset), 3) else None
+
+
+def _letterbox(dataset: FrameDataset) -> tuple[float, float, float, float]:
+    """The black bars baked into the video (top, bottom, left, right) in original pixels; 0 unrecorded."""
+    bars = dataset.meta.get("letterbox")
+    return tuple(float(v) for v in bars) if isinstance(bars, (list, tuple)) and len(bars) == 4 else (0.0,) * 4
+
+
 def _frame_bottom(dataset: FrameDataset, resolution: int) -> Tensor:
     """Per crop, the first training-pixel row below the source video frame (``TrainData.frame_bottom``),
     from the crop windows (x0, y0, side) and the video's size; R where unknown (older datasets).
     -> [N] long"""
-    size = dataset.meta.get("original_size")
-    n = len(dataset)
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, float)) and v > 0
-                                                                       for v in size)) or dataset.crop.shape != (n, 3):
-        return torch.full((n,), resolution, dtype=torch.long)
-    bars = dataset.meta.get("letterbox")  # a black bar at the bottom ends the picture above the frame's edge
-    bottom_bar = float(bars[1]) if isinstance(bars, (list, tuple)) and len(bars) == 4 else 0.0
+    size = _video_frame(dataset)
+    if size is None:
+        return torch.full((len(dataset),), resolution, dtype=torch.long)
+    bottom_bar = _letterbox(dataset)[1]  # a black bar at the bottom ends the picture above the frame's edge
     y0, side = dataset.crop[:, 1].astype(np.float64), np.maximum(dataset.crop[:, 2].astype(np.float64), 1e-6)
     rows = np.floor((float(size[1]) - bottom_bar - y0) * resolution / side)
     return torch.as_tensor(np.clip(rows, 0, resolution), dtype=torch.long)
@@ -195,14 +208,10 @@ def _picture_rows_cols(dataset: FrameDataset, resolution: int) -> tuple[np.ndarr
     """Per crop, which training-pixel rows and columns show the source video's picture (not the
     black padding past its edges or its letterbox bars): bool [N, R], [N, R]; all True where the
     video's size is unknown (older datasets)."""
-    n = len(dataset)
-    size = dataset.meta.get("original_size")
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, float)) and v > 0
-                                                                       for v in size)) or dataset.crop.shape != (n, 3):
-        return np.ones((n, resolution), bool), np.ones((n, resolution), bool)
-    bars = dataset.meta.get("letterbox")
-    top, bottom, left, right = (float(v) for v in bars) if isinstance(bars, (list, tuple)) and len(bars) == 4 \
-        else (0.0, 0.0, 0.0, 0.0)
+    size = _video_frame(dataset)
+    if size is None:
+        return np.ones((len(dataset), resolution), bool), np.ones((len(dataset), resolution), bool)
+    top, bottom, left, right = _letterbox(dataset)
     x0, y0, side = (dataset.crop[:, k:k + 1].astype(np.float64) for k in range(3))
     centres = (np.arange(resolution) + 0.5) / resolution  # [R], pixel centres as a fraction of the side
     y, x = y0 + centres * side, x0 + centres * side  # [N, R] in original-frame pixels

@@ -159,13 +159,14 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
         before = g.sh.clone()
         g = recolour_region(g, sel, plan, editor, model, params, cameras, views, renderer)
         recoloured = int((g.sh != before).flatten(1).any(1).sum())
-    if recoloured and _splat_recolour_is_final(plan, editor):
+    final = bool(recoloured) and _splat_recolour_is_final(plan, editor)
+    if final:
         info["loop"] = ("skipped: the iris was recoloured splat by splat, with the pupil and the sclera kept from "
                         "the eye's 3D shape; the loop's pixel targets cannot tell them apart in an iris a few "
                         "pixels across, and pulled the pupils to the iris colour")
-    elif cfg.steps > 0:
-        info["loop"] = f"{cfg.steps} steps"
-    if cfg.steps <= 0 or "skipped" in info.get("loop", ""):  # the splat-space step alone (or nothing)
+    else:
+        info["loop"] = f"{cfg.steps} steps" if cfg.steps > 0 else "none (steps=0)"
+    if cfg.steps <= 0 or final:  # the splat-space step alone (or nothing)
         return EditResult(g.detach(), views, sel, [], time.perf_counter() - t0, recoloured, info)
     guided = _accepts_originals(editor)
     originals = (original_views(gaussians, model, params, cameras, views, renderer, background, captured)
