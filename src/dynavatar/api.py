@@ -425,9 +425,9 @@ class Avatar:
         ``"tracked"`` default the mesh and the parsed lips line up without the refinement's drift."""
         data = self.frame_data(required=False)
         if data is not None and data.parsing is not None:
-            labels, info = labels_from_parsing(self.gaussians, self.model, self.training_motion(motion),
-                                               data.cameras, data.parsing, self.train_idx.tolist(),
-                                               self.renderer, refine_steps=refine_steps, progress=progress, **kw)
+            labels, info = labels_from_parsing(self.gaussians, self.model, self.training_motion(motion), data.cameras,
+                                               data.parsing, self.train_idx.tolist(), self.renderer,
+                                               refine_steps=refine_steps, progress=progress, seen=data.seen, **kw)
             info["motion"] = motion
         else:
             labels, info = labels_from_head_regions(self.gaussians.binding, self.model)

@@ -37,6 +37,8 @@ class TrainData:
     frame_bottom: Tensor | None = None  # [N] long: the row (training pixels) where the source video frame ends
     #                                   inside each crop, R when it reaches the crop's bottom or beyond. A
     #                                   tight video's crop runs past its frame; the matte is 0 there (padding)
+    seen_rows: Tensor | None = None  # [N, R] bool: the crop's rows that show the source video's picture
+    seen_cols: Tensor | None = None  # [N, R] bool: ... and its columns (None: the whole crop, older datasets)
 
     @property
     def resolution(self) -> int:
@@ -47,6 +49,15 @@ class TrainData:
         img = self.images[idx].float() / 255.0
         m = self.mattes[idx].float()[..., None] / 255.0
         return img * m + background * (1 - m), m
+
+    def seen(self, idx: Tensor) -> Tensor | None:
+        """Which pixels of frames ``idx`` show the video's picture rather than the padding past its
+        edges (``photometric``'s ``seen``): [B, R, R, 1] bool; None when unrecorded (every pixel is).
+        No check on the host whether all are: the training step would wait for the GPU."""
+        if self.seen_rows is None or self.seen_cols is None:
+            return None
+        rows, cols = self.seen_rows[idx], self.seen_cols[idx]  # [B, R] each
+        return (rows[:, :, None] & cols[:, None, :])[..., None]
 
 
 #: Below this many frames nothing is held out: the one frame trains, and held-out figures are NaN
@@ -113,12 +124,13 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, reso
         train_idx, eval_idx = torch.as_tensor(split[0], dtype=torch.long), torch.as_tensor(split[1], dtype=torch.long)
     # Landmarks scale like the principal point (pixel-edge convention).
     lmk = torch.as_tensor(dataset.lmk_crop[..., :2] * (resolution / dataset.resolution), dtype=torch.float32)
+    rows, cols = (torch.from_numpy(a).to(device) for a in _picture_rows_cols(dataset, resolution))
     return TrainData(torch.from_numpy(imgs).to(device), torch.from_numpy(mattes).to(device), cams.to(device),
                      None if tracking is None else tracking.params.to(device), dataset.frame_index.copy(),
                      train_idx.to(device), eval_idx.to(device),
                      None if parsing is None else torch.from_numpy(parsing).to(device),
                      lmk.to(device), torch.as_tensor(dataset.detected, dtype=torch.bool).to(device),
-                     _frame_bottom(dataset, resolution).to(device))
+                     _frame_bottom(dataset, resolution).to(device), rows, cols)
 
 
 def _video_frame(dataset: FrameDataset) -> tuple[float, float] | None:

@@ -83,12 +83,13 @@ def refine_frame_params(avatar: GaussianAvatar, model: FlameModel, params: Flame
         delta = {k: torch.zeros_like(getattr(base, k), requires_grad=True) for k in MOTION_FIELDS}
         opt = motion_optimizer(delta, cfg.lr_expr, cfg.lr_pose, cfg.lr_translation, cfg.lr_torso)
         target, _ = data.targets(idx, bg)
+        seen = data.seen(idx)
         cams = data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])]
         for _ in range(cfg.steps):
             p = base.replace(**{k: getattr(base, k) + delta[k] for k in MOTION_FIELDS})
             verts = model(p, landmark_set=None, check_finite=False).vertices
             pred = renderer.render(bind(g0, verts, model.faces), cams, background=bg).rgb
-            loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim)
+            loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim, seen)
             loss = loss + cfg.w_prior * sum((_PRIOR_SCALE[k] * d).square().sum(-1).mean() for k, d in delta.items())
             if anchored:
                 loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],

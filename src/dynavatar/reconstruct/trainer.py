@@ -38,7 +38,7 @@ from .data import TrainData
 from .distributed import DataParallel, data_parallel
 from .landmark_anchor import anchor_applies, landmark_anchor, landmark_budget, landmark_nme_per_frame
 from ..geometry.photometric import l1 as l1_loss
-from ..geometry.photometric import photometric_loss, psnr, ssim
+from ..geometry.photometric import only_seen, photometric_loss, psnr, ssim
 from .refine_tracking import MOTION_FIELDS, motion_optimizer
 from .resume import Checkpointer, DeferredInterrupt, load_checkpoint, rng_state
 
@@ -75,7 +75,8 @@ def _param_groups(avatar: GaussianAvatar, cfg: ReconstructConfig) -> list[dict]:
 
 
 def _init_colours(avatar: GaussianAvatar, data: TrainData, model: FlameModel, background: Tensor) -> None:
-    """Colour each splat from the first training frame where its triangle projects (fast start)."""
+    """Colour each splat from the first training frame where its triangle projects (fast start); a
+    splat that projects past the video's picture (the crop's padding) keeps its initial colour."""
     with torch.no_grad():
         i = int(data.train_idx[0])
         verts = model(data.params[i], landmark_set=None, check_finite=False).vertices[0]
@@ -85,8 +86,11 @@ def _init_colours(avatar: GaussianAvatar, data: TrainData, model: FlameModel, ba
         uv = torch.nan_to_num(uv, nan=0.0, posinf=0.0, neginf=0.0)
         r = data.resolution
         x, y = uv[:, 0].long().clamp(0, r - 1), uv[:, 1].long().clamp(0, r - 1)
-        target, _ = data.targets(torch.tensor([i], device=verts.device), background)
-        avatar.sh[:, 0] = rgb_to_sh(target[0, y, x])
+        at = torch.tensor([i], device=verts.device)
+        target, _ = data.targets(at, background)
+        seen = data.seen(at)
+        colour = rgb_to_sh(target[0, y, x])
+        avatar.sh[:, 0] = colour if seen is None else torch.where(seen[0, y, x], colour, avatar.sh[:, 0])
 
 
 def _decay_position_lr(opt: torch.optim.Optimizer, cfg: ReconstructConfig, step: int) -> None:
@@ -236,8 +240,8 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                 if out.means2d.requires_grad:
                     out.means2d.retain_grad()
                 target, _ = data.targets(idx, bg)
-                pred = out.rgb
-                loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim) + _regularisers(avatar, cfg)
+                pred, seen = out.rgb, data.seen(idx)
+                loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim, seen) + _regularisers(avatar, cfg)
                 if anchored:
                     loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
                                                                     data.landmarks_valid[idx],
@@ -267,7 +271,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                 done, phase = step + 1, "boundary"
                 if step % cfg.log_every == 0 or step == cfg.steps - 1:
                     with torch.no_grad():
-                        ps = psnr(pred.detach(), target).mean().item()
+                        ps = psnr(pred.detach(), target, seen).mean().item()
                     history.append({"step": step, "loss": mean_loss.item(), "l1": l1_loss(pred.detach(), target).item(),
                                     "psnr": ps, "splats": avatar.num_splats, "time_s": time.perf_counter() - t0})
                     bar.set_postfix(loss=f"{mean_loss.item():.4f}", psnr=f"{ps:.2f}", splats=avatar.num_splats)
@@ -386,15 +390,23 @@ def evaluate(avatar: GaussianAvatar, params: FlameParams, data: TrainData, model
 
 
 def _evaluate(avatar, params, data, model, renderer, background, lpips_fn) -> dict:
+    """Held-out figures over the pixels that show the video's picture (``TrainData.seen``): the crop's
+    padding past the frame is unobserved, so drawing the shoulders on below the frame's edge is
+    neither punished nor, where the avatar draws nothing, rewarded as matched background.
+    ``psnr_whole_crop``: the figure of earlier versions, which scored the padding as background."""
     bg = torch.tensor(background, device=data.images.device)
-    ps, ss, lp = [], [], []
+    ps, ss, lp, whole = [], [], [], []
     for i in data.eval_idx.tolist():
         verts = model(params[i], landmark_set=None, check_finite=False).vertices
         pred = renderer.render(bind(avatar, verts, model.faces), data.cameras[i], background=bg).rgb.clamp(0, 1)
-        target, _ = data.targets(torch.tensor([i], device=bg.device), bg)
-        ps.append(psnr(pred, target).item())
-        ss.append(ssim(pred, target).item())
+        at = torch.tensor([i], device=bg.device)
+        target, _ = data.targets(at, bg)
+        seen = data.seen(at)  # the padding past the video's frame shows nothing to compare with
+        ps.append(psnr(pred, target, seen).item())
+        whole.append(psnr(pred, target).item())
+        ss.append(ssim(pred, target, seen=seen).item())
         if lpips_fn is not None:
-            lp.append(float(lpips_fn(pred, target)))
+            lp.append(float(lpips_fn(pred, only_seen(pred, target, seen))))
     mean = lambda x: float(sum(x) / len(x)) if x else math.nan  # noqa: E731
-    return {"psnr": mean(ps), "ssim": mean(ss), "lpips": mean(lp) if lp else None, "frames": len(ps)}
+    return {"psnr": mean(ps), "ssim": mean(ss), "lpips": mean(lp) if lp else None, "frames": len(ps),
+            "psnr_whole_crop": mean(whole)}

@@ -21,12 +21,14 @@ __all__ = ["labels_from_parsing", "labels_from_head_regions", "label_group_indic
 
 
 def labels_from_parsing(gaussians, model, params, cameras, parsing: Tensor, frames: list[int], renderer,
-                        refine_steps: int = 300, progress: bool = True, **kw) -> tuple[Tensor, dict]:
+                        refine_steps: int = 300, progress: bool = True, seen=None, **kw) -> tuple[Tensor, dict]:
     """Labels [N, K] voted from the parsed ``frames`` (``parsing`` [F, H, W] label indices) posed with
-    ``params``, then refined for ``refine_steps``; and a record of how (for the avatar's metadata)."""
-    res = label_splats(gaussians, model, params, cameras, parsing, renderer, frames=frames, progress=progress, **kw)
+    ``params``, then refined for ``refine_steps``; and a record of how (for the avatar's metadata).
+    ``seen``: which pixels show the video's picture (``TrainData.seen``); the others are ignored."""
+    res = label_splats(gaussians, model, params, cameras, parsing, renderer, frames=frames, progress=progress,
+                       seen=seen, **kw)
     labels = refine_labels(gaussians, model, params, cameras, parsing, res.labels, renderer, frames=frames,
-                           steps=refine_steps, progress=progress)
+                           steps=refine_steps, progress=progress, seen=seen)
     return labels, {"source": "parsing", "frames": len(frames), "visible_splats": int((res.visibility > 1).sum()),
                     "refine_steps": refine_steps}
 

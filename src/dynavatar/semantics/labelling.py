@@ -80,7 +80,7 @@ class LabelResult:
 @torch.no_grad()
 def label_splats(avatar: GaussianAvatar, model, params, cameras: Cameras, label_maps: Tensor,
                  renderer, frames: Iterable[int] | None = None, prior_weight: float = 1.0,
-                 background_weight: float = 0.2, progress: bool = False) -> LabelResult:
+                 background_weight: float = 0.2, progress: bool = False, seen=None) -> LabelResult:
     """Soft labels for every splat from parsed frames.
 
     params: FlameParams [F]; cameras: Cameras [F] at the label maps' resolution;
@@ -88,7 +88,9 @@ def label_splats(avatar: GaussianAvatar, model, params, cameras: Cameras, label_
     (default all). ``prior_weight`` is in the votes' units (pixels of full blending weight).
     ``background_weight`` scales the votes of background pixels: a splat on the silhouette spreads
     its footprint over the background next to it, and matte edges bleed, so background is weak
-    evidence against a head label (0 ignores it).
+    evidence against a head label (0 ignores it). ``seen`` (``TrainData.seen``: frame indices ->
+    [B, H, W, 1] bool or None): pixels past the video's picture cast no vote (the parser calls the
+    crop's padding background, though the shoulders go on below the frame's edge).
     """
     dev = avatar.means_local.device
     frames = list(range(params.batch_size) if frames is None else frames)
@@ -100,6 +102,9 @@ def label_splats(avatar: GaussianAvatar, model, params, cameras: Cameras, label_
         g = bind(avatar, verts, model.faces)
         onehot = torch.nn.functional.one_hot(label_maps[f].long().to(dev), NUM_LABELS).float()  # [H, W, K]
         onehot[..., BACKGROUND] *= background_weight
+        picture = seen(torch.tensor([f])) if seen is not None else None
+        if picture is not None:
+            onehot *= picture[0].to(onehot)
         w = torch.cat([onehot, torch.ones_like(onehot[..., :1])], -1)  # last channel: visibility
         v = splat_pixel_votes(g, cameras[f].to(dev), w, renderer)
         votes += v[:, :NUM_LABELS]
@@ -115,13 +120,13 @@ def label_splats(avatar: GaussianAvatar, model, params, cameras: Cameras, label_
 def refine_labels(avatar: GaussianAvatar, model, params, cameras: Cameras, label_maps: Tensor, labels: Tensor,
                   renderer, frames: Iterable[int] | None = None, steps: int = 300, batch_size: int = 2,
                   lr: float = 0.05, background_weight: float = 0.2, prior_pixels: float = 2.0, seed: int = 0,
-                  progress: bool = False) -> Tensor:
+                  progress: bool = False, seen=None) -> Tensor:
     """Labels [N, K] whose rendering matches the parsed frames better than ``labels`` (the votes).
 
     Adam on the label logits (started at ``log labels``) against the per-pixel cross-entropy of the
     rendered label distribution (``render_label_masks``: uncovered pixels count as background) and
     the parsed label, over random batches of ``frames``; background pixels weigh
-    ``background_weight`` as in ``label_splats``. Geometry is frozen.
+    ``background_weight`` as in ``label_splats``, and pixels not ``seen`` weigh nothing. Geometry is frozen.
 
     Adam moves every parameter at about the same speed whatever its gradient's size, so a splat that
     covers a hundredth of a pixel would be relabelled as fast as one that covers a hundred. A pull
@@ -152,6 +157,9 @@ def refine_labels(avatar: GaussianAvatar, model, params, cameras: Cameras, label
         truth = label_maps[idx.to(label_maps.device)].long().to(dev)  # [B, H, W]
         log_p = probs.clamp_min(1e-6).log().gather(-1, truth[..., None])[..., 0]
         weight = torch.where(truth == BACKGROUND, background_weight, 1.0)
+        picture = seen(idx) if seen is not None else None
+        if picture is not None:
+            weight = weight * picture[..., 0].to(weight)
         # the prior is zero-gradient at the votes, so splats without pixels stay exactly there
         prior = -(votes * torch.log_softmax(logits, 1)).sum()
         loss = (-(weight * log_p).sum() + prior_pixels * len(idx) * prior) / weight.sum()
