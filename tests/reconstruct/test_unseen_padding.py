@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dynavatar.flame import FlameModel
+from dynavatar.gaussians.binding import bind
 from dynavatar.geometry.photometric import photometric_loss, psnr, ssim
 from dynavatar.reconstruct import ReconstructConfig, evaluate, fit_avatar
 from dynavatar.reconstruct.refine_tracking import RefineTrackingConfig, refine_frame_params
@@ -124,3 +125,23 @@ def test_splat_labels_ignore_the_parsing_past_the_picture(clip):
 
     assert torch.equal(labels(data.parsing, data.seen), labels(junk, data.seen))
     assert not torch.equal(labels(data.parsing, None), labels(junk, None))
+
+
+def test_splats_drawn_only_in_the_padding_become_transparent(clip):
+    """Nothing observed them, so they would draw their first colour. Made transparent, they change
+    the training frames' padding and (almost) nothing of their picture."""
+    model, renderer, data, _ = clip
+    fit = fit_avatar(data, model, renderer, _cfg(), progress=False)
+    hidden = fit.avatar.opacities < 1e-6
+    assert 0 < int(hidden.sum()) < fit.avatar.num_splats // 4
+    shown = fit.avatar.replace(opacity_logits=fit.avatar.opacity_logits.masked_fill(hidden, 0.0))
+    picture, padding = [], []
+    for i in data.train_idx.tolist():
+        verts = fit.model(fit.params[i], landmark_set=None).vertices
+        a, b = (renderer.render(bind(g, verts, fit.model.faces), data.cameras[i], background=torch.ones(3)).rgb[0]
+                for g in (fit.avatar, shown))
+        seen = data.seen(torch.tensor([i]))[0, ..., 0]
+        diff = (a - b).abs().amax(-1)
+        picture.append(diff[seen].mean())
+        padding.append(diff[~seen].mean())
+    assert max(picture) < 0.1 * max(padding), (max(picture), max(padding))

@@ -116,7 +116,8 @@ def format_clips_table(rows: list[dict]) -> str:
         out.append("end-to-end: preprocess (unless the CLIP was a preprocessed folder) + track + optimise + label. "
                    "NME: mean landmark error, % of the inter-ocular distance, of the landmark tracker's motion "
                    "('lmk') and of the stored motion after the photometric tracking stage ('trk'). PSNR/SSIM: "
-                   "held-out frames; 'lmk' = landmark motion, 'tracked' = the stored motion (landmarks + photometric "
+                   "held-out frames, over the pixels the video shows (not a crop's padding past its frame); "
+                   "'lmk' = landmark motion, 'tracked' = the stored motion (landmarks + photometric "
                    "stage), 'refined' (and SSIM) = after a further evaluation-time refinement of those frames; "
                    "IoU: rendered labels vs parser, stored motion")
     return "\n".join(out)

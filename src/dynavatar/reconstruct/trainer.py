@@ -297,7 +297,37 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                                                         getattr(base, k), getattr(refined, k)) for k in _REFINED})
         if model.torso_vertices is not None:  # ... and the torso shift their head's motion predicts
             model, refined = _fit_torso_motion(model, refined, data.train_idx, ev)
-    return FitResult(avatar.detach(), model, refined.detach(), history, time.perf_counter() - t0)
+    avatar = _hide_padding_only_splats(avatar.detach(), model, refined.detach(), data, renderer)
+    return FitResult(avatar, model, refined.detach(), history, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def _hide_padding_only_splats(avatar: GaussianAvatar, model: FlameModel, params: FlameParams, data: TrainData,
+                              renderer, n_frames: int = 48, max_seen: float = 0.5) -> GaussianAvatar:
+    """Splats that the training frames show mostly in the crops' padding past the video's frame (at
+    most ``max_seen`` of what they draw in the picture) met few or no pixels: they keep their first
+    colour, or stretch the edge's colour on, and draw a smear below aoc's neck, where her video ends.
+    They become transparent. Splats some frames show in their picture keep drawing on into other
+    frames' padding (d12's shirt below the frame's edge), and splats no frame shows at all (the back
+    of the head) are left as they were. Judged on ``n_frames`` training frames spread over the clip.
+    Why half: lower shares leave the smear (docs/benchmarks.md has the comparison)."""
+    from ..render.pixel_votes import splat_pixel_votes
+
+    if data.seen_rows is None or data.seen_cols is None:
+        return avatar
+    frames = data.train_idx[:: max(1, len(data.train_idx) // n_frames)]
+    votes = torch.zeros(avatar.num_splats, 2, device=avatar.means_local.device)  # [N, (picture, padding)]
+    for i in frames.tolist():
+        seen = data.seen(torch.tensor([i], device=data.seen_rows.device))[0]  # [R, R, 1]
+        verts = model(params[i], landmark_set=None, check_finite=False).vertices
+        votes += splat_pixel_votes(bind(avatar, verts, model.faces), data.cameras[i],
+                                   torch.cat([seen, ~seen], -1).float(), renderer)
+    # more than a tenth of a pixel drawn, at most ``max_seen`` of it in the picture
+    padding_only = (votes[:, 1] > 0.1) & (votes[:, 0] <= max_seen * votes.sum(1))
+    if bool(padding_only.any()):
+        logger.info("%d of %d splats are drawn only past the video's frame: made transparent",
+                    int(padding_only.sum()), avatar.num_splats)
+    return avatar.replace(opacity_logits=avatar.opacity_logits.masked_fill(padding_only, -30.0))
 
 
 def _diverged(loss: Tensor, step: int, avatar: GaussianAvatar, folder: Path | None) -> TrainingDivergedError:

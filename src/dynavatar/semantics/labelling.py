@@ -1,10 +1,7 @@
 """Semantic labels on splats ("dual tracking"): each splat carries a soft label vector.
 
-Why a gradient: a rendered feature channel is ``F(p) = sum_i w_ip f_i`` (``w_ip`` = splat i's
-alpha-blending weight at pixel p). So for any per-pixel weight image ``M(p)``,
-``d/df_i sum_p M(p) F(p) = sum_p w_ip M(p)``: one backward pass through the renderer gives every
-splat's blending-weighted overlap with every label mask at once, exactly, with any renderer
-(gsplat or the PyTorch one) and without per-pixel splat lists.
+Every splat's blending-weighted overlap with every label mask comes from one backward pass through
+the renderer (``render.pixel_votes.splat_pixel_votes``).
 
 Accumulated over the training frames these votes are fused with the head model's vertex regions
 as a prior, so splats that no frame shows (the back of the head, the inside of the mouth) still get
@@ -30,29 +27,13 @@ from ..gaussians.avatar import GaussianAvatar
 from ..gaussians.binding import WorldGaussians, bind
 from ..geometry.labels import NUM_LABELS, REGION_TO_LABEL, label_index
 from ..geometry.cameras import Cameras
+from ..render.pixel_votes import splat_pixel_votes
 from .coverage import render_coverage
 
 __all__ = ["splat_pixel_votes", "region_prior", "label_splats", "LabelResult", "render_label_masks",
            "selection_from_mask", "render_selection", "refine_labels"]
 
 BACKGROUND = label_index("background")
-
-
-def splat_pixel_votes(g: WorldGaussians, camera: Cameras, pixel_weights: Tensor, renderer) -> Tensor:
-    """Blending-weighted overlap of every splat with every weight image.
-
-    g: one frame of world gaussians; camera: one camera; pixel_weights: [H, W, D] -> votes [N, D]
-    with ``votes[i, d] = sum_p w_ip * pixel_weights[p, d]``.
-    """
-    g = dataclasses.replace(g, **{f.name: getattr(g, f.name).detach() for f in dataclasses.fields(g)
-                                  if isinstance(getattr(g, f.name), Tensor)})
-    d = pixel_weights.shape[-1]
-    with torch.enable_grad():
-        feats = torch.zeros(g.num_splats, d, device=g.means.device, dtype=g.means.dtype, requires_grad=True)
-        out = renderer.render(g, camera, features=feats)
-        objective = (out.features[0] * pixel_weights.to(out.features)).sum()
-        (votes,) = torch.autograd.grad(objective, feats, allow_unused=True)
-    return torch.zeros_like(feats) if votes is None else votes.detach()
 
 
 def region_prior(binding: Tensor, model) -> Tensor:
