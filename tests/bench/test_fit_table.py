@@ -81,12 +81,14 @@ def test_fit_row_keeps_the_tables_figures_and_drops_the_avatar():
     r = {"video": "/x/data", "frames": 78, "eval_frames": 8, "preset": "fast", "device": "cuda", "splats": 9,
          "torso": True, "optimise_s": 100.0, "end_to_end_s": 130.0, "preprocess_s": float("nan"), "psnr": 21.0,
          "psnr_refined": 27.5, "ssim_refined": 0.91, "lpips": None, "avatar": object(), "nme": 0.025,
+         "psnr_refined_whole_crop": 24.0,
          "label_iou": {"skin": 0.8, "hair": 0.7, "lips": 0.6, "eyes": 0.5}, "label_iou_refined": {"skin": 0.85}}
     row = fit_row(r)
     json.dumps(row)  # JSON-safe: no avatar, NaN -> None
     assert row["clip"] == "data" and row["preprocess_s"] is None and row["torso"] is True
     assert (row["iou_skin"], row["iou_hair"], row["iou_lips"], row["iou_skin_refined"]) == (0.8, 0.7, 0.6, 0.85)
     assert row["iou_hair_refined"] is None and "avatar" not in row and row["nme"] == pytest.approx(2.5)
+    assert row["psnr_refined_whole_crop"] == 24.0  # the old scoring stays on record beside the new
 
 
 @pytest.fixture(scope="module")

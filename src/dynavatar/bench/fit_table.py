@@ -54,7 +54,8 @@ def fit_row(r: dict) -> dict:
            "eval_frames": int(r["eval_frames"]), "preset": r["preset"], "device": r["device"],
            "splats": int(r["splats"]), "torso": bool(r.get("torso"))}
     for k in ("compile_s", "preprocess_s", "track_s", "optimise_s", "label_and_load_s", "end_to_end_s", "refine_s",
-              "psnr_landmarks", "psnr", "ssim", "lpips", "psnr_refined", "ssim_refined", "lpips_refined", "psnr_refined_no_clothes"):
+              "psnr_landmarks", "psnr", "ssim", "lpips", "psnr_refined", "ssim_refined", "lpips_refined", "psnr_refined_no_clothes",
+              "psnr_refined_whole_crop"):  # the figure of earlier versions (the crop's padding as background)
         row[k] = _num(r.get(k))
     for k in ("nme", "nme_tracked"):  # landmark error of the landmark / the stored motion, % inter-ocular
         row[k] = None if r.get(k) is None else 100 * float(r[k])
