@@ -116,7 +116,8 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, reso
         raise ValueError(f"dataset has {n} frames but {len(cameras)} cameras were given")
     if tracking is None and cameras is None:
         raise ValueError("give the tracking or the frames' cameras")
-    imgs, mattes, parsing = _read_frames(dataset, resolution, foreground)
+    pictures = _picture_rows_cols(dataset, resolution)  # [N, R] rows, [N, R] columns that show the video
+    imgs, mattes, parsing = _read_frames(dataset, resolution, pictures if foreground else None)
     cams = cameras if cameras is not None else _crop_cameras(tracking.cameras, resolution)
     if split is None:
         train_idx, eval_idx = without_faceless(*split_train_eval(n, eval_fraction), dataset.detected)
@@ -124,7 +125,7 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, reso
         train_idx, eval_idx = torch.as_tensor(split[0], dtype=torch.long), torch.as_tensor(split[1], dtype=torch.long)
     # Landmarks scale like the principal point (pixel-edge convention).
     lmk = torch.as_tensor(dataset.lmk_crop[..., :2] * (resolution / dataset.resolution), dtype=torch.float32)
-    rows, cols = (torch.from_numpy(a).to(device) for a in _picture_rows_cols(dataset, resolution))
+    rows, cols = (torch.from_numpy(a).to(device) for a in pictures)
     return TrainData(torch.from_numpy(imgs).to(device), torch.from_numpy(mattes).to(device), cams.to(device),
                      None if tracking is None else tracking.params.to(device), dataset.frame_index.copy(),
                      train_idx.to(device), eval_idx.to(device),
@@ -171,12 +172,13 @@ def _crop_cameras(cameras: Cameras, resolution: int) -> Cameras:
     return Cameras(cameras.viewmats.clone(), Ks, resolution, resolution)
 
 
-def _read_frames(dataset: FrameDataset, resolution: int, foreground: bool = True
+def _read_frames(dataset: FrameDataset, resolution: int, pictures: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Every crop, matte and (when complete) parsing map at ``resolution``:
     uint8 [N, R, R, 3], [N, R, R], [N, R, R] or None.
 
-    With ``foreground`` the crops' partly transparent pixels carry the person's colour alone
+    With ``pictures`` (``_picture_rows_cols``: the rows and columns of each crop that show the video)
+    the crops' partly transparent pixels carry the person's colour alone
     (``matting.foreground_colours``), so a composite is the person over the new background, not
     over a mix of it and the room's wall. Frames are read in threads (decoding and the box filters
     release the GIL); each frame's result depends on that frame only."""
@@ -189,7 +191,6 @@ def _read_frames(dataset: FrameDataset, resolution: int, foreground: bool = True
     has_parsing = (dataset.root / "parsing").is_dir()
     parsing = np.empty((n, resolution, resolution), np.uint8) if has_parsing else None
     interp = cv2.INTER_AREA if resolution < dataset.resolution else cv2.INTER_LINEAR
-    pictures = _picture_rows_cols(dataset, resolution) if foreground else None
 
     def read(i: int) -> bool:
         img, m = dataset.image(i), (dataset.matte(i) * 255).round().astype(np.uint8)
