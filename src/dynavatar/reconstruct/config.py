@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..gaussians.densify import BindingStrategy
+from .surface import SurfaceBox
 
 __all__ = ["ReconstructConfig", "LearningRates", "PRESETS"]
 
@@ -39,6 +40,9 @@ class ReconstructConfig:
     position_margin: float = 1.0
     w_scale: float = 1.0  # keep splats small (local scale beyond the margin is penalised)
     scale_margin: float = 0.6
+    bind_to_surface: bool = True  # project every splat into a box round its triangle after each step
+    # (``surface``): one view cannot tell a splat on the skin from one behind it, and a turned head shows it
+    surface: SurfaceBox = dataclasses.field(default_factory=SurfaceBox)
     eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
     refine_params: bool = True  # jointly refine per-frame expression/pose/translation
     track_steps: int = 100  # photometric tracking stage after the fit: Adam steps per chunk of the frames the

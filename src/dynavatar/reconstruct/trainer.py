@@ -3,7 +3,8 @@
 Per step: pick frames, pose FLAME with the tracked (and jointly refined) parameters, bind the
 splats to the posed triangles, render, compare with the matted frame (L1 + D-SSIM), add the
 binding regularisers of GaussianAvatars (splats stay near and small relative to their triangle),
-step Adam, densify with the binding-aware strategy. Checkpoints are written every N steps or M
+step Adam, densify with the binding-aware strategy, and project the splats back into a box round
+their triangle (``surface.py``: one view cannot tell the skin from a layer behind it). Checkpoints are written every N steps or M
 seconds, and a run resumes from the last one exactly (``resume.py``: optimizer moments, RNG
 streams and densification statistics included); Ctrl-C saves and raises ``RunInterrupted``; a
 NaN/inf stops the run after saving the last good state.
@@ -41,6 +42,7 @@ from ..geometry.photometric import l1 as l1_loss
 from ..geometry.photometric import only_seen, photometric_loss, psnr, ssim
 from .refine_tracking import MOTION_FIELDS, motion_optimizer
 from .resume import Checkpointer, DeferredInterrupt, load_checkpoint, rng_state
+from .surface import project_to_surface_, surface_bounds
 
 __all__ = ["FitResult", "fit_avatar", "attach_torso", "evaluate", "TrainingDivergedError"]
 
@@ -176,6 +178,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     dev = data.images.device
     model = model.to(dev)
     model = attach_torso(model, data) if _wants_torso(cfg.torso, data) else model.without_torso()
+    bounds = surface_bounds(model, cfg.surface) if cfg.bind_to_surface else None  # [F, 3]
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     bg = torch.tensor(cfg.background, device=dev)
@@ -268,6 +271,8 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                 avatar, state, info = densify_step(cfg.densify, state, avatar, opt, out, step, data.resolution,
                                                    data.resolution, generator=gen,
                                                    reduce_stats=dp.reduce_densify_stats)
+                if bounds is not None:
+                    project_to_surface_(avatar.means_local.data, avatar.binding, bounds)
                 done, phase = step + 1, "boundary"
                 if step % cfg.log_every == 0 or step == cfg.steps - 1:
                     with torch.no_grad():
