@@ -142,6 +142,7 @@ def test_bench_fit_several_clips_prints_one_table_and_saves_rows(tmp_path, clip_
     assert good["nme"] is not None and 0 <= good["nme"] < 5  # a perfect detector: the tracker fits it closely
     assert good["nme_tracked"] is not None and 5 < good["psnr_landmarks"] < 60  # the photometric stage's before/after
     assert good["iou_skin"] is None and (out / "synthclip0" / "held_out.png").is_file()  # unparsed: no IoU
+    assert (out / "synthclip0" / "turned_heads.png").is_file() and 5 < good["turn_psnr"] < 60
     assert "unknown dataset format" in rows[1]["error"]
     assert "worst: synthclip0" + tag in res.output and f"empty{tag}: FAILED" in res.output and "PSNR lmk" in res.output
     bad = CliRunner().invoke(main, ["bench", "fit", str(clip_dir), "--set", "w_landmark_budget=lots"])

@@ -84,6 +84,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     held = len(avatar.data.eval_idx) > 0
     psnr_head = _psnr_without_clothes(avatar) if held else None
     grid = save_held_out_grid(avatar, work / "held_out.png") if held else None
+    turn = _turned_heads(avatar, work) if held else None
     if held and avatar.data.parsing is not None and avatar.has_labels:
         save_label_grid(avatar, work / "labels_held_out.png")
     saved = avatar.save(work / "avatar")  # so `bench mask` / `edit` can follow on the very same fit
@@ -95,6 +96,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
             "refine_s": t_refine, "psnr_refined": refined["psnr"], "ssim_refined": refined["ssim"],
             "lpips_refined": refined["lpips"], "psnr_refined_no_clothes": psnr_head,
             "psnr_refined_whole_crop": refined.get("psnr_whole_crop"), "label_iou_refined": iou_refined,
+            "turn_psnr": turn,
             "grid": str(grid) if grid else "none",
             "avatar_dir": str(saved), "torso": avatar.model.torso_vertices is not None, "avatar": avatar,
             "psnr_landmarks": landmarks_only["psnr"], "nme": nme_landmarks, "nme_tracked": nme_tracked,
@@ -185,6 +187,15 @@ def _spread_held_out(avatar, n: int) -> list[int]:
     return [ev[j] for j in np.linspace(0, len(ev) - 1, min(n, len(ev))).round().astype(int)]
 
 
+def _turned_heads(avatar, work: Path, n: int = 2) -> float:
+    """``n`` held-out frames turned +-0.5 rad (``turned_heads.png``) and their mean turn consistency [dB]."""
+    from .turn_consistency import save_turned_heads, turn_consistency
+
+    frames = _spread_held_out(avatar, n)
+    save_turned_heads(avatar, frames, work / "turned_heads.png")
+    return float(np.mean([turn_consistency(avatar, f)["psnr"] for f in frames]))
+
+
 def save_held_out_grid(avatar, path: Path, n: int = 3) -> Path:
     """Three held-out frames: ground truth over render, side by side, as one PNG."""
     import imageio.v3 as iio
@@ -222,7 +233,8 @@ def format_fit_table(r: dict) -> str:
             ("  then held-out PSNR [dB]", f(r["psnr_refined"], 2)), ("  then held-out SSIM", f(r["ssim_refined"], 4)),
             ("  then held-out LPIPS", f(r["lpips_refined"], 4) if r["lpips_refined"] is not None else "n/a"),
             ("  then held-out PSNR, clothes masked out [dB]", f(r.get("psnr_refined_no_clothes"), 2)),
-            ("  then held-out PSNR, the crop's padding as background [dB]", f(r.get("psnr_refined_whole_crop"), 2))]
+            ("  then held-out PSNR, the crop's padding as background [dB]", f(r.get("psnr_refined_whole_crop"), 2)),
+            ("turned +-0.5 rad: the face's colours against as tracked [dB]", f(r.get("turn_psnr"), 1))]
     rows += [(f"label IoU {k} (render vs parser)", f(v, 3) + (f"  (refined tracking: {r['label_iou_refined'][k]:.3f})"
                                                              if k in r.get("label_iou_refined", {}) else ""))
              for k, v in r["label_iou"].items()]

@@ -32,7 +32,7 @@ from ..flame import FlameModel
 from ..flame.torso import TORSO_REGION
 from ..geometry.triangles import triangle_frames
 
-__all__ = ["SurfaceBox", "surface_bounds", "project_to_surface_", "FACE_REGIONS"]
+__all__ = ["SurfaceBox", "surface_bounds", "face_triangles", "project_to_surface_", "FACE_REGIONS"]
 
 #: regions that are always face (the skin is split by where it sits: ``surface_bounds``)
 FACE_REGIONS = ("left_brow", "right_brow", "left_eye", "right_eye", "nose", "upper_lip", "lower_lip",
@@ -54,31 +54,40 @@ class SurfaceBox:
 
 
 @torch.no_grad()
+def face_triangles(model: FlameModel, ahead_of_ears: float = 0.02) -> Tensor:
+    """[F] bool: the face's triangles (``FACE_REGIONS``, and the skin more than ``ahead_of_ears`` metres
+    in front of the ears on the neutral head). All False for a model without regions."""
+    faces = model.faces.long()
+    face = torch.zeros(faces.shape[0], dtype=torch.bool, device=faces.device)
+    names = model.region_names
+    if model.vertex_region is None or not names:
+        return face
+    region = torch.as_tensor(model.vertex_region, device=faces.device).long()[faces].mode(dim=1).values  # [F]
+    for name in FACE_REGIONS:
+        if name in names:
+            face |= region == names.index(name)
+    ears = [names.index(n) for n in ("left_ear", "right_ear") if n in names]
+    if "skin" in names and ears:
+        rest = model(model.zero_params(1), landmark_set=None).vertices[0]  # [V, 3] neutral head
+        centre_z = triangle_frames(rest, faces).centroids[:, 2]  # [F] forward (FLAME: +z out of the face)
+        ear_front = centre_z[torch.isin(region, torch.tensor(ears, device=faces.device))].max()
+        face |= (region == names.index("skin")) & (centre_z > ear_front + ahead_of_ears)
+    return face
+
+
+@torch.no_grad()
 def surface_bounds(model: FlameModel, box: SurfaceBox | None = None) -> Tensor:
     """Per triangle ``[F, 3]``: (lowest, highest) offset along the normal and the largest offset across
     it, in units of k. A model without regions gets the loose rule (``outside_*``) everywhere but the
     inside limit."""
     box = box or SurfaceBox()
     faces = model.faces.long()
-    n_faces = faces.shape[0]
     dev = faces.device
-    bounds = torch.tensor([-box.inside, box.outside_normal, box.outside_plane], device=dev).repeat(n_faces, 1)
+    bounds = torch.tensor([-box.inside, box.outside_normal, box.outside_plane], device=dev).repeat(faces.shape[0], 1)
+    bounds[face_triangles(model, box.face_ahead_of_ears)] = torch.tensor([*box.face_normal, box.face_plane], device=dev)
     names = model.region_names
-    if model.vertex_region is None or not names:
-        return bounds
-    region = torch.as_tensor(model.vertex_region, device=dev).long()[faces].mode(dim=1).values  # [F]
-    rest = model(model.zero_params(1).to(dev), landmark_set=None).vertices[0]  # [V, 3] neutral head
-    centre_z = triangle_frames(rest, faces).centroids[:, 2]  # [F] forward (FLAME: +z out of the face)
-    face = torch.zeros(n_faces, dtype=torch.bool, device=dev)
-    for name in FACE_REGIONS:
-        if name in names:
-            face |= region == names.index(name)
-    ears = [names.index(n) for n in ("left_ear", "right_ear") if n in names]
-    if "skin" in names and ears:
-        ear_front = centre_z[torch.isin(region, torch.tensor(ears, device=dev))].max()
-        face |= (region == names.index("skin")) & (centre_z > ear_front + box.face_ahead_of_ears)
-    bounds[face] = torch.tensor([*box.face_normal, box.face_plane], device=dev)
-    if TORSO_REGION in names:
+    if model.vertex_region is not None and names and TORSO_REGION in names:
+        region = torch.as_tensor(model.vertex_region, device=dev).long()[faces].mode(dim=1).values  # [F]
         bounds[region == names.index(TORSO_REGION)] = torch.tensor([*box.torso_normal, box.torso_plane], device=dev)
     return bounds
 

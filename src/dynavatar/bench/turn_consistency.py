@@ -1,0 +1,110 @@
+"""Does the face stick to the head when it turns? A figure and a picture for turned heads.
+
+A clip shows the head from the front, so held-out PSNR cannot see an avatar whose splats sit in
+layers in front of and behind the skin: the layers add up right from the front and come apart into
+patches when the head turns. There is no photograph of the turned head to compare with, but there is
+an invariant: a point of the face seen in both views must have the same colour in both (the avatar
+has no view-dependent colour at ``sh_degree`` 0, and the light is baked in).
+
+``turn_consistency`` renders a frame as it is and with the head turned by +-``yaw``, takes the face's
+mesh vertices that both views see (facing the camera, not hidden behind nearer vertices), samples both
+renders where each vertex projects, and reports the PSNR of the one against the other. Splats that sit
+on the skin give a high figure; splats that drift off it give a low one, wherever the turn moves them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["turn_consistency", "save_turned_heads", "visible_vertices"]
+
+
+def visible_vertices(points: torch.Tensor, normals: torch.Tensor, camera, min_facing: float = 0.3,
+                     cell: float = 6.0, tolerance: float = 0.006) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which vertices a camera sees, and where.
+
+    points, normals: [V, 3] world; camera: ``Cameras`` with one view. A vertex is seen when its normal
+    faces the camera by ``min_facing`` (cosine) and no vertex in its ``cell``-pixel cell is nearer by more
+    than ``tolerance`` metres plus what a slope of ``1 / min_facing`` climbs across the cell (a point
+    z-buffer: on the safe side, it may drop a visible vertex on a steep slope, not keep a hidden one
+    behind a nearer surface). -> (seen [V] bool, pixels [V, 2])."""
+    from ..geometry.cameras import project_points
+
+    view, K = camera.viewmats[0].to(points), camera.Ks[0].to(points)
+    pix, z = project_points(points, view, K)  # [V, 2], [V]
+    centre = camera.centers[0].to(points)
+    to_camera = torch.nn.functional.normalize(centre - points, dim=-1)
+    facing = (normals * to_camera).sum(-1) > min_facing
+    inside = (pix[:, 0] >= 0) & (pix[:, 0] < camera.width) & (pix[:, 1] >= 0) & (pix[:, 1] < camera.height) & (z > 0)
+    cols = int(np.ceil(camera.width / cell))
+    key = (pix[:, 1].clamp(0, camera.height - 1) // cell).long() * cols + (pix[:, 0].clamp(0, camera.width - 1) // cell).long()
+    nearest = torch.full((cols * int(np.ceil(camera.height / cell)),), float("inf"), dtype=z.dtype)
+    front = inside & facing  # only surfaces facing the camera can hide others
+    nearest.scatter_reduce_(0, key[front], z[front], reduce="amin")
+    climb = cell * z / K[0, 0] * (1.0 - min_facing**2) ** 0.5 / min_facing  # [V] metres across one cell
+    return inside & facing & (z <= nearest[key] + tolerance + climb), pix
+
+
+def _sample(image: np.ndarray, pix: torch.Tensor) -> np.ndarray:
+    """Bilinear colours [P, 3] in 0..1 of a uint8 image [H, W, 3] at pixel positions [P, 2] (centres at +0.5)."""
+    img = torch.from_numpy(image).float().permute(2, 0, 1)[None] / 255.0
+    h, w = image.shape[:2]
+    grid = torch.stack([pix[:, 0] / w * 2 - 1, pix[:, 1] / h * 2 - 1], -1).float()[None, None]  # [1, 1, P, 2]
+    return torch.nn.functional.grid_sample(img, grid, align_corners=False)[0, :, 0].T.numpy()
+
+
+@torch.no_grad()
+def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
+    """PSNR [dB] between the frame's render and the render with the head turned by -``yaw`` and +``yaw``,
+    over the face's vertices both see. -> {"psnr": mean over the two turns, "psnr_left", "psnr_right",
+    "points": vertices compared (the smaller turn's count)}."""
+    from ..flame.pose import rotate_head
+    from ..geometry.mesh import vertex_normals
+    from ..reconstruct.surface import face_triangles
+
+    model = avatar.model
+    faces = model.faces.long().cpu()
+    face_vertices = torch.zeros(int(faces.max()) + 1, dtype=torch.bool)  # [V] (with the torso sheet's, if any)
+    face = face_triangles(model).cpu()
+    face_vertices[faces[face if face.any() else slice(None)].flatten()] = True  # a head without regions: all
+    camera = avatar.cameras[frame]
+
+    def seen(params):
+        v = model.to(avatar.device)(params.to(avatar.device), landmark_set=None).vertices[0].cpu().double()
+        n = torch.from_numpy(vertex_normals(v.numpy(), faces.numpy())[0])
+        ok, pix = visible_vertices(v, n, camera.to("cpu", torch.float64))
+        return ok, pix, avatar.render(params=params, camera=camera)
+
+    ok0, pix0, image0 = seen(avatar.params[frame])
+    out, points = {}, []
+    for side, sign in (("left", -1.0), ("right", 1.0)):
+        ok1, pix1, image1 = seen(rotate_head(avatar.params[frame], sign * yaw))
+        both = ok0 & ok1 & face_vertices
+        points.append(int(both.sum()))
+        if not both.any():
+            out[f"psnr_{side}"] = float("nan")
+            continue
+        mse = float(((_sample(image0, pix0[both]) - _sample(image1, pix1[both])) ** 2).mean())
+        out[f"psnr_{side}"] = 10 * np.log10(1.0 / max(mse, 1e-10))
+    out["psnr"] = float(np.mean([out["psnr_left"], out["psnr_right"]]))
+    out["points"] = min(points)
+    return out
+
+
+def save_turned_heads(avatar, frames: list[int], path: Path, yaw: float = 0.5) -> Path:
+    """Per frame a row: the head turned by -``yaw``, as tracked, turned by +``yaw``; one PNG."""
+    import imageio.v3 as iio
+
+    from ..flame.pose import rotate_head
+
+    rows = []
+    for f in frames:
+        p, cam = avatar.params[f], avatar.cameras[f]
+        rows.append(np.concatenate([avatar.render(params=rotate_head(p, -yaw), camera=cam), avatar.render(frame=f),
+                                    avatar.render(params=rotate_head(p, yaw), camera=cam)], 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.concatenate(rows, 0))
+    return path
