@@ -239,10 +239,12 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                 verts = model(p, landmark_set=None, check_finite=False).vertices
                 g = bind(avatar, verts, model.faces)
                 cams = data.cameras[idx] if len(idx) > 1 else data.cameras[int(idx[0])]
-                out = renderer.render(g, cams, background=bg)
+                # a new background each step: a white splat can no longer pass for transparency at the outline
+                step_bg = torch.rand(3, generator=gen).to(dev) if cfg.random_background else bg
+                out = renderer.render(g, cams, background=step_bg)
                 if out.means2d.requires_grad:
                     out.means2d.retain_grad()
-                target, _ = data.targets(idx, bg)
+                target, _ = data.targets(idx, step_bg)
                 pred, seen = out.rgb, data.seen(idx)
                 loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim, seen) + _regularisers(avatar, cfg)
                 if anchored:
