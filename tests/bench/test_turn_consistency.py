@@ -26,7 +26,7 @@ def _textured_head(push: float) -> Avatar:
     g.sh.data[:, 0] = rgb_to_sh(rgb)
     sign = torch.where(torch.arange(g.num_splats) % 2 == 0, 1.0, -1.0)
     g.means_local.data[:, 1] = push * sign
-    cams = Cameras.orbit(1, radius=0.55, azimuth_range_deg=(0, 0), width=96, height=96, fov_y_deg=30.0)
+    cams = Cameras.orbit(1, radius=0.55, azimuth_range_deg=(0, 0), width=64, height=64, fov_y_deg=30.0)
     return Avatar(g, head, head.zero_params(1), cams, {}, None)
 
 
