@@ -71,7 +71,7 @@ def test_fit_learns_and_held_out_frames_are_never_trained(setup):
     assert data.eval_idx.tolist() == [11] and 11 not in data.train_idx.tolist()
     res = fit_avatar(data, model, renderer, _cfg(40), progress=False)
     first, last = res.history[0], res.history[-1]
-    assert last["psnr"] > first["psnr"] + 1, (first, last)  # on random backgrounds: the first colours already match them
+    assert last["psnr"] > first["psnr"] + 3, (first, last)
     metrics = evaluate(res.avatar, res.params, data, res.model, renderer)
     assert metrics["frames"] == 1 and metrics["psnr"] > 24, metrics
     # Held-out frames keep their tracked parameters.

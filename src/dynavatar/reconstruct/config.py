@@ -32,9 +32,10 @@ class ReconstructConfig:
     splats_per_face: int = 1  # initial splats on every triangle
     sh_degree: int = 0  # 0 for monocular input (view-dependence is not observable)
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # matted images are composited on it
-    random_background: bool = True  # training composites each step on a random colour instead: on a fixed
-    # white, splats at the outline that learned white (or, behind the head, hair) pass for "nothing" from the
-    # front and show as white and dark patches when the head turns
+    random_background: bool = False  # True: training composites each step on a random colour instead. On a
+    # fixed white, splats at the outline that learned white pass for "nothing" from the front and show as white
+    # patches when the head turns; random colours remove those, but cost 0.2-0.4 dB of held-out PSNR (scored
+    # on white) on 128-px CPU fits and were not measured on a GPU (docs/benchmarks.md), so it is not the default
     foreground_colours: bool = True  # composite the person's colour alone at the matte's soft edge, not the mix
     # with the room behind (``matting.foreground_colours``): no wall-coloured fringe learned into the hair
     w_l1: float = 0.8
