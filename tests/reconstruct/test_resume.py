@@ -134,7 +134,16 @@ def test_keyboard_interrupt_saves_the_last_completed_step(clip, reference, tmp_p
     _assert_same_run(res, tmp_path, reference)
 
 
-def test_sigint_stops_at_the_end_of_the_step(clip, reference, tmp_path):
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler for the test: a shell starts background jobs with SIGINT ignored, and
+    the fit (rightly) leaves an ignored SIGINT alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_stops_at_the_end_of_the_step(clip, reference, tmp_path, default_sigint):
     """A real Ctrl-C (SIGINT) in the middle of step 21 lets that step finish, then saves 22 steps."""
     model, _, data = clip
     with pytest.raises(RunInterrupted, match="interrupted at step 22 of"):

@@ -91,3 +91,20 @@ def test_a_fit_ends_with_every_splat_inside_its_box():
     mf, bf = free.avatar.means_local, surface_bounds(free.model, box)[free.avatar.binding.long()]
     outside = (mf[:, 1] < bf[:, 0] - 1e-6) | (mf[:, 1] > bf[:, 1] + 1e-6) | (mf[:, [0, 2]].norm(dim=1) > bf[:, 2] + 1e-5)
     assert bool(outside.any())
+
+
+def test_near_metres_caps_the_neck_and_ears_in_metres_not_the_scalp_or_face():
+    model = FlameModel.load()
+    loose, near = surface_bounds(model), surface_bounds(model, SurfaceBox(near_metres=(0.015, 0.012)))
+    names = model.region_names
+    region = torch.as_tensor(model.vertex_region).long()[model.faces.long()].mode(dim=1).values
+    rest = model(model.zero_params(1), landmark_set=None).vertices[0]
+    from dynavatar.geometry.triangles import triangle_frames
+
+    k = triangle_frames(rest, model.faces.long()).scales  # [F] metres
+    neck = region == names.index("neck")
+    assert bool((near[neck, 1] * k[neck] <= 0.015 + 1e-6).all() and (near[neck, 2] * k[neck] <= 0.012 + 1e-6).all())
+    assert bool((near[neck, 1] < loose[neck, 1]).any())  # the neck's big triangles were looser than 1.5 cm
+    for kept in ("scalp",) + FACE_REGIONS:
+        assert torch.equal(near[region == names.index(kept)], loose[region == names.index(kept)])
+    assert torch.equal(near[:, 0], loose[:, 0])  # the inside limit is untouched

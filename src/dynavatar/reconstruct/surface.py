@@ -51,6 +51,9 @@ class SurfaceBox:
     torso_normal: tuple[float, float] = (-1.0, 1.5)
     torso_plane: float = 2.0
     face_ahead_of_ears: float = 0.02  # metres: skin this far in front of the ears counts as face
+    near_metres: tuple[float, float] = (0.0, 0.0)  # > 0: the neck, the ears and the skin behind the face (not the
+    # scalp, not the face, not the torso) stay within this many metres out / across, whatever their size k
+    # (the neck's triangles are ~11 mm: 5 k out reaches in front of the chin)
 
 
 @torch.no_grad()
@@ -89,6 +92,14 @@ def surface_bounds(model: FlameModel, box: SurfaceBox | None = None) -> Tensor:
     if model.vertex_region is not None and names and TORSO_REGION in names:
         region = torch.as_tensor(model.vertex_region, device=dev).long()[faces].mode(dim=1).values  # [F]
         bounds[region == names.index(TORSO_REGION)] = torch.tensor([*box.torso_normal, box.torso_plane], device=dev)
+    if box.near_metres[0] > 0 and model.vertex_region is not None and names:
+        region = torch.as_tensor(model.vertex_region, device=dev).long()[faces].mode(dim=1).values  # [F]
+        near = (bounds[:, 2] == box.outside_plane) & (bounds[:, 1] == box.outside_normal)  # not face, not torso
+        if "scalp" in names:
+            near &= region != names.index("scalp")
+        k = triangle_frames(model(model.zero_params(1), landmark_set=None).vertices[0], faces).scales  # [F] metres
+        bounds[near, 1] = torch.minimum(bounds[near, 1], box.near_metres[0] / k[near])
+        bounds[near, 2] = torch.minimum(bounds[near, 2], box.near_metres[1] / k[near])
     return bounds
 
 
