@@ -56,26 +56,41 @@ class SurfaceBox:
     # (the neck's triangles are ~11 mm: 5 k out reaches in front of the chin)
 
 
-@torch.no_grad()
-def face_triangles(model: FlameModel, ahead_of_ears: float = 0.02) -> Tensor:
-    """[F] bool: the face's triangles (``FACE_REGIONS``, and the skin more than ``ahead_of_ears`` metres
-    in front of the ears on the neutral head). All False for a model without regions."""
+def _triangle_regions(model: FlameModel) -> Tensor | None:
+    """[F] long: each triangle's region (the most common of its three vertices'); None without regions."""
+    if model.vertex_region is None or not model.region_names:
+        return None
+    faces = model.faces.long()
+    return torch.as_tensor(model.vertex_region, device=faces.device).long()[faces].mode(dim=1).values
+
+
+def _neutral_frames(model: FlameModel):
+    """``triangle_frames`` of the neutral head (zero shape, expression and pose)."""
+    return triangle_frames(model(model.zero_params(1), landmark_set=None).vertices[0], model.faces.long())
+
+
+def _face_mask(model: FlameModel, region: Tensor | None, ahead_of_ears: float, neutral=None) -> Tensor:
     faces = model.faces.long()
     face = torch.zeros(faces.shape[0], dtype=torch.bool, device=faces.device)
-    names = model.region_names
-    if model.vertex_region is None or not names:
+    if region is None:
         return face
-    region = torch.as_tensor(model.vertex_region, device=faces.device).long()[faces].mode(dim=1).values  # [F]
+    names = model.region_names
     for name in FACE_REGIONS:
         if name in names:
             face |= region == names.index(name)
     ears = [names.index(n) for n in ("left_ear", "right_ear") if n in names]
     if "skin" in names and ears:
-        rest = model(model.zero_params(1), landmark_set=None).vertices[0]  # [V, 3] neutral head
-        centre_z = triangle_frames(rest, faces).centroids[:, 2]  # [F] forward (FLAME: +z out of the face)
+        centre_z = (neutral or _neutral_frames(model)).centroids[:, 2]  # [F] forward (FLAME: +z out of the face)
         ear_front = centre_z[torch.isin(region, torch.tensor(ears, device=faces.device))].max()
         face |= (region == names.index("skin")) & (centre_z > ear_front + ahead_of_ears)
     return face
+
+
+@torch.no_grad()
+def face_triangles(model: FlameModel, ahead_of_ears: float = 0.02) -> Tensor:
+    """[F] bool: the face's triangles (``FACE_REGIONS``, and the skin more than ``ahead_of_ears`` metres
+    in front of the ears on the neutral head). All False for a model without regions."""
+    return _face_mask(model, _triangle_regions(model), ahead_of_ears)
 
 
 @torch.no_grad()
@@ -84,20 +99,20 @@ def surface_bounds(model: FlameModel, box: SurfaceBox | None = None) -> Tensor:
     it, in units of k. A model without regions gets the loose rule (``outside_*``) everywhere but the
     inside limit."""
     box = box or SurfaceBox()
-    faces = model.faces.long()
-    dev = faces.device
-    bounds = torch.tensor([-box.inside, box.outside_normal, box.outside_plane], device=dev).repeat(faces.shape[0], 1)
-    bounds[face_triangles(model, box.face_ahead_of_ears)] = torch.tensor([*box.face_normal, box.face_plane], device=dev)
+    dev = model.faces.device
+    bounds = torch.tensor([-box.inside, box.outside_normal, box.outside_plane], device=dev).repeat(len(model.faces), 1)
+    region = _triangle_regions(model)
+    if region is None:
+        return bounds
     names = model.region_names
-    if model.vertex_region is not None and names and TORSO_REGION in names:
-        region = torch.as_tensor(model.vertex_region, device=dev).long()[faces].mode(dim=1).values  # [F]
-        bounds[region == names.index(TORSO_REGION)] = torch.tensor([*box.torso_normal, box.torso_plane], device=dev)
-    if box.near_metres[0] > 0 and model.vertex_region is not None and names:
-        region = torch.as_tensor(model.vertex_region, device=dev).long()[faces].mode(dim=1).values  # [F]
-        near = (bounds[:, 2] == box.outside_plane) & (bounds[:, 1] == box.outside_normal)  # not face, not torso
-        if "scalp" in names:
-            near &= region != names.index("scalp")
-        k = triangle_frames(model(model.zero_params(1), landmark_set=None).vertices[0], faces).scales  # [F] metres
+    neutral = _neutral_frames(model)
+    face = _face_mask(model, region, box.face_ahead_of_ears, neutral)
+    torso = region == names.index(TORSO_REGION) if TORSO_REGION in names else torch.zeros_like(face)
+    bounds[face] = torch.tensor([*box.face_normal, box.face_plane], device=dev)
+    bounds[torso] = torch.tensor([*box.torso_normal, box.torso_plane], device=dev)
+    if box.near_metres[0] > 0:  # the neck, ears and skin behind the face: capped in metres too
+        near = ~face & ~torso & (region != names.index("scalp") if "scalp" in names else True)
+        k = neutral.scales  # [F] metres
         bounds[near, 1] = torch.minimum(bounds[near, 1], box.near_metres[0] / k[near])
         bounds[near, 2] = torch.minimum(bounds[near, 2], box.near_metres[1] / k[near])
     return bounds
