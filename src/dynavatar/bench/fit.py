@@ -189,11 +189,10 @@ def _spread_held_out(avatar, n: int) -> list[int]:
 
 def _turned_heads(avatar, work: Path, n: int = 2) -> float:
     """``n`` held-out frames turned +-0.5 rad (``turned_heads.png``) and their mean turn consistency [dB]."""
-    from .turn_consistency import save_turned_heads, turn_consistency
+    from .turn_consistency import save_turned_heads
 
-    frames = _spread_held_out(avatar, n)
-    save_turned_heads(avatar, frames, work / "turned_heads.png")
-    return float(np.mean([turn_consistency(avatar, f)["psnr"] for f in frames]))
+    figures = save_turned_heads(avatar, _spread_held_out(avatar, n), work / "turned_heads.png")
+    return float(np.mean([r["psnr"] for r in figures]))
 
 
 def save_held_out_grid(avatar, path: Path, n: int = 3) -> Path:

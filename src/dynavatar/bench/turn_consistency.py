@@ -60,7 +60,8 @@ def _sample(image: np.ndarray, pix: torch.Tensor) -> np.ndarray:
 def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
     """PSNR [dB] between the frame's render and the render with the head turned by -``yaw`` and +``yaw``,
     over the face's vertices both see. -> {"psnr": mean over the two turns, "psnr_left", "psnr_right",
-    "points": vertices compared (the smaller turn's count)}."""
+    "points": vertices compared (the smaller turn's count), "images": the renders turned -``yaw``, as
+    tracked, turned +``yaw`` (uint8 [H, W, 3] each)}."""
     from ..flame.pose import rotate_head
     from ..geometry.mesh import vertex_normals
     from ..reconstruct.surface import face_triangles
@@ -79,9 +80,10 @@ def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
         return ok, pix, avatar.render(params=params, camera=camera)
 
     ok0, pix0, image0 = seen(avatar.params[frame])
-    out, points = {}, []
+    out, points, turned = {}, [], []
     for side, sign in (("left", -1.0), ("right", 1.0)):
         ok1, pix1, image1 = seen(rotate_head(avatar.params[frame], sign * yaw))
+        turned.append(image1)
         both = ok0 & ok1 & face_vertices
         points.append(int(both.sum()))
         if not both.any():
@@ -91,20 +93,16 @@ def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
         out[f"psnr_{side}"] = 10 * np.log10(1.0 / max(mse, 1e-10))
     out["psnr"] = float(np.mean([out["psnr_left"], out["psnr_right"]]))
     out["points"] = min(points)
+    out["images"] = (turned[0], image0, turned[1])
     return out
 
 
-def save_turned_heads(avatar, frames: list[int], path: Path, yaw: float = 0.5) -> Path:
-    """Per frame a row: the head turned by -``yaw``, as tracked, turned by +``yaw``; one PNG."""
+def save_turned_heads(avatar, frames: list[int], path: Path, yaw: float = 0.5) -> list[dict]:
+    """Per frame a row of one PNG: the head turned by -``yaw``, as tracked, turned by +``yaw``.
+    -> each frame's ``turn_consistency`` (from the same renders)."""
     import imageio.v3 as iio
 
-    from ..flame.pose import rotate_head
-
-    rows = []
-    for f in frames:
-        p, cam = avatar.params[f], avatar.cameras[f]
-        rows.append(np.concatenate([avatar.render(params=rotate_head(p, -yaw), camera=cam), avatar.render(frame=f),
-                                    avatar.render(params=rotate_head(p, yaw), camera=cam)], 1))
+    figures = [turn_consistency(avatar, f, yaw) for f in frames]
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, np.concatenate(rows, 0))
-    return path
+    iio.imwrite(path, np.concatenate([np.concatenate(r["images"], 1) for r in figures], 0))
+    return figures
