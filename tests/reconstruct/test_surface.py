@@ -108,3 +108,20 @@ def test_near_metres_caps_the_neck_and_ears_in_metres_not_the_scalp_or_face():
     for kept in ("scalp",) + FACE_REGIONS:
         assert torch.equal(near[region == names.index(kept)], loose[region == names.index(kept)])
     assert torch.equal(near[:, 0], loose[:, 0])  # the inside limit is untouched
+
+
+def test_a_box_that_makes_no_sense_is_refused_with_one_line(tmp_path):
+    """A negative size would mirror the splats through their triangle; a reversed range pins them to one
+    side. The CLI's --set says which setting, in one line."""
+    import pytest
+    from click.testing import CliRunner
+
+    from dynavatar.cli import main
+    from dynavatar.errors import ConfigError
+
+    for bad in ({"face_plane": -1.0}, {"face_normal": (0.5, 0.1)}, {"near_metres": (-0.01, 0.01)},
+                {"outside_normal": float("nan")}):
+        with pytest.raises(ConfigError):
+            SurfaceBox(**bad)
+    res = CliRunner().invoke(main, ["fit", str(tmp_path), "-o", str(tmp_path / "out"), "--set", "surface.face_plane=-1"])
+    assert res.exit_code == 2 and "surface.face_plane" in res.output and "Traceback" not in res.output

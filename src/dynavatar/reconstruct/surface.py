@@ -28,6 +28,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..flame import FlameModel
 from ..flame.torso import TORSO_REGION
 from ..geometry.triangles import triangle_frames
@@ -54,6 +55,17 @@ class SurfaceBox:
     near_metres: tuple[float, float] = (0.0, 0.0)  # > 0: the neck, the ears and the skin behind the face (not the
     # scalp, not the face, not the torso) stay within this many metres out / across, whatever their size k
     # (the neck's triangles are ~11 mm: 5 k out reaches in front of the chin)
+
+    def __post_init__(self) -> None:
+        for name in ("face_normal", "torso_normal"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ConfigError(f"surface.{name}={lo},{hi}: give the lowest offset first (e.g. -0.3,0.6)")
+        for name in ("face_plane", "inside", "outside_normal", "outside_plane", "torso_plane"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"surface.{name}={getattr(self, name)}: it cannot be negative")
+        if not all(m >= 0 for m in self.near_metres):
+            raise ConfigError(f"surface.near_metres={self.near_metres}: it cannot be negative (0 turns the cap off)")
 
 
 def _triangle_regions(model: FlameModel) -> Tensor | None:
