@@ -23,7 +23,8 @@ class _Spy(TorchRenderer):
         self.backgrounds = []
 
     def render(self, gaussians, cameras, background=None, **kw):
-        if torch.is_grad_enabled():  # the training steps (evaluation and labelling run without grad)
+        if torch.is_grad_enabled() and kw.get("features") is None:  # the training steps (evaluation runs
+            # without grad; the first colours and the labels render features)
             self.backgrounds.append(background.detach().clone())
         return super().render(gaussians, cameras, background=background, **kw)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..gaussians.densify import BindingStrategy
+from ..errors import ConfigError
 from .surface import SurfaceBox
 
 __all__ = ["ReconstructConfig", "LearningRates", "PRESETS"]
@@ -47,6 +48,11 @@ class ReconstructConfig:
     bind_to_surface: bool = True  # project every splat into a box round its triangle after each step
     # (``surface``): one view cannot tell a splat on the skin from one behind it, and a turned head shows it
     surface: SurfaceBox = dataclasses.field(default_factory=SurfaceBox)
+    init_colours: str = "seen"  # the splats' first colours: "seen", what each draws in a few frames, hidden ones
+    # their region's mean (``init_colours``); "projected", the pixel its triangle projects to in the first frame
+    # (the code before 2026-12-07: hidden splats copied the face in front of them, a second face on a turned head)
+    w_face_opacity: float = 0.1  # the face's splats are pushed to opaque (``face_opacity_loss``): a solid face
+    # hides the splats behind it, which a turned head would show as a second face (0: off)
     eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
     refine_params: bool = True  # jointly refine per-frame expression/pose/translation
     track_steps: int = 100  # photometric tracking stage after the fit: Adam steps per chunk of the frames the
@@ -70,6 +76,10 @@ class ReconstructConfig:
     lr: LearningRates = dataclasses.field(default_factory=LearningRates)
     densify: BindingStrategy = dataclasses.field(default_factory=BindingStrategy)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.init_colours not in ("seen", "projected"):
+            raise ConfigError(f"init_colours={self.init_colours!r}: choose 'seen' or 'projected'")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ReconstructConfig":

@@ -33,7 +33,7 @@ from ..flame import FlameModel
 from ..flame.torso import TORSO_REGION
 from ..geometry.triangles import triangle_frames
 
-__all__ = ["SurfaceBox", "surface_bounds", "face_triangles", "project_to_surface_", "FACE_REGIONS"]
+__all__ = ["SurfaceBox", "surface_bounds", "face_triangles", "triangle_regions", "project_to_surface_", "FACE_REGIONS"]
 
 #: regions that are always face (the skin is split by where it sits: ``surface_bounds``)
 FACE_REGIONS = ("left_brow", "right_brow", "left_eye", "right_eye", "nose", "upper_lip", "lower_lip",
@@ -68,7 +68,7 @@ class SurfaceBox:
             raise ConfigError(f"surface.near_metres={self.near_metres}: it cannot be negative (0 turns the cap off)")
 
 
-def _triangle_regions(model: FlameModel) -> Tensor | None:
+def triangle_regions(model: FlameModel) -> Tensor | None:
     """[F] long: each triangle's region (the most common of its three vertices'); None without regions."""
     if model.vertex_region is None or not model.region_names:
         return None
@@ -102,7 +102,7 @@ def _face_mask(model: FlameModel, region: Tensor | None, ahead_of_ears: float, n
 def face_triangles(model: FlameModel, ahead_of_ears: float = 0.02) -> Tensor:
     """[F] bool: the face's triangles (``FACE_REGIONS``, and the skin more than ``ahead_of_ears`` metres
     in front of the ears on the neutral head). All False for a model without regions."""
-    return _face_mask(model, _triangle_regions(model), ahead_of_ears)
+    return _face_mask(model, triangle_regions(model), ahead_of_ears)
 
 
 @torch.no_grad()
@@ -113,7 +113,7 @@ def surface_bounds(model: FlameModel, box: SurfaceBox | None = None) -> Tensor:
     box = box or SurfaceBox()
     dev = model.faces.device
     bounds = torch.tensor([-box.inside, box.outside_normal, box.outside_plane], device=dev).repeat(len(model.faces), 1)
-    region = _triangle_regions(model)
+    region = triangle_regions(model)
     if region is None:
         return bounds
     names = model.region_names
