@@ -78,3 +78,6 @@ def test_an_unknown_choice_is_refused_with_one_line():
 
     with pytest.raises(ConfigError, match="init_colours"):
         ReconstructConfig.preset("tiny", init_colours="painted")
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ConfigError, match="w_face_opacity"):
+            ReconstructConfig.preset("tiny", w_face_opacity=bad)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..gaussians.densify import BindingStrategy
 from ..errors import ConfigError
+from ..gaussians.densify import BindingStrategy
 from .surface import SurfaceBox
 
 __all__ = ["ReconstructConfig", "LearningRates", "PRESETS"]
@@ -82,6 +82,8 @@ class ReconstructConfig:
     def __post_init__(self) -> None:
         if self.init_colours not in ("seen", "projected"):
             raise ConfigError(f"init_colours={self.init_colours!r}: choose 'seen' or 'projected'")
+        if not self.w_face_opacity >= 0:  # NaN fails too
+            raise ConfigError(f"w_face_opacity={self.w_face_opacity}: give 0 (off) or a positive weight, e.g. 0.1")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ReconstructConfig":

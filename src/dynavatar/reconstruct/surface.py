@@ -92,7 +92,7 @@ def _face_mask(model: FlameModel, region: Tensor | None, ahead_of_ears: float, n
             face |= region == names.index(name)
     ears = [names.index(n) for n in ("left_ear", "right_ear") if n in names]
     if "skin" in names and ears:
-        centre_z = (neutral or _neutral_frames(model)).centroids[:, 2]  # [F] forward (FLAME: +z out of the face)
+        centre_z = (neutral if neutral is not None else _neutral_frames(model)).centroids[:, 2]  # [F] forward (FLAME: +z out of the face)
         ear_front = centre_z[torch.isin(region, torch.tensor(ears, device=faces.device))].max()
         face |= (region == names.index("skin")) & (centre_z > ear_front + ahead_of_ears)
     return face

@@ -1,6 +1,7 @@
 """The optimisation that turns tracked frames into a FLAME-bound Gaussian avatar.
 
-The splats start on their triangles, coloured by what they draw in a few frames (``init_colours``).
+The splats start on their triangles, coloured from the first frame (or, with ``init_colours="seen"``,
+by what each draws in a few frames: ``init_colours.py``).
 Per step: pick frames, pose FLAME with the tracked (and jointly refined) parameters, bind the
 splats to the posed triangles, render, compare with the matted frame (L1 + D-SSIM), add the
 binding regularisers of GaussianAvatars (splats stay near and small relative to their triangle),
@@ -125,10 +126,8 @@ def face_opacity_loss(avatar: GaussianAvatar, face: Tensor) -> Tensor:
     face's splats within a few millimetres of the skin, so an opaque face is a solid skin: the
     front-most layer draws, the others are hidden. (Pushing to "opaque or gone", ``o (1 - o)``, opened
     holes that the splats behind filled: worse turned heads, docs/benchmarks.md.)"""
-    on_face = face[avatar.binding]  # [N]
-    if not bool(on_face.any()):
-        return avatar.opacity_logits.sum() * 0
-    return (1 - torch.sigmoid(avatar.opacity_logits[on_face])).mean()
+    on_face = face[avatar.binding].to(avatar.opacity_logits.dtype)  # [N] 0/1 (a mask, not an index: no host sync per step)
+    return ((1 - torch.sigmoid(avatar.opacity_logits)) * on_face).sum() / on_face.sum().clamp_min(1)
 
 
 def attach_torso(model: FlameModel, data: TrainData, max_frames: int = 64) -> FlameModel:
