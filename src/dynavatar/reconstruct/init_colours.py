@@ -24,9 +24,8 @@ from torch import Tensor
 
 from ..flame import FlameModel
 from ..gaussians.avatar import GaussianAvatar, rgb_to_sh
-from ..gaussians.binding import bind
-from ..render.pixel_votes import splat_pixel_votes
 from .data import TrainData
+from .frame_votes import spread_frames, votes_over_frames
 from .surface import triangle_regions
 
 __all__ = ["seen_colours", "init_colours_"]
@@ -40,17 +39,16 @@ def seen_colours(avatar: GaussianAvatar, data: TrainData, model: FlameModel, ren
     weight [N]: pixels of blending weight, on_person [N]: the part of that weight on the matte)."""
     opaque = avatar.replace(opacity_logits=torch.full_like(avatar.opacity_logits, float(torch.logit(
         torch.tensor(opacity)))))
-    train = data.train_idx
-    frames = train[torch.linspace(0, len(train) - 1, min(n_frames, len(train))).round().long()]
-    votes = torch.zeros(avatar.num_splats, 5, device=avatar.means_local.device)
-    for i in frames.tolist():
-        at = torch.tensor([i], device=train.device)
+    frames = spread_frames(data.train_idx, n_frames)
+
+    def features(i: int) -> Tensor:  # [R, R, 5]: composited colour and matte over the picture, the picture
+        at = torch.tensor([i], device=frames.device)
         rgb, matte = data.targets(at, background)  # [1, R, R, 3], [1, R, R, 1]
         seen = data.seen(at)
         s = torch.ones_like(matte[0]) if seen is None else seen[0].float()
-        verts = model(data.params[i], landmark_set=None, check_finite=False).vertices
-        world = bind(opaque, verts, model.faces)
-        votes += splat_pixel_votes(world, data.cameras[i], torch.cat([rgb[0] * s, s, matte[0] * s], -1), renderer)
+        return torch.cat([rgb[0] * s, s, matte[0] * s], -1)
+
+    votes = votes_over_frames(opaque, model, data.params, data.cameras, frames, features, renderer)
     w = votes[:, 3]
     return votes[:, :3] / w.clamp_min(1e-8)[:, None], w, votes[:, 4]
 

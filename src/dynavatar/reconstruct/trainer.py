@@ -43,6 +43,7 @@ from .landmark_anchor import anchor_applies, landmark_anchor, landmark_budget, l
 from ..geometry.photometric import l1 as l1_loss
 from ..geometry.photometric import only_seen, photometric_loss, psnr, ssim
 from .refine_tracking import MOTION_FIELDS, motion_optimizer
+from .frame_votes import votes_over_frames
 from .init_colours import init_colours_
 from .resume import Checkpointer, DeferredInterrupt, load_checkpoint, rng_state
 from .surface import face_triangles, project_to_surface_, surface_bounds
@@ -341,17 +342,15 @@ def _hide_padding_only_splats(avatar: GaussianAvatar, model: FlameModel, params:
     frames' padding (d12's shirt below the frame's edge), and splats no frame shows at all (the back
     of the head) are left as they were. Judged on ``n_frames`` training frames spread over the clip.
     Why half: lower shares leave the smear (docs/benchmarks.md has the comparison)."""
-    from ..render.pixel_votes import splat_pixel_votes
-
     if data.seen_rows is None or data.seen_cols is None:
         return avatar
     frames = data.train_idx[:: max(1, len(data.train_idx) // n_frames)]
-    votes = torch.zeros(avatar.num_splats, 2, device=avatar.means_local.device)  # [N, (picture, padding)]
-    for i in frames.tolist():
+
+    def picture_and_padding(i: int) -> Tensor:  # [R, R, 2]
         seen = data.seen(torch.tensor([i], device=data.seen_rows.device))[0]  # [R, R, 1]
-        verts = model(params[i], landmark_set=None, check_finite=False).vertices
-        votes += splat_pixel_votes(bind(avatar, verts, model.faces), data.cameras[i],
-                                   torch.cat([seen, ~seen], -1).float(), renderer)
+        return torch.cat([seen, ~seen], -1).float()
+
+    votes = votes_over_frames(avatar, model, params, data.cameras, frames, picture_and_padding, renderer)
     # more than a tenth of a pixel drawn, at most ``max_seen`` of it in the picture
     padding_only = (votes[:, 1] > 0.1) & (votes[:, 0] <= max_seen * votes.sum(1))
     if bool(padding_only.any()):
