@@ -48,13 +48,11 @@ class ReconstructConfig:
     bind_to_surface: bool = True  # project every splat into a box round its triangle after each step
     # (``surface``): one view cannot tell a splat on the skin from one behind it, and a turned head shows it
     surface: SurfaceBox = dataclasses.field(default_factory=SurfaceBox)
-    init_colours: str = "projected"  # the splats' first colours: "projected", the pixel its triangle projects to in
-    # the first frame (hidden splats copy the face in front of them: a second face on a turned head); "seen", what
-    # each draws in a few frames, hidden ones their region's mean (``init_colours``). Not yet the default: with
-    # w_face_opacity it turned d10's turned heads whole on the CPU (docs/benchmarks.md), but the default suite
-    # timed out in an edit test with both on and there was no time left to find why
-    w_face_opacity: float = 0.0  # > 0 (0.1 measured): the face's splats are pushed to opaque (``face_opacity_loss``):
-    # a solid face hides the splats behind it, which a turned head would show as a second face
+    init_colours: str = "seen"  # the splats' first colours: "seen", what each draws in a few frames, hidden ones
+    # their region's mean (``init_colours``); "projected" (before 2026-12-07), the pixel its triangle projects to
+    # in the first frame: hidden splats copied the face in front of them, a second face on a turned head
+    w_face_opacity: float = 0.1  # the face's splats are pushed to opaque (``face_opacity_loss``; 0: off): a solid
+    # face hides the splats behind it, which a turned head would show as a second face (docs/benchmarks.md)
     eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
     refine_params: bool = True  # jointly refine per-frame expression/pose/translation
     track_steps: int = 100  # photometric tracking stage after the fit: Adam steps per chunk of the frames the

@@ -1,7 +1,7 @@
 """The optimisation that turns tracked frames into a FLAME-bound Gaussian avatar.
 
-The splats start on their triangles, coloured from the first frame (or, with ``init_colours="seen"``,
-by what each draws in a few frames: ``init_colours.py``).
+The splats start on their triangles, coloured by what each draws in a few frames (``init_colours.py``;
+``init_colours="projected"``: the first frame's pixel each triangle projects to).
 Per step: pick frames, pose FLAME with the tracked (and jointly refined) parameters, bind the
 splats to the posed triangles, render, compare with the matted frame (L1 + D-SSIM), add the
 binding regularisers of GaussianAvatars (splats stay near and small relative to their triangle),
