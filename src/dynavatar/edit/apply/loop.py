@@ -43,6 +43,7 @@ from ...flame import FlameModel, FlameParams
 from ...gaussians.avatar import SH_C0, GaussianAvatar
 from ...gaussians.binding import bind
 from ...geometry.cameras import Cameras
+from ...geometry.labels import label_index
 from ...geometry.photometric import photometric_loss
 from ..editors.palette import PaletteEditor, is_palette_plan
 from ..editors.palette_recolour import EYE_REGIONS
@@ -51,6 +52,7 @@ from .discriminator import PatchDiscriminator, discriminator_loss, generator_los
 from .keyframes import View, farthest_point_keyframes, keyframe_views
 from .region import (DrawnRegion, EditResult, pose_views, prepare_region, region_masks, region_optimizer, region_step,
                      render_views, view_masks)
+from .blend_map import region_pixels
 from .splat_recolour import recolour_splats, splat_region_weight, splat_visibility, statistics_views
 
 __all__ = ["EditConfig", "loop_config", "original_views", "recolour_region", "edit_splats"]
@@ -95,9 +97,11 @@ def recolour_region(g: GaussianAvatar, sel: Tensor, plan: EditPlan, editor: Pale
     inside, outside = splat_visibility(wg, cams, region_masks(wg, cams, g.labels, plan, renderer), renderer,
                                        with_outside=True)  # [N] each: seen inside / outside the region masks
     weight = splat_region_weight(g.labels, plan, sel)  # [N], 0 outside the region
+    prob = g.labels[:, [label_index(n) for n in plan.regions]].sum(1).clamp(0, 1)  # [N]
     return recolour_splats(g, plan, weight, inside, min_detail=getattr(editor, "min_detail", 0.05),
                            iris_only=getattr(editor, "iris_only", True), model=model, params=params,
-                           outside=outside)  # splats labelled hair but seen only off the hair keep their colour
+                           outside=outside,  # splats labelled hair but seen only off the hair keep their colour
+                           pixels=region_pixels(wg, cams, prob, renderer))  # the map fitted where the strands are
 
 
 def loop_config(plan: EditPlan, config: EditConfig | None = None) -> EditConfig:

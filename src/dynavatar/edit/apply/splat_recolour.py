@@ -40,6 +40,7 @@ from ..colour_space import oklab_to_rgb, rgb_to_oklab
 from ..editors.palette_recolour import (EYE_REGIONS, colourist_oklab, fit_region, iris_membership, recolour_oklab,
                                         region_stats, smoothstep, target_from_plan, weighted_quantiles)
 from ..plan import EditPlan
+from .blend_map import apply_affine_colour_map, colourist_affine_map
 
 __all__ = ["splat_region_weight", "splat_visibility", "statistics_views", "inside_share_gate", "splat_palette_stats", "recolour_splats",
            "splat_heights", "rest_pose", "rest_positions", "geometric_pupil"]
@@ -192,7 +193,7 @@ def rest_positions(gaussians: GaussianAvatar, model, params) -> Tensor:
 def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, visibility: Tensor | None = None,
                     min_detail: float = 0.05, iris_only: bool = True, fd_eps: float = 1e-3,
                     positions: Tensor | None = None, model=None, params=None,
-                    outside: Tensor | None = None) -> GaussianAvatar:
+                    outside: Tensor | None = None, pixels: tuple[Tensor, Tensor] | None = None) -> GaussianAvatar:
     """A copy of ``gaussians`` with the plan's palette edit applied to the splats of ``weight`` [N].
 
     The colourist's recolour (``palette_recolour.colourist_oklab``): the region's colour
@@ -206,6 +207,10 @@ def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, v
     Splats with weight 0 keep their tensors bit-identical. ``min_detail``: the material path's.
     ``outside`` [N] (``splat_visibility(with_outside=True)``): splats the views show mostly
     outside the region lose their weight (``inside_share_gate``); needs ``visibility``.
+    ``pixels`` (rgb [P, 3], weight [P]: ``blend_map.region_pixels``): the region's rendered pixels; a
+    colour plan without positional qualifiers, not of the eyes, then goes through one affine colour map
+    fitted to the colourist's recolour of those pixels (``blend_map``: it commutes with blending, so
+    the rendered strands keep their structure).
     """
     if outside is not None and visibility is not None:
         weight = weight * inside_share_gate(visibility.to(weight), outside.to(weight))
@@ -218,6 +223,9 @@ def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, v
     lab = rgb_to_oklab(rgb)  # [M, 3]
     target = target_from_plan(plan, rgb)
     eye = iris_only and set(plan.regions) <= EYE_REGIONS
+    if pixels is not None and target is not None and not eye and not _positional(target) and len(pixels[0]) >= 50:
+        A, b = colourist_affine_map(pixels[0], pixels[1], target, plan.strength, plan.material)
+        return apply_affine_colour_map(gaussians, A, b, weight)
     opacity = gaussians.opacities[idx].to(w)  # [M]
     seen = opacity if visibility is None else visibility[idx].to(w).clamp_min(0.0)
     if float((w * seen).sum()) <= 1e-8:  # no view shows the region: opacity is the best guess left
