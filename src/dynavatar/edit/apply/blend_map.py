@@ -1,11 +1,11 @@
 """A colourist's recolour handed to the splats as one affine colour map, so it commutes with blending.
 
-Why: a splat's colour is not the colour of a piece of hair. On aoc's 512-px avatar 74 % of the hair
-splats' colour channels are below 0 (the renderer clamps them to black) and the strands a person
-sees are sums of many overlapping splats. Mapping each splat's clamped colour by its lightness rank
-(``palette_recolour.colourist_oklab`` per splat) sends most of them to one shade, and the rendered
-strands went flat: lightness structure 0.63 for "platinum blonde hair" (bar 0.9) although the same
-map applied to the *pixels* keeps it.
+Why: a splat's colour is not the colour of a piece of hair. Most of a fitted hair's splats have
+colours below 0 (the renderer clamps them to black), and the strands a person sees are sums of many
+overlapping splats. Mapping each splat's clamped colour by its lightness rank (``colourist_oklab``
+per splat) sends most of them to one shade, and the rendered strands went flat, although the same
+map applied to the *pixels* keeps them (figures in docs/benchmarks.md, "Hair recolours that keep
+the strands").
 
 So the map is fitted where the structure is, on the region's rendered pixels, and given to the splats
 in the space the renderer blends in. A pixel is ``P = sum_i w_i c_i`` (``c_i`` the splat's colour
@@ -89,7 +89,7 @@ def apply_affine_colour_map(gaussians: GaussianAvatar, A: Tensor, b: Tensor, wei
 
     No splat is clamped into the shade's lightness range afterwards: the splats' colours spread far
     wider than the pixels they blend into, and bringing the bright ones to the shade's light end
-    (tried on aoc) gave back most of the lost structure (blonde 0.90 -> 0.81) for a little coverage."""
+    (tried on aoc) lost most of the structure gained, for a little coverage."""
     sh = gaussians.sh.clone()
     idx = (weight > 0).nonzero()[:, 0]
     if len(idx) == 0:

@@ -96,7 +96,7 @@ def recolour_region(g: GaussianAvatar, sel: Tensor, plan: EditPlan, editor: Pale
     cams = cameras[torch.tensor([v.frame for v in views])]
     # [N] each: seen inside / outside the region masks. At 192 px, not the statistics' 96: the off-region
     # gate judges thin strands at the temples, which at 96 px fall mostly outside the hair mask and kept
-    # their old colour (aoc, blonde: 468 -> 269 dark pixels left in the hair, spill 1.05 -> 1.12 %)
+    # their old colour (docs/benchmarks.md, "Hair recolours that keep the strands")
     inside, outside = splat_visibility(wg, cams, region_masks(wg, cams, g.labels, plan, renderer), renderer,
                                        max_side=192, with_outside=True)
     weight = splat_region_weight(g.labels, plan, sel)  # [N], 0 outside the region

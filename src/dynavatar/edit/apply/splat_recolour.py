@@ -15,6 +15,11 @@ splats outside ``region_selection``, so those stay bit-identical and boundary sp
     c_i'  = c_i + w_i (f(c_i) - c_i)                          # f = recolour_oklab with shared stats
     sh_i[k>0]' = J_i sh_i[k]                                  # J_i = d c_i' / d c_i (view-dependent part)
 
+Colour plans given the region's rendered pixels (``pixels=``, as the edit loop does) go instead
+through one affine colour map fitted on those pixels (``blend_map``): it commutes with blending, and
+the per-splat map below flattened strands drawn by many overlapping splats. The per-splat path stays
+for eye plans, positional qualifiers and callers without pixels.
+
 The statistics f needs (region mean and std in OKLab) are the splats' colours weighted by
 ``w_i * v_i``, with ``v_i = sum_p m(p) w_ip`` the splat's blending weight over the region-mask
 pixels of the rendered keyframes (``splat_pixel_votes``). Since a pixel's colour is
