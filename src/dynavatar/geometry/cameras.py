@@ -127,6 +127,17 @@ class Cameras:
         return Cameras(self.viewmats.to(device=device, dtype=dtype), self.Ks.to(device=device, dtype=dtype),
                        self.width, self.height)
 
+    def scaled(self, scale: float) -> "Cameras":
+        """The same cameras at ``scale`` of the image size (rounded, at least 1 px; intrinsics scaled
+        to match). ``scale >= 1`` returns ``self``."""
+        if scale >= 1.0:
+            return self
+        w, h = max(1, round(self.width * scale)), max(1, round(self.height * scale))
+        K = self.Ks.clone()
+        K[:, 0] *= w / self.width
+        K[:, 1] *= h / self.height
+        return Cameras(self.viewmats, K, w, h)
+
     def __getitem__(self, idx) -> "Cameras":
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 
 from ...gaussians.avatar import GaussianAvatar, rgb_to_sh, sh_to_rgb
-from ...geometry.cameras import Cameras
 from ..colour_space import oklab_to_rgb, rgb_to_oklab
 from ..editors.palette_recolour import ColourTarget, colourist_oklab, fit_region
 
@@ -43,13 +42,7 @@ def region_pixels(world, cameras, region_prob: Tensor, renderer, min_prob: float
     least ``min_prob`` and alpha at least ``min_alpha`` (edge pixels mix the region with what is
     next to it: the map would be fitted to mixtures). Rendered with the longest side at most
     ``max_side`` pixels (a few seconds on a CPU for three views). -> (rgb [P, 3], weight [P])"""
-    scale = min(1.0, max_side / max(cameras.width, cameras.height))
-    if scale < 1.0:
-        w, h = max(1, round(cameras.width * scale)), max(1, round(cameras.height * scale))
-        K = cameras.Ks.clone()
-        K[:, 0] *= w / cameras.width
-        K[:, 1] *= h / cameras.height
-        cameras = Cameras(cameras.viewmats, K, w, h)
+    cameras = cameras.scaled(max_side / max(cameras.width, cameras.height))
     out = renderer.render(world, cameras, features=region_prob[:, None].to(world.means))
     prob, alpha = out.features[..., 0], out.alpha[..., 0]  # [V, H, W] each
     keep = (prob >= min_prob * alpha.clamp_min(1e-6)) & (alpha >= min_alpha)  # blended prob over covered pixels

@@ -120,12 +120,9 @@ def _scaled(camera: Cameras, mask: Tensor, scale: float) -> tuple[Cameras, Tenso
     """One camera and its mask [H, W] at ``scale`` of the size (intrinsics scaled, mask area-averaged)."""
     if scale >= 1.0:
         return camera, mask
-    w, h = max(1, round(camera.width * scale)), max(1, round(camera.height * scale))
-    K = camera.Ks.clone()
-    K[:, 0] *= w / camera.width
-    K[:, 1] *= h / camera.height
-    small = torch.nn.functional.interpolate(mask[None, None], size=(h, w), mode="area")[0, 0]  # [h, w]
-    return Cameras(camera.viewmats, K, w, h), small
+    small = camera.scaled(scale)
+    return small, torch.nn.functional.interpolate(mask[None, None], size=(small.height, small.width),
+                                                  mode="area")[0, 0]  # [h, w]
 
 
 def _view(world, v: int):
