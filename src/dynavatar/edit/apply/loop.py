@@ -100,11 +100,14 @@ def recolour_region(g: GaussianAvatar, sel: Tensor, plan: EditPlan, editor: Pale
     inside, outside = splat_visibility(wg, cams, region_masks(wg, cams, g.labels, plan, renderer), renderer,
                                        max_side=192, with_outside=True)
     weight = splat_region_weight(g.labels, plan, sel)  # [N], 0 outside the region
-    prob = g.labels[:, [label_index(n) for n in plan.regions]].sum(1).clamp(0, 1)  # [N]
+    pixels = None  # the region's rendered pixels, where the affine map is fitted; eye plans stay per splat
+    if not _splat_recolour_is_final(plan, editor):
+        prob = g.labels[:, [label_index(n) for n in plan.regions]].sum(1).clamp(0, 1)  # [N]
+        pixels = region_pixels(wg, cams, prob, renderer)
     return recolour_splats(g, plan, weight, inside, min_detail=getattr(editor, "min_detail", 0.05),
                            iris_only=getattr(editor, "iris_only", True), model=model, params=params,
                            outside=outside,  # splats labelled hair but seen only off the hair keep their colour
-                           pixels=region_pixels(wg, cams, prob, renderer))  # the map fitted where the strands are
+                           pixels=pixels)
 
 
 def loop_config(plan: EditPlan, config: EditConfig | None = None) -> EditConfig:
