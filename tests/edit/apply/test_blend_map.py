@@ -15,7 +15,7 @@ import torch
 
 from dynavatar.edit import EditPlan
 from dynavatar.edit.apply.blend_map import (apply_affine_colour_map, fit_affine_colour_map, region_pixels)
-from dynavatar.edit.apply.splat_recolour import recolour_splats
+from dynavatar.edit.apply.splat_recolour import recolour_splats, takes_affine_map
 from dynavatar.edit.colour_space import rgb_to_oklab
 from dynavatar.edit.editors.palette_recolour import target_from_plan
 from dynavatar.edit.prompt.rule_refiner import RuleRefiner
@@ -127,3 +127,13 @@ def test_a_light_shade_keeps_the_rendered_strands_and_splats_outside_stay_bit_id
     target = target_from_plan(plan, torch.zeros(3, dtype=torch.float64))
     lo, hi = float(target.dark[0]) - 0.1, float(target.light[0]) + 0.1
     assert ((L_affine >= lo) & (L_affine <= hi)).mean() > 0.95
+
+
+@pytest.mark.parametrize("prompt, affine", [("red hair", True), ("platinum blonde hair", True), ("red lipstick", True),
+                                            ("blue eyes", False), ("blonde hair with dark roots", False),
+                                            ("ombre pink hair", False)])
+def test_which_plans_take_the_affine_map(prompt, affine):
+    """Only these get their region's pixels rendered (``loop.recolour_region``): the eyes and the
+    positional qualifiers keep the per-splat path, and the render would be thrown away."""
+    plan = RuleRefiner().refine_all(prompt)[0]
+    assert takes_affine_map(plan) is affine

@@ -53,7 +53,7 @@ from .keyframes import View, farthest_point_keyframes, keyframe_views
 from .region import (DrawnRegion, EditResult, pose_views, prepare_region, region_masks, region_optimizer, region_step,
                      render_views, view_masks)
 from .blend_map import region_pixels
-from .splat_recolour import recolour_splats, splat_region_weight, splat_visibility, statistics_views
+from .splat_recolour import recolour_splats, splat_region_weight, splat_visibility, statistics_views, takes_affine_map
 
 __all__ = ["EditConfig", "loop_config", "original_views", "recolour_region", "edit_splats"]
 
@@ -100,8 +100,8 @@ def recolour_region(g: GaussianAvatar, sel: Tensor, plan: EditPlan, editor: Pale
     inside, outside = splat_visibility(wg, cams, region_masks(wg, cams, g.labels, plan, renderer), renderer,
                                        max_side=192, with_outside=True)
     weight = splat_region_weight(g.labels, plan, sel)  # [N], 0 outside the region
-    pixels = None  # the region's rendered pixels, where the affine map is fitted; eye plans stay per splat
-    if not _splat_recolour_is_final(plan, editor):
+    pixels = None  # the region's rendered pixels, where the affine map is fitted (not for eyes or positional plans)
+    if takes_affine_map(plan, getattr(editor, "iris_only", True)):
         prob = g.labels[:, [label_index(n) for n in plan.regions]].sum(1).clamp(0, 1)  # [N]
         pixels = region_pixels(wg, cams, prob, renderer)
     return recolour_splats(g, plan, weight, inside, min_detail=getattr(editor, "min_detail", 0.05),

@@ -48,7 +48,7 @@ from ..plan import EditPlan
 from .blend_map import apply_affine_colour_map, colourist_affine_map
 
 __all__ = ["splat_region_weight", "splat_visibility", "statistics_views", "inside_share_gate", "splat_palette_stats", "recolour_splats",
-           "splat_heights", "rest_pose", "rest_positions", "geometric_pupil"]
+           "splat_heights", "rest_pose", "rest_positions", "geometric_pupil", "takes_affine_map"]
 
 logger = logging.getLogger("dynavatar.edit")
 
@@ -225,7 +225,7 @@ def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, v
     lab = rgb_to_oklab(rgb)  # [M, 3]
     target = target_from_plan(plan, rgb)
     eye = iris_only and set(plan.regions) <= EYE_REGIONS
-    if pixels is not None and target is not None and not eye and not _positional(target) and len(pixels[0]) >= 50:
+    if pixels is not None and takes_affine_map(plan, iris_only) and len(pixels[0]) >= 50:
         A, b = colourist_affine_map(pixels[0], pixels[1], target, plan.strength, plan.material)
         return apply_affine_colour_map(gaussians, A, b, weight)
     opacity = gaussians.opacities[idx].to(w)  # [M]
@@ -274,6 +274,16 @@ def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, v
         jac = ((out[:3] - out[3:]) / (2 * fd_eps)).permute(1, 2, 0)  # [M, 3 out, 3 in]
         sh[idx, 1:] = torch.einsum("mij,mkj->mki", jac, sh[idx, 1:])
     return gaussians.replace(sh=sh)
+
+
+def takes_affine_map(plan: EditPlan, iris_only: bool = True) -> bool:
+    """Whether ``recolour_splats`` recolours this plan through one affine map fitted on the region's
+    rendered pixels (so the caller should render them: ``blend_map.region_pixels``): a colour plan,
+    not of the eyes (with ``iris_only``), without positional qualifiers."""
+    if iris_only and set(plan.regions) <= EYE_REGIONS:
+        return False
+    target = target_from_plan(plan, torch.zeros(3))
+    return target is not None and not _positional(target)
 
 
 def _positional(target) -> str:
