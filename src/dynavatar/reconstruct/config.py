@@ -53,6 +53,9 @@ class ReconstructConfig:
     # in the first frame: hidden splats copied the face in front of them, a second face on a turned head
     w_face_opacity: float = 0.1  # the face's splats are pushed to opaque (``face_opacity_loss``; 0: off): a solid
     # face hides the splats behind it, which a turned head would show as a second face (docs/benchmarks.md)
+    w_flat: float = 0.0  # > 0: the splats on ``flat_on`` triangles are laid flat on them (``regularisers.flatness_loss``):
+    # a splat standing across the skin is a line from the front and a shard when the head turns
+    flat_on: str = "skin"  # "face", "skin" (all but the scalp and the torso sheet) or "all"
     eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
     refine_params: bool = True  # jointly refine per-frame expression/pose/translation
     track_steps: int = 100  # photometric tracking stage after the fit: Adam steps per chunk of the frames the
@@ -82,6 +85,10 @@ class ReconstructConfig:
             raise ConfigError(f"init_colours={self.init_colours!r}: choose 'seen' or 'projected'")
         if not self.w_face_opacity >= 0:  # NaN fails too
             raise ConfigError(f"w_face_opacity={self.w_face_opacity}: give 0 (off) or a positive weight, e.g. 0.1")
+        if not self.w_flat >= 0:
+            raise ConfigError(f"w_flat={self.w_flat}: give 0 (off) or a positive weight, e.g. 0.1")
+        if self.flat_on not in ("face", "skin", "all"):
+            raise ConfigError(f"flat_on={self.flat_on!r}: choose 'face', 'skin' or 'all'")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ReconstructConfig":

@@ -46,6 +46,7 @@ from .refine_tracking import MOTION_FIELDS, motion_optimizer
 from .frame_votes import votes_over_frames
 from .init_colours import init_colours_
 from .resume import Checkpointer, DeferredInterrupt, load_checkpoint, rng_state
+from .regularisers import face_opacity_loss, flat_triangles, regularisers
 from .surface import face_triangles, project_to_surface_, surface_bounds
 
 __all__ = ["FitResult", "fit_avatar", "attach_torso", "evaluate", "face_opacity_loss", "TrainingDivergedError"]
@@ -106,29 +107,6 @@ def _decay_position_lr(opt: torch.optim.Optimizer, cfg: ReconstructConfig, step:
     for group in opt.param_groups:
         if group.get("name") == "means_local":
             group["lr"] = lr
-
-
-def _regularisers(avatar: GaussianAvatar, cfg: ReconstructConfig, face: Tensor | None = None) -> Tensor:
-    """The binding terms, and with ``face`` ([F] bool: ``surface.face_triangles``) ``face_opacity_loss``."""
-    pos = torch.relu(avatar.means_local.norm(dim=-1) - cfg.position_margin).mean()
-    scale = torch.relu(avatar.log_scales_local.exp() - cfg.scale_margin).mean()
-    loss = cfg.w_position * pos + cfg.w_scale * scale
-    if face is not None and cfg.w_face_opacity > 0:
-        loss = loss + cfg.w_face_opacity * face_opacity_loss(avatar, face)
-    return loss
-
-
-def face_opacity_loss(avatar: GaussianAvatar, face: Tensor) -> Tensor:
-    """Mean transparency ``1 - o`` of the splats bound to ``face`` triangles (0 when there are none).
-
-    A fit left alone keeps the face half-transparent (opacity median ~0.3 on d10 at 128 px): the
-    splats behind it (the neck, the skin behind the jaw, the back of the head) then draw part of the
-    face from the front, and a turned head shows them as a second face. The surface box keeps the
-    face's splats within a few millimetres of the skin, so an opaque face is a solid skin: the
-    front-most layer draws, the others are hidden. (Pushing to "opaque or gone", ``o (1 - o)``, opened
-    holes that the splats behind filled: worse turned heads, docs/benchmarks.md.)"""
-    on_face = face[avatar.binding].to(avatar.opacity_logits.dtype)  # [N] 0/1 (a mask, not an index: no host sync per step)
-    return ((1 - torch.sigmoid(avatar.opacity_logits)) * on_face).sum() / on_face.sum().clamp_min(1)
 
 
 def attach_torso(model: FlameModel, data: TrainData, max_frames: int = 64) -> FlameModel:
@@ -201,6 +179,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
     model = attach_torso(model, data) if _wants_torso(cfg.torso, data) else model.without_torso()
     bounds = surface_bounds(model, cfg.surface) if cfg.bind_to_surface else None  # [F, 3]
     face = face_triangles(model, cfg.surface.face_ahead_of_ears) if cfg.w_face_opacity > 0 else None  # [F]
+    flat = flat_triangles(model, cfg.flat_on, cfg.surface.face_ahead_of_ears) if cfg.w_flat > 0 else None  # [F]
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     bg = torch.tensor(cfg.background, device=dev)
@@ -270,7 +249,7 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                     out.means2d.retain_grad()
                 target, _ = data.targets(idx, step_bg)
                 pred, seen = out.rgb, data.seen(idx)
-                loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim, seen) + _regularisers(avatar, cfg, face)
+                loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim, seen) + regularisers(avatar, cfg, face, flat)
                 if anchored:
                     loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
                                                                     data.landmarks_valid[idx],
