@@ -4,10 +4,11 @@ does not. And the point z-buffer against a brute-force visibility."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dynavatar.api import Avatar
-from dynavatar.bench.turn_consistency import turn_consistency, visible_vertices
+from dynavatar.bench.turn_consistency import FLECK_STEP, fleck_map, turn_consistency, visible_vertices
 from dynavatar.flame import FlameModel
 from dynavatar.gaussians.avatar import GaussianAvatar, rgb_to_sh
 from dynavatar.geometry.cameras import Cameras
@@ -66,3 +67,25 @@ def test_point_zbuffer_matches_brute_force_on_a_sphere_behind_a_plate():
     missed = expected & ~seen[:4000] & ~rim
     assert int(missed.sum()) < 0.05 * int(expected.sum()), (int(missed.sum()), int(expected.sum()))
     assert bool(seen[4000:].all())
+
+
+def test_fleck_map_finds_single_pixels_not_smooth_shading():
+    ramp = np.tile(np.linspace(40, 220, 32, dtype=np.float32)[None, :, None], (32, 1, 3)).astype(np.uint8)
+    assert fleck_map(ramp).max() < 2 / 255  # a smooth gradient has no flecks (1/255 is rounding)
+    speck = ramp.copy()
+    speck[10, 12] = 255
+    flecks = fleck_map(speck) > FLECK_STEP
+    assert flecks[10, 12] and flecks.sum() == 1  # the one white pixel, not its neighbours
+
+
+def test_white_specks_on_the_skin_count_as_flecks_in_every_view():
+    smooth = turn_consistency(_textured_head(0.0), 0, yaw=0.4)
+    specked = _textured_head(0.0)
+    g = specked.gaussians
+    every = torch.arange(g.num_splats) % 9 == 0  # small white splats just above the skin
+    g.sh.data[every, 0] = rgb_to_sh(torch.ones(3))
+    g.log_scales_local.data[every] = np.log(0.5)
+    g.means_local.data[every, 1] = 0.5
+    specks = turn_consistency(specked, 0, yaw=0.4)
+    assert smooth["flecks"] < 0.03 and smooth["flecks_front"] < 0.03, smooth
+    assert specks["flecks"] > 3 * max(smooth["flecks"], 0.01) and specks["flecks_front"] > 0.05, specks

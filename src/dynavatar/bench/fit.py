@@ -84,7 +84,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     held = len(avatar.data.eval_idx) > 0
     psnr_head = _psnr_without_clothes(avatar) if held else None
     grid = save_held_out_grid(avatar, work / "held_out.png") if held else None
-    turn = _turned_heads(avatar, work) if held else None
+    turn, flecks = _turned_heads(avatar, work) if held else (None, None)
     if held and avatar.data.parsing is not None and avatar.has_labels:
         save_label_grid(avatar, work / "labels_held_out.png")
     saved = avatar.save(work / "avatar")  # so `bench mask` / `edit` can follow on the very same fit
@@ -96,7 +96,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
             "refine_s": t_refine, "psnr_refined": refined["psnr"], "ssim_refined": refined["ssim"],
             "lpips_refined": refined["lpips"], "psnr_refined_no_clothes": psnr_head,
             "psnr_refined_whole_crop": refined.get("psnr_whole_crop"), "label_iou_refined": iou_refined,
-            "turn_psnr": turn,
+            "turn_psnr": turn, "turn_flecks": flecks,
             "grid": str(grid) if grid else "none",
             "avatar_dir": str(saved), "torso": avatar.model.torso_vertices is not None, "avatar": avatar,
             "psnr_landmarks": landmarks_only["psnr"], "nme": nme_landmarks, "nme_tracked": nme_tracked,
@@ -187,12 +187,13 @@ def _spread_held_out(avatar, n: int) -> list[int]:
     return [ev[j] for j in np.linspace(0, len(ev) - 1, min(n, len(ev))).round().astype(int)]
 
 
-def _turned_heads(avatar, work: Path, n: int = 2) -> float:
-    """``n`` held-out frames turned +-0.5 rad (``turned_heads.png``) and their mean turn consistency [dB]."""
+def _turned_heads(avatar, work: Path, n: int = 2) -> tuple[float, float]:
+    """``n`` held-out frames turned +-0.5 rad (``turned_heads.png``) -> their mean turn consistency [dB]
+    and the mean share of the turned face's vertices on a fleck [%] (``turn_consistency``)."""
     from .turn_consistency import save_turned_heads
 
     figures = save_turned_heads(avatar, _spread_held_out(avatar, n), work / "turned_heads.png")
-    return float(np.mean([r["psnr"] for r in figures]))
+    return float(np.mean([r["psnr"] for r in figures])), 100 * float(np.mean([r["flecks"] for r in figures]))
 
 
 def save_held_out_grid(avatar, path: Path, n: int = 3) -> Path:
@@ -233,7 +234,8 @@ def format_fit_table(r: dict) -> str:
             ("  then held-out LPIPS", f(r["lpips_refined"], 4) if r["lpips_refined"] is not None else "n/a"),
             ("  then held-out PSNR, clothes masked out [dB]", f(r.get("psnr_refined_no_clothes"), 2)),
             ("  then held-out PSNR, the crop's padding as background [dB]", f(r.get("psnr_refined_whole_crop"), 2)),
-            ("turned +-0.5 rad: the face's colours against as tracked [dB]", f(r.get("turn_psnr"), 1))]
+            ("turned +-0.5 rad: the face's colours against as tracked [dB]", f(r.get("turn_psnr"), 1)),
+            ("turned +-0.5 rad: face points on a fleck [%]", f(r.get("turn_flecks"), 2))]
     rows += [(f"label IoU {k} (render vs parser)", f(v, 3) + (f"  (refined tracking: {r['label_iou_refined'][k]:.3f})"
                                                              if k in r.get("label_iou_refined", {}) else ""))
              for k, v in r["label_iou"].items()]

@@ -22,6 +22,7 @@ COLUMNS = (("clip", "clip", None), ("frames", "frames", None), ("eval_frames", "
            ("nme", "NME lmk %", 2), ("nme_tracked", "NME trk %", 2), ("psnr_landmarks", "PSNR lmk", 2),
            ("psnr", "PSNR tracked", 2), ("psnr_refined", "PSNR refined", 2),
            ("ssim_refined", "SSIM", 4), ("turn_psnr", "turn dB", 1),
+           ("turn_flecks", "flecks %", 2),
            ("splats", "splats", None), ("iou_skin", "IoU skin", 3), ("iou_hair", "IoU hair", 3),
            ("iou_lips", "IoU lips", 3))
 _NUMERIC = [k for k, _, d in COLUMNS if d is not None] + ["frames", "eval_frames", "splats"]
@@ -55,7 +56,7 @@ def fit_row(r: dict) -> dict:
            "splats": int(r["splats"]), "torso": bool(r.get("torso"))}
     for k in ("compile_s", "preprocess_s", "track_s", "optimise_s", "label_and_load_s", "end_to_end_s", "refine_s",
               "psnr_landmarks", "psnr", "ssim", "lpips", "psnr_refined", "ssim_refined", "lpips_refined", "psnr_refined_no_clothes",
-              "psnr_refined_whole_crop", "turn_psnr"):  # the figure of earlier versions (the crop's padding as background)
+              "psnr_refined_whole_crop", "turn_psnr", "turn_flecks"):  # the figure of earlier versions (the crop's padding as background)
         row[k] = _num(r.get(k))
     for k in ("nme", "nme_tracked"):  # landmark error of the landmark / the stored motion, % inter-ocular
         row[k] = None if r.get(k) is None else 100 * float(r[k])
@@ -121,7 +122,8 @@ def format_clips_table(rows: list[dict]) -> str:
                    "'lmk' = landmark motion, 'tracked' = the stored motion (landmarks + photometric "
                    "stage), 'refined' (and SSIM) = after a further evaluation-time refinement of those frames; "
                    "IoU: rendered labels vs parser, stored motion; turn: the face's colours with the head turned "
-                   "+-0.5 rad against as tracked (``bench.turn_consistency``; splats off the skin lower it)")
+                   "+-0.5 rad against as tracked (``bench.turn_consistency``; splats off the skin lower it); flecks: "
+                   "share of the turned face's points on a single bright or dark pixel")
     return "\n".join(out)
 
 

@@ -10,6 +10,11 @@ has no view-dependent colour at ``sh_degree`` 0, and the light is baked in).
 mesh vertices that both views see (facing the camera, not hidden behind nearer vertices), samples both
 renders where each vertex projects, and reports the PSNR of the one against the other. Splats that sit
 on the skin give a high figure; splats that drift off it give a low one, wherever the turn moves them.
+
+A second figure counts what a person sees first on a turned head: flecks, single bright or dark
+pixels on the skin (splats standing across the surface, seen edge-on from the front). ``flecks`` is the
+share of those face vertices where the render differs from its own 3x3 median by more than
+``FLECK_STEP``; smooth skin gives ~0, and the tracked view's share (``flecks_front``) is its reference.
 """
 
 from __future__ import annotations
@@ -19,7 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["turn_consistency", "save_turned_heads", "visible_vertices"]
+__all__ = ["turn_consistency", "save_turned_heads", "visible_vertices", "fleck_map", "FLECK_STEP"]
+
+#: a pixel this far (0..1, any channel) from its 3x3 neighbourhood's median is a fleck: ~30/255, far more
+#: than skin's texture at a render's resolution, far less than a white or dark splat on skin
+FLECK_STEP = 0.12
 
 
 def visible_vertices(points: torch.Tensor, normals: torch.Tensor, camera, min_facing: float = 0.3,
@@ -48,6 +57,23 @@ def visible_vertices(points: torch.Tensor, normals: torch.Tensor, camera, min_fa
     return inside & facing & (z <= nearest[key] + tolerance + climb), pix
 
 
+def fleck_map(image: np.ndarray) -> np.ndarray:
+    """[H, W] float 0..1: each pixel's largest channel distance from its 3x3 median (uint8 [H, W, 3] in)."""
+    import cv2
+
+    median = cv2.medianBlur(np.ascontiguousarray(image), 3)
+    return np.abs(image.astype(np.float32) - median.astype(np.float32)).max(-1) / 255.0
+
+
+def _fleck_share(image: np.ndarray, pix: torch.Tensor) -> float:
+    """Share of the points ``pix`` [P, 2] that sit on a fleck (``fleck_map`` > ``FLECK_STEP``, nearest pixel)."""
+    flecks = fleck_map(image) > FLECK_STEP
+    h, w = flecks.shape
+    x = pix[:, 0].long().clamp(0, w - 1).numpy()
+    y = pix[:, 1].long().clamp(0, h - 1).numpy()
+    return float(flecks[y, x].mean()) if len(x) else float("nan")
+
+
 def _sample(image: np.ndarray, pix: torch.Tensor) -> np.ndarray:
     """Bilinear colours [P, 3] in 0..1 of a uint8 image [H, W, 3] at pixel positions [P, 2] (centres at +0.5)."""
     img = torch.from_numpy(image).float().permute(2, 0, 1)[None] / 255.0
@@ -60,8 +86,9 @@ def _sample(image: np.ndarray, pix: torch.Tensor) -> np.ndarray:
 def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
     """PSNR [dB] between the frame's render and the render with the head turned by -``yaw`` and +``yaw``,
     over the face's vertices both see. -> {"psnr": mean over the two turns, "psnr_left", "psnr_right",
-    "points": vertices compared (the smaller turn's count), "images": the renders turned -``yaw``, as
-    tracked, turned +``yaw`` (uint8 [H, W, 3] each)}."""
+    "points": vertices compared (the smaller turn's count), "flecks": share of the face vertices each
+    turned view sees that sit on a fleck, mean over the two turns, "flecks_front": the same share in the
+    tracked view, "images": the renders turned -``yaw``, as tracked, turned +``yaw`` (uint8 [H, W, 3] each)}."""
     from ..flame.pose import rotate_head
     from ..geometry.mesh import vertex_normals
     from ..reconstruct.surface import face_triangles
@@ -80,10 +107,12 @@ def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
         return ok, pix, avatar.render(params=params, camera=camera)
 
     ok0, pix0, image0 = seen(avatar.params[frame])
-    out, points, turned = {}, [], []
+    out, points, turned, flecks = {}, [], [], []
+    out["flecks_front"] = _fleck_share(image0, pix0[ok0 & face_vertices])
     for side, sign in (("left", -1.0), ("right", 1.0)):
         ok1, pix1, image1 = seen(rotate_head(avatar.params[frame], sign * yaw))
         turned.append(image1)
+        flecks.append(_fleck_share(image1, pix1[ok1 & face_vertices]))
         both = ok0 & ok1 & face_vertices
         points.append(int(both.sum()))
         if not both.any():
@@ -93,6 +122,7 @@ def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
         out[f"psnr_{side}"] = 10 * np.log10(1.0 / max(mse, 1e-10))
     out["psnr"] = float(np.mean([out["psnr_left"], out["psnr_right"]]))
     out["points"] = min(points)
+    out["flecks"] = float(np.mean(flecks))
     out["images"] = (turned[0], image0, turned[1])
     return out
 
