@@ -11,10 +11,11 @@ mesh vertices that both views see (facing the camera, not hidden behind nearer v
 renders where each vertex projects, and reports the PSNR of the one against the other. Splats that sit
 on the skin give a high figure; splats that drift off it give a low one, wherever the turn moves them.
 
-A second figure counts what a person sees first on a turned head: flecks, single bright or dark
-pixels on the skin (splats standing across the surface, seen edge-on from the front). ``flecks`` is the
-share of those face vertices where the render differs from its own 3x3 median by more than
-``FLECK_STEP``; smooth skin gives ~0, and the tracked view's share (``flecks_front``) is its reference.
+A second figure counts what a person sees first on a turned head: flecks, small bright or dark
+spots on the skin (splats standing across the surface, seen edge-on from the front). ``flecks`` is the
+share of the skin's vertices (the face without eyes, brows and lips, whose edges are meant to be sharp)
+where the render differs from its own ``FLECK_SIZE`` median by more than ``FLECK_STEP``; smooth skin
+gives ~0, and the tracked view's share (``flecks_front``) is its reference.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["turn_consistency", "save_turned_heads", "visible_vertices", "fleck_map", "FLECK_STEP"]
+__all__ = ["turn_consistency", "save_turned_heads", "visible_vertices", "fleck_map", "FLECK_STEP", "FLECK_SIZE"]
 
-#: a pixel this far (0..1, any channel) from its 3x3 neighbourhood's median is a fleck: ~30/255, far more
-#: than skin's texture at a render's resolution, far less than a white or dark splat on skin
-FLECK_STEP = 0.12
+#: a pixel this far (0..1, any channel) from the median of its FLECK_SIZE x FLECK_SIZE neighbourhood is on
+#: a fleck: ~25/255, more than skin's texture at a render's resolution, less than a white or dark splat on
+#: skin; 7 px catches the 1-3 px spots of a 512-px render (a 3 px median passes over all but single pixels)
+FLECK_STEP = 0.1
+FLECK_SIZE = 7
+#: the face's regions whose vertices count for flecks: skin, where any sharp spot is a fault
+_SMOOTH_REGIONS = ("skin", "nose")
 
 
 def visible_vertices(points: torch.Tensor, normals: torch.Tensor, camera, min_facing: float = 0.3,
@@ -58,10 +63,10 @@ def visible_vertices(points: torch.Tensor, normals: torch.Tensor, camera, min_fa
 
 
 def fleck_map(image: np.ndarray) -> np.ndarray:
-    """[H, W] float 0..1: each pixel's largest channel distance from its 3x3 median (uint8 [H, W, 3] in)."""
+    """[H, W] float 0..1: each pixel's largest channel distance from its ``FLECK_SIZE`` median (uint8 [H, W, 3] in)."""
     import cv2
 
-    median = cv2.medianBlur(np.ascontiguousarray(image), 3)
+    median = cv2.medianBlur(np.ascontiguousarray(image), FLECK_SIZE)
     return np.abs(image.astype(np.float32) - median.astype(np.float32)).max(-1) / 255.0
 
 
@@ -72,6 +77,22 @@ def _fleck_share(image: np.ndarray, pix: torch.Tensor) -> float:
     x = pix[:, 0].long().clamp(0, w - 1).numpy()
     y = pix[:, 1].long().clamp(0, h - 1).numpy()
     return float(flecks[y, x].mean()) if len(x) else float("nan")
+
+
+def _smooth_vertices(model, face: torch.Tensor, n: int) -> torch.Tensor:
+    """[n] bool: the vertices of the face's skin triangles (``_SMOOTH_REGIONS``); the whole face (or head)
+    for a model without those regions."""
+    from ..reconstruct.surface import triangle_regions
+
+    faces = model.faces.long().cpu()
+    region, names = triangle_regions(model), model.region_names or []
+    keep = face.clone() if face.any() else torch.ones_like(face)
+    smooth = [names.index(r) for r in _SMOOTH_REGIONS if r in names]
+    if region is not None and smooth:
+        keep &= torch.isin(region.cpu(), torch.tensor(smooth))
+    out = torch.zeros(n, dtype=torch.bool)
+    out[faces[keep].flatten()] = True
+    return out
 
 
 def _sample(image: np.ndarray, pix: torch.Tensor) -> np.ndarray:
@@ -98,6 +119,7 @@ def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
     face_vertices = torch.zeros(int(faces.max()) + 1, dtype=torch.bool)  # [V] (with the torso sheet's, if any)
     face = face_triangles(model).cpu()
     face_vertices[faces[face if face.any() else slice(None)].flatten()] = True  # a head without regions: all
+    skin_vertices = _smooth_vertices(model, face, len(face_vertices))
     camera = avatar.cameras[frame]
 
     def seen(params):
@@ -108,11 +130,11 @@ def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
 
     ok0, pix0, image0 = seen(avatar.params[frame])
     out, points, turned, flecks = {}, [], [], []
-    out["flecks_front"] = _fleck_share(image0, pix0[ok0 & face_vertices])
+    out["flecks_front"] = _fleck_share(image0, pix0[ok0 & skin_vertices])
     for side, sign in (("left", -1.0), ("right", 1.0)):
         ok1, pix1, image1 = seen(rotate_head(avatar.params[frame], sign * yaw))
         turned.append(image1)
-        flecks.append(_fleck_share(image1, pix1[ok1 & face_vertices]))
+        flecks.append(_fleck_share(image1, pix1[ok1 & skin_vertices]))
         both = ok0 & ok1 & face_vertices
         points.append(int(both.sum()))
         if not both.any():
