@@ -136,7 +136,8 @@ def test_the_fit_records_its_dataset_and_settings(fitted):
     root, avatar, _ = fitted
     record = json.loads((root / "run" / "avatar" / "avatar.json").read_text())["dataset"]
     assert record == {"path": str((root / "data").resolve()), "n_frames": 4, "crop_resolution": 32, "resolution": 32,
-                      "eval_fraction": 0.1, "train_idx": [0, 1, 2], "eval_idx": [3], "foreground_colours": True}
+                      "eval_fraction": 0.1, "train_idx": [0, 1, 2], "eval_idx": [3], "foreground_colours": True,
+                      "despill": True}
     assert avatar.meta["frame_index"] == [0, 1, 2, 3]
     written = json.loads((root / "run" / "config.json").read_text())
     cfg = ReconstructConfig.preset("tiny", steps=2, resolution=32, log_every=1, torso=False)

@@ -171,13 +171,13 @@ class Avatar:
             if tracking is None:
                 tracking = cached_tracking(ds, pipe.track, head=head, device=dev, progress=progress)
         cfg = pipe.reconstruct
-        data = load_train_data(ds, tracking, cfg.resolution, cfg.eval_fraction, device=dev, foreground=cfg.foreground_colours)
+        data = load_train_data(ds, tracking, cfg.resolution, cfg.eval_fraction, dev, foreground=cfg.foreground_colours, despill=cfg.despill)
         fit = fit_avatar(data, tracked_head(tracking, head), renderer_for(dev), cfg, out_dir=out, progress=progress,
                          resume=resume)
         meta = {"source": str(dataset_dir.resolve()), "preset": pipe.name, "head": tracking.head,
                 "fit_seconds": fit.seconds, "history": fit.history, "frame_index": [int(i) for i in data.frame_index],
                 # how a loaded avatar finds its frames
-                "dataset": dataset_record(ds, data, cfg.eval_fraction, cfg.foreground_colours)}
+                "dataset": dataset_record(ds, data, cfg.eval_fraction, cfg.foreground_colours, cfg.despill)}
         avatar = cls(fit.avatar, fit.model, fit.params, data.cameras, meta, data, tuple(cfg.background))
         if not dp.is_main:  # the other processes' copies are identical; labelling/plots are the main's job
             return avatar

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import MissingDependencyError
 from .quiet import quiet_native_logs, settle_graph
 
-__all__ = ["Matter", "MediapipeSelfieMatte", "foreground_colours", "keep_person", "refine_matte", "steady_matte"]
+__all__ = ["Matter", "MediapipeSelfieMatte", "despill", "foreground_colours", "keep_person", "refine_matte", "steady_matte"]
 
 
 class Matter(Protocol):
@@ -205,3 +205,37 @@ def foreground_colours(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray 
     f = f0 + a3 * residual / (prior + a3 ** 2 + (1 - a3) ** 2)
     use = (unsure & f_ok & b_ok)[..., None]
     return np.where(use, np.clip(f * 255.0, 0, 255).round().astype(np.uint8), image)
+
+
+def despill(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None = None,
+            min_excess: float = 0.1, min_saturation: float = 0.4) -> np.ndarray:
+    """``image`` with a chroma-key backdrop's light taken off the person: green (or blue) spill.
+
+    A green screen lights the person too: its green reflects off dark hair, the shoulders and the
+    ears, and an avatar trained on those frames draws green hair on every background (d0: 4 % of the
+    person's pixels are greener than both their red and blue, by 15/255 on average). When the
+    backdrop (the mean of the confident background pixels inside the video frame) is green or blue,
+    its channel exceeding both others by ``min_excess`` (0-1) and saturated (``(max - min) / max`` at
+    least ``min_saturation``: d0's green screen 0.56; a lavender wall, wojtek's, 0.2, is no key), every
+    person pixel (alpha > 0.02) has
+    that channel limited to the larger of the other two: the keyer's "max" despill. Skin, lips and
+    warm hair have more red than green and keep their colour; a grey strand lit green goes back to
+    grey. A red, grey, white or wooden backdrop is no key and the image is returned unchanged (a red
+    limit would take the red out of skin). Green eyes on a green screen lose their green too, as in
+    any keyer. image: uint8 [H, W, 3]; alpha: float [H, W]; inside: bool [H, W] or None. -> uint8."""
+    rgb, a, _, bg, _ = _confident(image, alpha, inside, None)
+    pool = bg > 0
+    if pool.sum() < 0.02 * bg.size:
+        return image
+    backdrop = rgb[pool].mean(0)  # [3]
+    key = int(np.argmax(backdrop))
+    others = [c for c in range(3) if c != key]
+    saturation = (backdrop.max() - backdrop.min()) / max(float(backdrop.max()), 1e-6)
+    if key == 0 or backdrop[key] - backdrop[others].max() < min_excess or saturation < min_saturation:
+        return image
+    limit = rgb[..., others].max(-1)  # [H, W]
+    person = a > 0.02
+    out = image.copy()
+    spilled = person & (rgb[..., key] > limit)
+    out[..., key][spilled] = np.round(limit[spilled] * 255.0).astype(np.uint8)
+    return out

@@ -39,6 +39,8 @@ class ReconstructConfig:
     # on white) on 128-px CPU fits and were not measured on a GPU (docs/benchmarks.md), so it is not the default
     foreground_colours: bool = True  # composite the person's colour alone at the matte's soft edge, not the mix
     # with the room behind (``matting.foreground_colours``): no wall-coloured fringe learned into the hair
+    despill: bool = True  # with foreground_colours: a green or blue screen's light taken off the person
+    # (``matting.despill``); other backdrops are left as they are
     w_l1: float = 0.8
     w_dssim: float = 0.2
     w_position: float = 0.01  # keep splats within ~1 triangle size of their triangle

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..flame import FlameParams
 from ..perceive.dataset import FrameDataset
-from ..perceive.matting import foreground_colours
+from ..perceive.matting import despill, foreground_colours
 from ..geometry.cameras import Cameras
 from ..track.result import TrackingResult
 
@@ -101,14 +101,16 @@ def without_faceless(train_idx: Tensor, eval_idx: Tensor, detected) -> tuple[Ten
 
 def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, resolution: int,
                     eval_fraction: float = 0.1, device: torch.device | str = "cpu", *, cameras: Cameras | None = None,
-                    split: tuple[list[int], list[int]] | None = None, foreground: bool = True) -> TrainData:
+                    split: tuple[list[int], list[int]] | None = None, foreground: bool = True,
+                    despill: bool = True) -> TrainData:
     """The dataset's frames at ``resolution`` with the tracking's cameras and parameters.
 
     Re-attaching the frames of a saved avatar (``reattach``) passes what the fit recorded instead:
     ``split`` (train_idx, eval_idx) rather than one recomputed from ``eval_fraction``, and the saved
     ``cameras`` [N] (exactly those the avatar was fitted with) rather than the tracking's; the
     tracking may then be None (gone or redone), which leaves ``params`` None. ``foreground``: the
-    crops' edges carry the person's colour alone (``_read_frames``)."""
+    crops' edges carry the person's colour alone (``_read_frames``); ``despill``: and, with it, a green
+    or blue screen's light is taken off the person (``matting.despill``)."""
     n = len(dataset)
     if tracking is not None and len(tracking) != n:
         raise ValueError(f"dataset has {n} frames but the tracking has {len(tracking)}")
@@ -117,7 +119,7 @@ def load_train_data(dataset: FrameDataset, tracking: TrackingResult | None, reso
     if tracking is None and cameras is None:
         raise ValueError("give the tracking or the frames' cameras")
     pictures = _picture_rows_cols(dataset, resolution)  # [N, R] rows, [N, R] columns that show the video
-    imgs, mattes, parsing = _read_frames(dataset, resolution, pictures if foreground else None)
+    imgs, mattes, parsing = _read_frames(dataset, resolution, pictures if foreground else None, despill)
     cams = cameras if cameras is not None else _crop_cameras(tracking.cameras, resolution)
     if split is None:
         train_idx, eval_idx = without_faceless(*split_train_eval(n, eval_fraction), dataset.detected)
@@ -172,15 +174,16 @@ def _crop_cameras(cameras: Cameras, resolution: int) -> Cameras:
     return Cameras(cameras.viewmats.clone(), Ks, resolution, resolution)
 
 
-def _read_frames(dataset: FrameDataset, resolution: int, pictures: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _read_frames(dataset: FrameDataset, resolution: int, pictures: tuple[np.ndarray, np.ndarray] | None = None,
+                 despill_key: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Every crop, matte and (when complete) parsing map at ``resolution``:
     uint8 [N, R, R, 3], [N, R, R], [N, R, R] or None.
 
     With ``pictures`` (``_picture_rows_cols``: the rows and columns of each crop that show the video)
     the crops' partly transparent pixels carry the person's colour alone
     (``matting.foreground_colours``), so a composite is the person over the new background, not
-    over a mix of it and the room's wall. Frames are read in threads (decoding and the box filters
+    over a mix of it and the room's wall; with ``despill_key`` too, a chroma-key backdrop's light is
+    taken off the person (``matting.despill``). Frames are read in threads (decoding and the box filters
     release the GIL); each frame's result depends on that frame only."""
     import cv2
     from concurrent.futures import ThreadPoolExecutor
@@ -199,7 +202,10 @@ def _read_frames(dataset: FrameDataset, resolution: int, pictures: tuple[np.ndar
             m = cv2.resize(m, (resolution, resolution), interpolation=interp)
         if pictures is not None:
             rows, cols = pictures[0][i], pictures[1][i]
-            img = foreground_colours(img, m.astype(np.float32) / 255.0, rows[:, None] & cols[None, :])
+            inside = rows[:, None] & cols[None, :]
+            img = foreground_colours(img, m.astype(np.float32) / 255.0, inside)
+            if despill_key:
+                img = despill(img, m.astype(np.float32) / 255.0, inside)
         imgs[i], mattes[i] = img, m
         if parsing is None:
             return True

@@ -41,13 +41,16 @@ logger = logging.getLogger("dynavatar")
 _HOW = "pass data=DATASET_DIR to Avatar.load (the folder `dynavatar preprocess` wrote for the clip)"
 
 
-def dataset_record(dataset: FrameDataset, data: TrainData, eval_fraction: float, foreground: bool = True) -> dict:
+def dataset_record(dataset: FrameDataset, data: TrainData, eval_fraction: float, foreground: bool = True,
+                   despill: bool = True) -> dict:
     """What ``reattach_frames`` needs to find the fit's frames again (JSON-ready); ``foreground``:
-    whether the fit's targets took the room's colour out of the matte's soft edge (``_read_frames``)."""
+    whether the fit's targets took the room's colour out of the matte's soft edge (``_read_frames``),
+    ``despill``: and a chroma-key backdrop's light off the person."""
     return {"path": str(Path(dataset.root).resolve()), "n_frames": len(dataset),
             "crop_resolution": dataset.resolution, "resolution": data.resolution,
             "eval_fraction": float(eval_fraction), "train_idx": [int(i) for i in data.train_idx.tolist()],
-            "eval_idx": [int(i) for i in data.eval_idx.tolist()], "foreground_colours": bool(foreground)}
+            "eval_idx": [int(i) for i in data.eval_idx.tolist()], "foreground_colours": bool(foreground),
+            "despill": bool(foreground and despill)}
 
 
 def recorded_dataset(meta: dict) -> dict | None:
@@ -145,7 +148,8 @@ def reattach_frames(record: dict, frame_index: list | None, cameras: Cameras, de
     try:
         return load_train_data(ds, _fitted_tracking(ds, cameras), res, float(fraction), device,
                                cameras=cameras.to("cpu"), split=split,
-                               foreground=record.get("foreground_colours") is True)  # older fits: without
+                               foreground=record.get("foreground_colours") is True,  # older fits: without
+                               despill=record.get("despill") is True)
     except (OSError, ValueError) as exc:  # a frame file missing or unreadable
         raise AvatarFileError(f"the dataset {ds.root} cannot be read ({_one_line(exc)}); "
                               "preprocess the clip again or " + _HOW) from exc
