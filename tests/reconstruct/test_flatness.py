@@ -87,3 +87,24 @@ def test_the_choices_of_triangles():
         ReconstructConfig(flat_on="hair")
     with pytest.raises(ConfigError, match="w_flat"):
         ReconstructConfig(w_flat=float("nan"))
+
+
+@pytest.mark.slow
+def test_a_fit_with_the_term_lays_the_skins_splats_flat():
+    import dataclasses
+
+    from dynavatar.reconstruct import fit_avatar
+    from dynavatar.reconstruct.synthetic import synthetic_clip
+    from dynavatar.render.torch_renderer import TorchRenderer
+
+    model = FlameModel(ellipsoid_head())
+    data = synthetic_clip(model, TorchRenderer(), n_frames=6, resolution=40)
+    cfg = ReconstructConfig.preset("tiny")
+    cfg = dataclasses.replace(cfg, steps=60, resolution=40, track_steps=0, flat_on="all",
+                              densify=dataclasses.replace(cfg.densify, refine_start=1000))  # no densify: same splats
+
+    def median_share(w: float) -> float:
+        fit = fit_avatar(data, model, TorchRenderer(), dataclasses.replace(cfg, w_flat=w), progress=False)
+        return float(normal_share(fit.avatar).median())
+
+    assert median_share(0.1) < 0.5 * median_share(0.0)

@@ -55,8 +55,8 @@ class ReconstructConfig:
     # in the first frame: hidden splats copied the face in front of them, a second face on a turned head
     w_face_opacity: float = 0.1  # the face's splats are pushed to opaque (``face_opacity_loss``; 0: off): a solid
     # face hides the splats behind it, which a turned head would show as a second face (docs/benchmarks.md)
-    w_flat: float = 0.0  # > 0: the splats on ``flat_on`` triangles are laid flat on them (``regularisers.flatness_loss``):
-    # a splat standing across the skin is a line from the front and a shard when the head turns
+    w_flat: float = 0.01  # the splats on ``flat_on`` triangles are laid flat on them (``regularisers.flatness_loss``;
+    # 0: off): a splat standing across the skin is a line from the front and a fleck when the head turns
     flat_on: str = "skin"  # "face", "skin" (all but the scalp and the torso sheet) or "all"
     eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
     refine_params: bool = True  # jointly refine per-frame expression/pose/translation

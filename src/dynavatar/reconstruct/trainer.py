@@ -4,7 +4,7 @@ The splats start on their triangles, coloured by what each draws in a few frames
 ``init_colours="projected"``: the first frame's pixel each triangle projects to).
 Per step: pick frames, pose FLAME with the tracked (and jointly refined) parameters, bind the
 splats to the posed triangles, render, compare with the matted frame (L1 + D-SSIM), add the
-binding regularisers of GaussianAvatars (splats stay near and small relative to their triangle),
+regularisers (``regularisers.py``: GaussianAvatars' binding terms, an opaque face, splats lying flat on the skin),
 step Adam, densify with the binding-aware strategy, and project the splats back into a box round
 their triangle (``surface.py``: one view cannot tell the skin from a layer behind it). Checkpoints are written every N steps or M
 seconds, and a run resumes from the last one exactly (``resume.py``: optimizer moments, RNG
