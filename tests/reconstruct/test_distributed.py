@@ -111,7 +111,7 @@ def test_two_processes_reproduce_the_single_process_fit(tmp_path):
     the single pass's; without densification the parameters agree to float-summation noise (which
     Adam's normalised steps amplify only where a gradient is ~0: the bulk is bounded tightly, the
     tails loosely); with it, the processes' copies stay bit-identical and the avatar matches the
-    single-process one in size and held-out PSNR (which borderline splats cross the clone/split
+    single-process one in size and PSNR over the clip (which borderline splats cross the clone/split
     threshold depends on summation order, in one process as in two)."""
     from safetensors.torch import load_file
 
@@ -136,6 +136,10 @@ def test_two_processes_reproduce_the_single_process_fit(tmp_path):
     n = len(r0["densify.binding"])
     parallel = grown.avatar.replace(**{k: r0["densify." + k] for k in grown.avatar.parameters_dict()},
                                     binding=r0["densify.binding"], labels=grown.avatar.labels.new_zeros(n, 0))
-    p_single = evaluate(grown.avatar, grown.params, data, grown.model, renderer)["psnr"]
-    p_parallel = evaluate(parallel, grown.params, data, grown.model, renderer)["psnr"]
-    assert abs(p_single - p_parallel) < 0.3, (p_single, p_parallel)  # 1 held-out frame at 48 px: noisy
+    # Over all 8 frames (1 held-out frame at 48 px is noise). Which borderline splats densify is chaotic in
+    # the summation order: 0.0003 dB apart without the flatness term, 0.17 dB with w_flat=0.1, 0.50 dB with
+    # the default 0.01 (the term turns every splat, so more sit near the threshold)
+    every = dataclasses.replace(data, eval_idx=torch.arange(len(data.images)))
+    p_single = evaluate(grown.avatar, grown.params, every, grown.model, renderer)["psnr"]
+    p_parallel = evaluate(parallel, grown.params, every, grown.model, renderer)["psnr"]
+    assert abs(p_single - p_parallel) < 0.75, (p_single, p_parallel)
