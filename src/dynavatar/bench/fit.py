@@ -189,7 +189,7 @@ def _spread_held_out(avatar, n: int) -> list[int]:
 
 def _turned_heads(avatar, work: Path, n: int = 2) -> tuple[float, float]:
     """``n`` held-out frames turned +-0.5 rad (``turned_heads.png``) -> their mean turn consistency [dB]
-    and the mean share of the turned face's vertices on a fleck [%] (``turn_consistency``)."""
+    and the mean share of the turned skin's vertices on a fleck [%] (``turn_consistency``)."""
     from .turn_consistency import save_turned_heads
 
     figures = save_turned_heads(avatar, _spread_held_out(avatar, n), work / "turned_heads.png")
@@ -235,7 +235,7 @@ def format_fit_table(r: dict) -> str:
             ("  then held-out PSNR, clothes masked out [dB]", f(r.get("psnr_refined_no_clothes"), 2)),
             ("  then held-out PSNR, the crop's padding as background [dB]", f(r.get("psnr_refined_whole_crop"), 2)),
             ("turned +-0.5 rad: the face's colours against as tracked [dB]", f(r.get("turn_psnr"), 1)),
-            ("turned +-0.5 rad: face points on a fleck [%]", f(r.get("turn_flecks"), 2))]
+            ("turned +-0.5 rad: skin points on a fleck [%]", f(r.get("turn_flecks"), 2))]
     rows += [(f"label IoU {k} (render vs parser)", f(v, 3) + (f"  (refined tracking: {r['label_iou_refined'][k]:.3f})"
                                                              if k in r.get("label_iou_refined", {}) else ""))
              for k, v in r["label_iou"].items()]

@@ -123,7 +123,7 @@ def format_clips_table(rows: list[dict]) -> str:
                    "stage), 'refined' (and SSIM) = after a further evaluation-time refinement of those frames; "
                    "IoU: rendered labels vs parser, stored motion; turn: the face's colours with the head turned "
                    "+-0.5 rad against as tracked (``bench.turn_consistency``; splats off the skin lower it); flecks: "
-                   "share of the turned face's points on a single bright or dark pixel")
+                   "share of the turned skin's points on a small bright or dark spot")
     return "\n".join(out)
 
 

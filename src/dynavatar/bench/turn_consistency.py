@@ -79,20 +79,24 @@ def _fleck_share(image: np.ndarray, pix: torch.Tensor) -> float:
     return float(flecks[y, x].mean()) if len(x) else float("nan")
 
 
-def _smooth_vertices(model, face: torch.Tensor, n: int) -> torch.Tensor:
-    """[n] bool: the vertices of the face's skin triangles (``_SMOOTH_REGIONS``); the whole face (or head)
-    for a model without those regions."""
-    from ..reconstruct.surface import triangle_regions
-
-    faces = model.faces.long().cpu()
-    region, names = triangle_regions(model), model.region_names or []
-    keep = face.clone() if face.any() else torch.ones_like(face)
-    smooth = [names.index(r) for r in _SMOOTH_REGIONS if r in names]
-    if region is not None and smooth:
-        keep &= torch.isin(region.cpu(), torch.tensor(smooth))
+def _vertices_of(faces: torch.Tensor, keep: torch.Tensor, n: int) -> torch.Tensor:
+    """[n] bool: the vertices of the triangles ``faces[keep]`` ([F, 3] long, [F] bool)."""
     out = torch.zeros(n, dtype=torch.bool)
     out[faces[keep].flatten()] = True
     return out
+
+
+def _smooth_triangles(model, face: torch.Tensor) -> torch.Tensor:
+    """[F] bool: the skin triangles (``_SMOOTH_REGIONS``) among ``face`` ([F] bool); all of ``face`` for a
+    model without those regions."""
+    from ..reconstruct.surface import triangle_regions
+
+    region, names = triangle_regions(model), model.region_names or []
+    keep = face.clone()
+    smooth = [names.index(r) for r in _SMOOTH_REGIONS if r in names]
+    if region is not None and smooth:
+        keep &= torch.isin(region.cpu(), torch.tensor(smooth))
+    return keep
 
 
 def _sample(image: np.ndarray, pix: torch.Tensor) -> np.ndarray:
@@ -107,7 +111,7 @@ def _sample(image: np.ndarray, pix: torch.Tensor) -> np.ndarray:
 def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
     """PSNR [dB] between the frame's render and the render with the head turned by -``yaw`` and +``yaw``,
     over the face's vertices both see. -> {"psnr": mean over the two turns, "psnr_left", "psnr_right",
-    "points": vertices compared (the smaller turn's count), "flecks": share of the face vertices each
+    "points": vertices compared (the smaller turn's count), "flecks": share of the skin's vertices each
     turned view sees that sit on a fleck, mean over the two turns, "flecks_front": the same share in the
     tracked view, "images": the renders turned -``yaw``, as tracked, turned +``yaw`` (uint8 [H, W, 3] each)}."""
     from ..flame.pose import rotate_head
@@ -116,10 +120,11 @@ def turn_consistency(avatar, frame: int, yaw: float = 0.5) -> dict:
 
     model = avatar.model
     faces = model.faces.long().cpu()
-    face_vertices = torch.zeros(int(faces.max()) + 1, dtype=torch.bool)  # [V] (with the torso sheet's, if any)
+    n = int(faces.max()) + 1  # vertices, with the torso sheet's if any
     face = face_triangles(model).cpu()
-    face_vertices[faces[face if face.any() else slice(None)].flatten()] = True  # a head without regions: all
-    skin_vertices = _smooth_vertices(model, face, len(face_vertices))
+    face = face if face.any() else torch.ones_like(face)  # a head without regions: all of it
+    face_vertices = _vertices_of(faces, face, n)  # [V]
+    skin_vertices = _vertices_of(faces, _smooth_triangles(model, face), n)  # [V]
     camera = avatar.cameras[frame]
 
     def seen(params):

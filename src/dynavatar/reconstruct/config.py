@@ -8,7 +8,10 @@ from ..errors import ConfigError
 from ..gaussians.densify import BindingStrategy
 from .surface import SurfaceBox
 
-__all__ = ["ReconstructConfig", "LearningRates", "PRESETS"]
+__all__ = ["ReconstructConfig", "LearningRates", "PRESETS", "FLAT_CHOICES"]
+
+#: ``ReconstructConfig.flat_on`` choices: which triangles' splats ``regularisers.flatness_loss`` lays on the surface
+FLAT_CHOICES = ("face", "skin", "all")
 
 
 @dataclasses.dataclass
@@ -89,8 +92,8 @@ class ReconstructConfig:
             raise ConfigError(f"w_face_opacity={self.w_face_opacity}: give 0 (off) or a positive weight, e.g. 0.1")
         if not self.w_flat >= 0:
             raise ConfigError(f"w_flat={self.w_flat}: give 0 (off) or a positive weight, e.g. 0.1")
-        if self.flat_on not in ("face", "skin", "all"):
-            raise ConfigError(f"flat_on={self.flat_on!r}: choose 'face', 'skin' or 'all'")
+        if self.flat_on not in FLAT_CHOICES:
+            raise ConfigError(f"flat_on={self.flat_on!r}: choose one of {', '.join(FLAT_CHOICES)}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ReconstructConfig":

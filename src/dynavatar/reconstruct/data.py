@@ -202,10 +202,10 @@ def _read_frames(dataset: FrameDataset, resolution: int, pictures: tuple[np.ndar
             m = cv2.resize(m, (resolution, resolution), interpolation=interp)
         if pictures is not None:
             rows, cols = pictures[0][i], pictures[1][i]
-            inside = rows[:, None] & cols[None, :]
-            img = foreground_colours(img, m.astype(np.float32) / 255.0, inside)
+            inside, alpha = rows[:, None] & cols[None, :], m.astype(np.float32) / 255.0
+            img = foreground_colours(img, alpha, inside)
             if despill_key:
-                img = despill(img, m.astype(np.float32) / 255.0, inside)
+                img = despill(img, alpha, inside)
         imgs[i], mattes[i] = img, m
         if parsing is None:
             return True

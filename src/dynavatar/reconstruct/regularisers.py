@@ -17,13 +17,10 @@ from ..flame import FlameModel
 from ..flame.torso import TORSO_REGION
 from ..gaussians.avatar import GaussianAvatar
 from ..geometry.rotations import normalize_quaternion, quaternion_to_matrix
-from .config import ReconstructConfig
+from .config import FLAT_CHOICES, ReconstructConfig
 from .surface import face_triangles, triangle_regions
 
-__all__ = ["face_opacity_loss", "flatness_loss", "flat_triangles", "regularisers", "FLAT_CHOICES"]
-
-#: ``ReconstructConfig.flat_on`` choices: which triangles' splats ``flatness_loss`` lays on the surface
-FLAT_CHOICES = ("face", "skin", "all")
+__all__ = ["face_opacity_loss", "flatness_loss", "flat_triangles", "normal_share", "regularisers"]
 
 
 def face_opacity_loss(avatar: GaussianAvatar, face: Tensor) -> Tensor:

@@ -221,13 +221,13 @@ def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, v
     if plan.strength == 0.0 or len(idx) == 0:
         return gaussians.replace(sh=sh)
     w = weight[idx].to(sh.dtype)  # [M]
-    rgb = sh_to_rgb(sh[idx, 0]).clamp(0.0, 1.0)  # [M, 3], the displayable DC colour
-    lab = rgb_to_oklab(rgb)  # [M, 3]
-    target = target_from_plan(plan, rgb)
-    eye = iris_only and set(plan.regions) <= EYE_REGIONS
+    target = target_from_plan(plan, w)  # (w gives it the splats' dtype and device)
     if pixels is not None and takes_affine_map(plan, iris_only) and len(pixels[0]) >= 50:
         A, b = colourist_affine_map(pixels[0], pixels[1], target, plan.strength, plan.material)
         return apply_affine_colour_map(gaussians, A, b, weight)
+    rgb = sh_to_rgb(sh[idx, 0]).clamp(0.0, 1.0)  # [M, 3], the displayable DC colour
+    lab = rgb_to_oklab(rgb)  # [M, 3]
+    eye = iris_only and set(plan.regions) <= EYE_REGIONS
     opacity = gaussians.opacities[idx].to(w)  # [M]
     seen = opacity if visibility is None else visibility[idx].to(w).clamp_min(0.0)
     if float((w * seen).sum()) <= 1e-8:  # no view shows the region: opacity is the best guess left
