@@ -87,8 +87,9 @@ def test_padding_past_the_video_frame_is_not_taken_for_the_wall():
 
 def test_picture_rows_and_columns_follow_the_crop_window_and_the_bars():
     """A 100x80 video with a 10-px black bar at the bottom; the crop window (x0, y0, side) =
-    (60, 20, 80) at 8 training pixels (10 video px each): columns past x = 100 and rows past
-    y = 70 show no picture; a dataset without the video's size shows picture everywhere."""
+    (60, 20, 80) at 8 training pixels (10 video px each): a pixel shows the picture when its
+    footprint lies inside it, EDGE_MARGIN_PX (2) from its edges (x in [2, 98], y in [2, 68]);
+    one that straddles an edge does not; a dataset without the video's size shows picture everywhere."""
     from dynavatar.reconstruct.data import _picture_rows_cols
 
     class OneCrop(types.SimpleNamespace):
@@ -98,8 +99,11 @@ def test_picture_rows_and_columns_follow_the_crop_window_and_the_bars():
     ds = OneCrop(meta={"original_size": [100, 80], "letterbox": [0, 10, 0, 0]}, crop=np.array([[60.0, 20.0, 80.0]]))
     rows, cols = _picture_rows_cols(ds, 8)
     assert rows.shape == cols.shape == (1, 8)
-    assert cols[0].tolist() == [True] * 4 + [False] * 4  # centres at x = 65, 75, 85, 95 | 105, ...
-    assert rows[0].tolist() == [True] * 5 + [False] * 3  # y = 25 ... 65 | 75 (the bar), 85, 95
+    assert cols[0].tolist() == [True] * 3 + [False] * 5  # x = 60-70, 70-80, 80-90 | 90-100 (the edge), 100-110 ...
+    assert rows[0].tolist() == [True] * 4 + [False] * 4  # y = 20-30 ... 50-60 | 60-70 (next to the bar), 70-80 ...
+    ds.crop = np.array([[55.0, 15.0, 80.0]])  # half a pixel further: x = 95-105 and y = 65-75 straddle the edges
+    rows, cols = _picture_rows_cols(ds, 8)
+    assert cols[0].tolist() == [True] * 4 + [False] * 4 and rows[0].tolist() == [True] * 5 + [False] * 3
     ds.meta = {}
     rows, cols = _picture_rows_cols(ds, 8)
     assert rows.all() and cols.all()

@@ -145,3 +145,35 @@ def test_splats_drawn_only_in_the_padding_become_transparent(clip):
         picture.append(diff[seen].mean())
         padding.append(diff[~seen].mean())
     assert max(picture) < 0.1 * max(padding), (max(picture), max(padding))
+
+
+def test_beyond_frame_loss_is_the_mean_opacity_below_each_frames_edge():
+    """Against a loop over frames and rows: rows past ``frame_bottom`` count, that row and those above
+    do not; a frame whose picture reaches the crop's bottom adds nothing."""
+    from dynavatar.reconstruct.regularisers import beyond_frame_loss
+
+    alpha = torch.rand(3, 10, 6, 1, generator=torch.Generator().manual_seed(0))
+    bottom = torch.tensor([4, 10, 0])
+    total = sum(float(alpha[b, r].sum()) for b in range(3) for r in range(10) if r > int(bottom[b]))
+    assert abs(float(beyond_frame_loss(alpha, bottom)) - total / alpha.numel()) < 1e-6
+    assert float(beyond_frame_loss(alpha, torch.tensor([10, 10, 10]))) == 0.0
+
+
+def test_a_fit_draws_nothing_below_the_frame_with_the_term_and_the_same_above(clip):
+    """The synthetic head drawn into rows the video never shows: with ``w_beyond_frame`` the avatar
+    draws far less there, while its picture above the frame's edge is about as good."""
+    model, renderer, data, _ = clip
+    frames = data.train_idx[:4]
+    below, above = {}, {}
+    for w in (0.0, 0.5):
+        cfg = dataclasses.replace(_cfg(), steps=40, w_beyond_frame=w)
+        fit = fit_avatar(data, model, renderer, cfg, progress=False)
+        with torch.no_grad():
+            g = bind(fit.avatar, fit.model(fit.params[frames]).vertices, fit.model.faces)
+            out = renderer.render(g, data.cameras[frames], background=torch.ones(3))
+        below[w] = float(out.alpha[:, -8:].mean())
+        target, _ = data.targets(frames, torch.ones(3))
+        above[w] = float(psnr(out.rgb[:, :-9], target[:, :-9]).mean())
+    assert below[0.0] > 0.05, below  # the head does reach past the frame here
+    assert below[0.5] < 0.5 * below[0.0], below
+    assert above[0.5] > above[0.0] - 1.0, (above, below)

@@ -61,6 +61,8 @@ class ReconstructConfig:
     w_flat: float = 0.01  # the splats on ``flat_on`` triangles are laid flat on them (``regularisers.flatness_loss``;
     # 0: off): a splat standing across the skin is a line from the front and a fleck when the head turns
     flat_on: str = "skin"  # "face", "skin" (all but the scalp and the torso sheet) or "all"
+    w_beyond_frame: float = 0.05  # what is drawn below the video frame's bottom edge is pushed to transparent
+    # (``regularisers.beyond_frame_loss``; 0: off): unseen there, the clothes' splats fanned out into thin spikes
     eval_fraction: float = 0.1  # the last frames, never trained on (self-reenactment protocol)
     refine_params: bool = True  # jointly refine per-frame expression/pose/translation
     track_steps: int = 100  # photometric tracking stage after the fit: Adam steps per chunk of the frames the
@@ -92,6 +94,8 @@ class ReconstructConfig:
             raise ConfigError(f"w_face_opacity={self.w_face_opacity}: give 0 (off) or a positive weight, e.g. 0.1")
         if not self.w_flat >= 0:
             raise ConfigError(f"w_flat={self.w_flat}: give 0 (off) or a positive weight, e.g. 0.1")
+        if not self.w_beyond_frame >= 0:
+            raise ConfigError(f"w_beyond_frame={self.w_beyond_frame}: give 0 (off) or a positive weight, e.g. 0.05")
         if self.flat_on not in FLAT_CHOICES:
             raise ConfigError(f"flat_on={self.flat_on!r}: choose one of {', '.join(FLAT_CHOICES)}")
 

@@ -223,15 +223,25 @@ def _read_frames(dataset: FrameDataset, resolution: int, pictures: tuple[np.ndar
     return imgs, mattes, parsing
 
 
+#: Original-video pixels next to the picture's edges that are not trusted: a video's outermost rows are often
+#: dark or smeared by the encoder, and a letterbox bar's edge is soft or a pixel off what was detected (d0's last
+#: picture row is black: the avatar learned a black line along the frame's bottom and thin splats fanning past it)
+EDGE_MARGIN_PX = 2.0
+
+
 def _picture_rows_cols(dataset: FrameDataset, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """Per crop, which training-pixel rows and columns show the source video's picture (not the
     black padding past its edges or its letterbox bars): bool [N, R], [N, R]; all True where the
-    video's size is unknown (older datasets)."""
+    video's size is unknown (older datasets). A training pixel shows it when its whole footprint lies
+    inside the picture, ``EDGE_MARGIN_PX`` away from the edges: one that straddles an edge is the
+    resize's mix of picture and padding."""
     size = _video_frame(dataset)
     if size is None:
         return np.ones((len(dataset), resolution), bool), np.ones((len(dataset), resolution), bool)
     top, bottom, left, right = _letterbox(dataset)
     x0, y0, side = (dataset.crop[:, k:k + 1].astype(np.float64) for k in range(3))
-    centres = (np.arange(resolution) + 0.5) / resolution  # [R], pixel centres as a fraction of the side
-    y, x = y0 + centres * side, x0 + centres * side  # [N, R] in original-frame pixels
-    return (y >= top) & (y < size[1] - bottom), (x >= left) & (x < size[0] - right)
+    starts = np.arange(resolution) / resolution  # [R], pixel footprints' first edges as a fraction of the side
+    step, m = side / resolution, EDGE_MARGIN_PX  # [N, 1] original pixels per training pixel
+    y, x = y0 + starts * side, x0 + starts * side  # [N, R] in original-frame pixels
+    rows = (y >= top + m) & (y + step <= size[1] - bottom - m)
+    return rows, (x >= left + m) & (x + step <= size[0] - right - m)

@@ -2,9 +2,11 @@
 
 - binding (GaussianAvatars): splats stay near their triangle and small beside it;
 - ``face_opacity_loss``: the face is a solid skin, so the layers behind it stop drawing;
-- ``flatness_loss``: the splats on the skin lie flat on it, like scales, not fins standing off it.
+- ``flatness_loss``: the splats on the skin lie flat on it, like scales, not fins standing off it;
+- ``beyond_frame_loss``: nothing is drawn below where the video's frame ends.
 
-Each is a mean over splats, so its weight means the same whatever the splat count.
+Each splat term is a mean over splats, so its weight means the same whatever the splat count; the
+frame term is a mean over pixels, like the photometric loss.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from ..geometry.rotations import normalize_quaternion, quaternion_to_matrix
 from .config import FLAT_CHOICES, ReconstructConfig
 from .surface import face_triangles, triangle_regions
 
-__all__ = ["face_opacity_loss", "flatness_loss", "flat_triangles", "normal_share", "regularisers"]
+__all__ = ["beyond_frame_loss", "face_opacity_loss", "flatness_loss", "flat_triangles", "normal_share",
+           "regularisers"]
 
 
 def face_opacity_loss(avatar: GaussianAvatar, face: Tensor) -> Tensor:
@@ -82,6 +85,21 @@ def flat_triangles(model: FlameModel, choice: str, ahead_of_ears: float = 0.02) 
         if name in names:
             skin &= region != names.index(name)
     return skin
+
+
+def beyond_frame_loss(alpha: Tensor, frame_bottom: Tensor) -> Tensor:
+    """Mean rendered opacity of the rows below each frame's bottom edge (``TrainData.frame_bottom``:
+    the crop's row where the video's picture ends; the row itself, part picture, is left alone), over
+    all pixels. alpha [B, H, W, 1], frame_bottom [B] long.  -> []
+
+    Why: nothing below a frame's edge is seen, so the splats that draw the clothes at that edge stretch
+    past it at no cost, into a fan of thin dark spikes under the shoulders (d0, aoc at 512 px). With
+    this term, weak beside the photometric loss (an L1 on opacity: a place any other frame shows often
+    enough keeps its colour), the avatar ends where the video always ends, with a clean edge. Only the
+    bottom: above and beside the frame the head and shoulders go on, and another frame may show them."""
+    rows = torch.arange(alpha.shape[1], device=alpha.device)  # [H]
+    below = (rows[None, :] > frame_bottom.to(alpha.device)[:, None]).to(alpha.dtype)  # [B, H]
+    return (alpha[..., 0] * below[:, :, None]).mean()
 
 
 def regularisers(avatar: GaussianAvatar, cfg: ReconstructConfig, face: Tensor | None = None,

@@ -46,7 +46,7 @@ from .refine_tracking import MOTION_FIELDS, motion_optimizer
 from .frame_votes import votes_over_frames
 from .init_colours import init_colours_
 from .resume import Checkpointer, DeferredInterrupt, load_checkpoint, rng_state
-from .regularisers import face_opacity_loss, flat_triangles, regularisers
+from .regularisers import beyond_frame_loss, face_opacity_loss, flat_triangles, regularisers
 from .surface import face_triangles, project_to_surface_, surface_bounds
 
 __all__ = ["FitResult", "fit_avatar", "attach_torso", "evaluate", "face_opacity_loss", "TrainingDivergedError"]
@@ -250,6 +250,8 @@ def fit_avatar(data: TrainData, model: FlameModel, renderer, config: Reconstruct
                 target, _ = data.targets(idx, step_bg)
                 pred, seen = out.rgb, data.seen(idx)
                 loss = photometric_loss(pred, target, cfg.w_l1, cfg.w_dssim, seen) + regularisers(avatar, cfg, face, flat)
+                if cfg.w_beyond_frame > 0 and data.frame_bottom is not None:
+                    loss = loss + cfg.w_beyond_frame * beyond_frame_loss(out.alpha, data.frame_bottom[idx])
                 if anchored:
                     loss = loss + cfg.w_landmarks * landmark_anchor(model, verts, cams, data.landmarks[idx],
                                                                     data.landmarks_valid[idx],
