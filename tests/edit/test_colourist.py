@@ -11,7 +11,7 @@ import torch
 from dynavatar.edit.colour_space import oklab_to_rgb, rgb_to_oklab
 from dynavatar.edit.editors.palette import PaletteEditor
 from dynavatar.edit.editors.palette_recolour import (colourist_oklab, fit_region, iris_membership,
-                                                      target_from_plan)
+                                                      lightness_gain, target_from_plan)
 from dynavatar.edit.plan import EditPlanError
 from dynavatar.edit.prompt.rule_refiner import RuleRefiner
 
@@ -54,6 +54,25 @@ def test_auburn_is_a_deep_red_brown_not_bright_orange():
     hue = torch.rad2deg(torch.atan2(new[:, 2], new[:, 1]))
     assert float(chroma.median()) < 0.12  # orange (#f07818) is ~0.17
     assert 10 < float(hue.median()) < 60  # red-orange-brown, not yellow
+
+
+def test_a_lipstick_steepens_the_lips_shading_less_than_a_dye_steepens_strands():
+    """Pale lips with a narrow spread of lightness (shading, the lip line): red lipstick spreads them
+    about 1.5 times (``lightness_gain`` of the lips; the cap is per segment of the rank map, so a little
+    more over the whole range), a hair dye up to 3 times; the order is kept."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.rand(300, generator=g, dtype=torch.float64)
+    lips = rgb_to_oklab(torch.stack([0.80 - 0.08 * t, 0.58 - 0.08 * t, 0.60 - 0.08 * t], -1))  # [300, 3]
+    plan = _plan("red lipstick")
+    assert lightness_gain(plan.regions) == 1.5 and lightness_gain(_plan("red hair").regions) == 3.0
+    target = target_from_plan(plan, lips)
+    fit = fit_region(lips, torch.ones(len(lips)))
+    spread = lambda x: float(x[:, 0].quantile(0.95) - x[:, 0].quantile(0.05))  # noqa: E731
+    gentle = colourist_oklab(lips, fit, target, max_gain=lightness_gain(plan.regions))
+    steep = colourist_oklab(lips, fit, target, max_gain=3.0)
+    assert spread(gentle) <= 1.75 * spread(lips) and 2.5 * spread(lips) < spread(steep), (spread(gentle), spread(steep))
+    order = lambda x: x[:, 0].argsort().argsort().double()  # noqa: E731
+    assert torch.corrcoef(torch.stack([order(lips), order(gentle)]))[0, 1] > 0.98
 
 
 def test_a_region_already_at_the_target_maps_onto_itself():
