@@ -165,3 +165,17 @@ def test_blue_eyes_keep_the_pupil_of_a_dark_brown_eye_without_geometry():
     iris = rgb_to_oklab(out[50:100].double())
     assert float(iris[:, 0].median()) > 0.3, "lifted into the blue shade's lightness"
     assert float(torch.rad2deg(torch.atan2(iris[:, 2], iris[:, 1])).median()) < -90, "the iris turns blue"
+
+
+@pytest.mark.parametrize("shade", ["nude", "mauve", "berry", "brick red", "terracotta", "coral", "plum"])
+def test_lipstick_shades_are_colours_the_offline_editor_can_do(shade):
+    """A lipstick shade is a colour plan on the lips (not an appearance edit that needs diffusion
+    weights), and its recolour lands near the shade's own hue."""
+    plan = _plan(f"{shade} lipstick")
+    assert plan.kind == "colour" and plan.colour_name == shade and set(plan.regions) == {"upper_lip", "lower_lip"}
+    lips = rgb_to_oklab(torch.tensor([[0.80, 0.55, 0.56]], dtype=torch.float64).repeat(50, 1))
+    new = colourist_oklab(lips, fit_region(lips, torch.ones(50)), target_from_plan(plan, lips))
+    want = rgb_to_oklab(torch.tensor([plan.colour], dtype=torch.float64))[0]
+    hue = lambda lab: torch.atan2(lab[..., 2], lab[..., 1])  # noqa: E731
+    gap = torch.remainder(hue(new).median() - hue(want) + torch.pi, 2 * torch.pi) - torch.pi
+    assert abs(float(gap)) < 0.6, (shade, float(gap))

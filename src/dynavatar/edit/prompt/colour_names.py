@@ -55,11 +55,12 @@ _HEX: dict[str, str] = {
     "indigo": "#3f1e8c", "purple": "#7a28b4", "violet": "#8a3cdc", "lavender": "#b49be6", "lilac": "#c8a2c8",
     "plum": "#8e4585", "magenta": "#d21ea0", "fuchsia": "#e01e9a", "pink": "#f08cb4", "hot pink": "#ff3c96",
     "baby pink": "#f4c2d0", "bubblegum pink": "#ff8fc0", "rose": "#e8648c", "coral": "#f07860",
-    "peach": "#f8bc98", "salmon": "#f08c78",
+    "peach": "#f8bc98", "salmon": "#f08c78", "mauve": "#b07890", "berry": "#8a2a4e",
     # browns / neutrals
     "brown": "#6e4123", "chocolate": "#4b2a16", "chocolate brown": "#4b2a16", "chestnut": "#7a3e1e",
     "chestnut brown": "#7a3e1e", "mahogany": "#6a2a1e", "caramel": "#b47838", "tan": "#c8a078",
-    "beige": "#e0cca8", "cream": "#f5ecd2", "ivory": "#f8f4e4", "khaki": "#c3b091",
+    "beige": "#e0cca8", "nude": "#c8907c", "brick": "#a0402c", "brick red": "#a0402c", "terracotta": "#c0623c",
+    "cream": "#f5ecd2", "ivory": "#f8f4e4", "khaki": "#c3b091",
     "white": "#f4f4f2", "snow white": "#fafafa", "pure white": "#fcfcfc", "off white": "#eeeadf",
     "black": "#101010", "jet black": "#0a0a0c", "raven": "#141418", "raven black": "#141418",
     "grey": "#808080", "ash grey": "#a4a6a4", "steel grey": "#71797e", "charcoal": "#3a3a3c",
@@ -222,7 +223,8 @@ SHADES: dict[str, dict[str, tuple[str, str]]] = {
     "lips": {
         "red": ("#4a0a12", "#b8283a"), "pink": ("#6e2440", "#f08cb0"), "nude": ("#6a3a30", "#d09a88"),
         "plum": ("#3a1020", "#9a4466"), "coral": ("#6a2418", "#f07c64"), "burgundy": ("#300810", "#8c2036"),
-        "black": ("#0c0808", "#3a3034"), "purple": ("#2a0c30", "#8a4aa0"),
+        "black": ("#0c0808", "#3a3034"), "purple": ("#2a0c30", "#8a4aa0"), "mauve": ("#4e2a38", "#c08aa0"),
+        "berry": ("#300a1c", "#9a3060"),
     },
 }
 SHADES["brows"] = SHADES["hair"]
