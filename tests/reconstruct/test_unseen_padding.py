@@ -166,7 +166,7 @@ def test_a_fit_draws_nothing_below_the_frame_with_the_term_and_the_same_above(cl
     frames = data.train_idx[:4]
     below, above = {}, {}
     for w in (0.0, 0.5):
-        cfg = dataclasses.replace(_cfg(), steps=40, w_beyond_frame=w)
+        cfg = dataclasses.replace(_cfg(), steps=40, track_steps=0, w_beyond_frame=w)
         fit = fit_avatar(data, model, renderer, cfg, progress=False)
         with torch.no_grad():
             g = bind(fit.avatar, fit.model(fit.params[frames]).vertices, fit.model.faces)
