@@ -105,6 +105,7 @@ def test_shard_splits_every_batch_and_refuses_too_small_ones():
         dp2.shard(idx)
 
 
+@pytest.mark.slow  # 19 s: two processes, each fitting twice
 @pytest.mark.timeout(300)
 def test_two_processes_reproduce_the_single_process_fit(tmp_path):
     """Two processes on one batch = one process on it: the combined densification statistics equal

@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from dynavatar.geometry.cameras import Cameras, project_points
@@ -85,6 +86,7 @@ def test_landmark_budget_is_zero_inside_the_budget_and_quadratic_beyond():
     assert abs(cost - 0.2 ** 2) < 1e-3
 
 
+@pytest.mark.slow  # 26 s; the landmark budget is off by default
 def test_budget_keeps_the_stage_on_the_landmark_fits_error():
     """Detected points that agree with a wrong motion (the landmark fit's error is 0) while the pixels
     show the truth: without a budget the stage follows the pixels and the landmark error rises; with

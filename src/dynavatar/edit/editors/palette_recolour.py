@@ -434,8 +434,8 @@ def lightness_gain(regions) -> float:
     """The ``max_gain`` of ``colourist_oklab`` for a plan's ``regions``: 3 for hair, brows and eyes
     (a dark head's compressed strands must be lifted to show as strands), 1.5 when every region is a
     smooth surface (``SMOOTH_REGIONS``). Why: a lip's lightness is shading, stubble at its border and
-    the lip line; stretched three times onto a red lipstick's range it became dark red blotches
-    (d0 at 512 px; at 1.5 the lips are even, the lightness structure 0.99 rather than 0.96 for pink)."""
+    the lip line; stretched three times onto a lipstick's range it became dark blotches on a real
+    avatar (docs/benchmarks.md, "Edits on d0's 512-px H100 avatar")."""
     return 1.5 if regions and set(regions) <= SMOOTH_REGIONS else 3.0
 
 
