@@ -66,6 +66,7 @@ def test_a_lipstick_steepens_the_lips_shading_less_than_a_dye_steepens_strands()
     plan = _plan("red lipstick")
     assert lightness_gain(plan.regions) == 1.5 and lightness_gain(_plan("red hair").regions) == 3.0
     target = target_from_plan(plan, lips)
+    assert target.max_gain == 1.5  # every recolour path takes the gain from the target
     fit = fit_region(lips, torch.ones(len(lips)))
     spread = lambda x: float(x[:, 0].quantile(0.95) - x[:, 0].quantile(0.05))  # noqa: E731
     gentle = colourist_oklab(lips, fit, target, max_gain=lightness_gain(plan.regions))

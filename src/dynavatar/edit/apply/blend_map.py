@@ -66,12 +66,12 @@ def fit_affine_colour_map(x: Tensor, y: Tensor, weight: Tensor, ridge: float = 1
 
 
 def colourist_affine_map(pixels: Tensor, weight: Tensor, target: ColourTarget, strength: float = 1.0,
-                         material: str | None = None, max_gain: float = 3.0) -> tuple[Tensor, Tensor]:
+                         material: str | None = None) -> tuple[Tensor, Tensor]:
     """The affine map [3, 3], [3] closest to the colourist's recolour of the region's ``pixels``
-    [P, 3] (sRGB, ``weight`` [P]) onto ``target`` (``max_gain``: ``colourist_oklab``'s)."""
+    [P, 3] (sRGB, ``weight`` [P]) onto ``target``."""
     rgb = pixels.clamp(0, 1)
     lab = rgb_to_oklab(rgb)
-    new = colourist_oklab(lab, fit_region(lab, weight), target, strength, material, max_gain=max_gain)
+    new = colourist_oklab(lab, fit_region(lab, weight), target, strength, material)
     return fit_affine_colour_map(rgb, oklab_to_rgb(new).clamp(0, 1), weight)
 
 

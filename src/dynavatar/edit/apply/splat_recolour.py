@@ -42,8 +42,8 @@ from ...geometry.cameras import Cameras
 from ...geometry.labels import NUM_LABELS, label_index
 from ...semantics.labelling import splat_pixel_votes
 from ..colour_space import oklab_to_rgb, rgb_to_oklab
-from ..editors.palette_recolour import (EYE_REGIONS, colourist_oklab, fit_region, iris_membership, lightness_gain,
-                                        recolour_oklab, region_stats, smoothstep, target_from_plan, weighted_quantiles)
+from ..editors.palette_recolour import (EYE_REGIONS, colourist_oklab, fit_region, iris_membership, recolour_oklab,
+                                        region_stats, smoothstep, target_from_plan, weighted_quantiles)
 from ..plan import EditPlan
 from .blend_map import apply_affine_colour_map, colourist_affine_map
 
@@ -223,8 +223,7 @@ def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, v
     w = weight[idx].to(sh.dtype)  # [M]
     target = target_from_plan(plan, w)  # (w gives it the splats' dtype and device)
     if pixels is not None and takes_affine_map(plan, iris_only) and len(pixels[0]) >= 50:
-        A, b = colourist_affine_map(pixels[0], pixels[1], target, plan.strength, plan.material,
-                                    lightness_gain(plan.regions))
+        A, b = colourist_affine_map(pixels[0], pixels[1], target, plan.strength, plan.material)
         return apply_affine_colour_map(gaussians, A, b, weight)
     rgb = sh_to_rgb(sh[idx, 0]).clamp(0.0, 1.0)  # [M, 3], the displayable DC colour
     lab = rgb_to_oklab(rgb)  # [M, 3]
@@ -259,8 +258,7 @@ def recolour_splats(gaussians: GaussianAvatar, plan: EditPlan, weight: Tensor, v
         reps = flat.shape[0] // len(idx)
         if target is not None:
             hs = None if heights is None else heights.repeat(reps)
-            new = colourist_oklab(rgb_to_oklab(flat), fit, target, plan.strength, plan.material, hs,
-                                  max_gain=lightness_gain(plan.regions))
+            new = colourist_oklab(rgb_to_oklab(flat), fit, target, plan.strength, plan.material, hs)
         else:
             s = (stats[0].repeat(reps, 1), stats[1].repeat(reps, 1))
             new = recolour_oklab(rgb_to_oklab(flat).view(reps, -1, 1, 3), None, None, plan.strength,

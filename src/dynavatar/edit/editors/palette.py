@@ -22,7 +22,7 @@ from ...weights import fetch_hint, weights_label
 from ..colour_space import oklab_to_rgb, rgb_to_oklab
 from ..plan import EditPlan, EditPlanError
 from .masks import composite, feather_mask, support_box
-from .palette_recolour import (EYE_REGIONS, colour_affinity, colourist_oklab, fit_region, iris_membership, lightness_gain,
+from .palette_recolour import (EYE_REGIONS, colour_affinity, colourist_oklab, fit_region, iris_membership,
                                recolour_oklab, region_stats, target_from_plan, weighted_quantiles)
 
 __all__ = ["is_palette_plan", "PaletteEditor"]
@@ -119,8 +119,7 @@ class PaletteEditor:
         rows = torch.arange(lab.shape[0], dtype=lab.dtype, device=lab.device)[:, None].expand(lab.shape[:2])
         lo, hi = weighted_quantiles(rows.reshape(-1), wts, torch.tensor([0.02, 0.98], dtype=torch.float64))
         heights = ((rows.reshape(-1) - lo) / (hi - lo).clamp_min(1.0)).clamp(0, 1)
-        new = colourist_oklab(flat, fit_region(flat, wts), target, plan.strength, plan.material, heights,
-                              max_gain=lightness_gain(plan.regions))
+        new = colourist_oklab(flat, fit_region(flat, wts), target, plan.strength, plan.material, heights)
         return new.view_as(lab)
 
 

@@ -211,6 +211,7 @@ class ColourTarget:
     qualifiers: tuple[str, ...] = ()  # "dark roots", "highlights", "ombre" (colour_names.QUALIFIERS)
     second: "ColourTarget | None" = None  # two-tone: this shade at the ends (or the roots)
     second_at: str = "ends"
+    max_gain: float = 3.0  # the steepest the lightness map may be (``lightness_gain`` of the plan's regions)
 
 
 @dataclasses.dataclass
@@ -441,13 +442,14 @@ def lightness_gain(regions) -> float:
 
 def colourist_oklab(lab: torch.Tensor, fit: RegionFit, target: ColourTarget, strength: float = 1.0,
                     material: str | None = None, heights: torch.Tensor | None = None,
-                    max_gain: float = 3.0) -> torch.Tensor:
+                    max_gain: float | None = None) -> torch.Tensor:
     """Element colours ``lab`` [P, 3] (OKLab) recoloured onto ``target`` with the region's ``fit``
     (``fit_region``); ``heights`` [P] in [0, 1] (0 at the top of the region along the head's up
     axis) for the positional qualifiers (dark roots, ombre, two-tone). -> OKLab [P, 3] for every
     element; the caller blends with the region weight. ``max_gain``: the steepest the lightness
-    map may be (``_capped_quantiles``). See the section comment above."""
-    q = _capped_quantiles(fit.quantiles.to(lab), float(target.light[0] - target.dark[0]), max_gain)
+    map may be (``_capped_quantiles``; None: the target's). See the section comment above."""
+    gain = target.max_gain if max_gain is None else max_gain
+    q = _capped_quantiles(fit.quantiles.to(lab), float(target.light[0] - target.dark[0]), gain)
     t = _ranks_of(lab[:, 0], q)
     new = _map_to(lab, fit, target, t)
     quals = set(target.qualifiers)
@@ -558,4 +560,5 @@ def target_from_plan(plan, like: torch.Tensor) -> ColourTarget | None:
             continue
         other = dataclasses.replace(plan, colour=col.rgb, colour_name=col.name)
         second, at = target_from_plan(other, like), qual.rsplit(" ", 1)[1]
-    return ColourTarget(dark, light, eye=family == "eyes", qualifiers=tuple(keep), second=second, second_at=at)
+    return ColourTarget(dark, light, eye=family == "eyes", qualifiers=tuple(keep), second=second, second_at=at,
+                        max_gain=lightness_gain(plan.regions))
