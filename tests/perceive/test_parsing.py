@@ -502,7 +502,11 @@ def test_real_dark_hair_on_a_dark_background_keeps_its_outline(real_data, tmp_pa
     rim (inside the matte) back into the background: it is far from skin and near the wide colour
     model of the flag. Above the brows the hair's own colour now keeps it: walking up from the top
     of the forehead of the preprocessed crops, hair starts within a few pixels of the matte's
-    outline (the old rule left gaps of 20-31 px in the 512-px crops)."""
+    outline (the old rule left gaps of 20-31 px in the 512-px crops).
+
+    Beside the ears too: the parser no longer refines a matte preprocessing has refined
+    (``LandmarkParser.for_matte``), so what the matte calls the person is labelled as a part of it
+    (about 3 % of aoc's foreground, the hair at the temples and along the outline, was background)."""
     from dynavatar.perceive import FrameDataset, preprocess
     from dynavatar.perceive.preprocess import PreprocessConfig
 
@@ -512,9 +516,11 @@ def test_real_dark_hair_on_a_dark_background_keeps_its_outline(real_data, tmp_pa
     preprocess(path, tmp_path / "aoc", config=PreprocessConfig(stride=99, workers=1))  # frames 0, 99, 198
     ds = FrameDataset.load(tmp_path / "aoc")
     points = np.load(tmp_path / "aoc" / "landmarks.npz")["lmk_crop"]
-    gaps = []
+    gaps, unlabelled, person = [], 0, 0
     for i in range(len(ds)):
         labels, alpha = ds.parsing(i), ds.matte(i)
+        unlabelled += int(((alpha > 0.5) & (labels == L["background"])).sum())
+        person += int((alpha > 0.5).sum())
         top, chin = points[i, 10, :2], points[i, 152, :2]
         up = (top - chin) / np.linalg.norm(top - chin)
         side = np.array([-up[1], up[0]])
@@ -526,5 +532,6 @@ def test_real_dark_hair_on_a_dark_background_keeps_its_outline(real_data, tmp_pa
             while gap < 40 and _at(labels, xy - gap * up) != L["hair"]:
                 gap += 1
             gaps.append(gap)
-    print("background gaps under the matte's outline (px):", gaps)
+    print("background gaps under the matte's outline (px):", gaps, "person labelled background:", unlabelled / person)
     assert np.median(gaps) <= 3 and np.mean(np.array(gaps) <= 6) >= 0.8, gaps
+    assert unlabelled <= 0.005 * person, (unlabelled, person)

@@ -61,7 +61,7 @@ def parse_dataset(dataset, parser: FaceParser | None = None, progress: bool = Tr
     ds = dataset if isinstance(dataset, FrameDataset) else FrameDataset.load(dataset)
     if ds.has_parsing and not overwrite:
         return ds
-    parser = parser or LandmarkParser()
+    parser = parser or LandmarkParser.for_matte(bool(ds.meta.get("settings", {}).get("refine_matte", False)))
     final = ds.root / "parsing"
     _claim_legacy_parsing(final)
     with staged_dir(final, OUTPUT_KIND) as tmp:

@@ -174,7 +174,7 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
                 logger.info("preprocess: using cached %s", out)
                 ds = FrameDataset.load(out)
                 if cfg.parse:
-                    parser = parser or LandmarkParser()
+                    parser = parser or LandmarkParser.for_matte(cfg.refine_matte)
                     stale = ds.meta.get("parser") != getattr(parser, "name", type(parser).__name__)
                     if stale or not ds.has_parsing:  # parsed by another parser (version), or before parsing existed
                         if ds.has_parsing:
@@ -187,7 +187,7 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
     detector = detector or MediapipeFaceMesh()
     matter = matter or MediapipeSelfieMatte()
     if cfg.parse:
-        parser = parser or LandmarkParser()
+        parser = parser or LandmarkParser.for_matte(cfg.refine_matte)
 
     # Pass 1: follow the face through the clip.
     idx, points, n_faces, sizes = [], [], [], []
