@@ -450,6 +450,31 @@ def test_strand_texture_sees_strands_not_edges_or_flat_skin():
     assert float(strand_texture(edge, 512)[:, w // 2 - 2:w // 2 + 2].max()) < 0.2 * t_strands
 
 
+def test_absorb_islands_takes_only_patches_ringed_by_the_other_label():
+    """A patch of neck inside the hair becomes hair; the neck itself (the largest patch), a patch
+    reaching the image's edge, one touching the background and one half ringed by skin stay neck."""
+    from dynavatar.perceive.landmark_parser import absorb_islands
+
+    lab = np.full((60, 80), L["hair"], np.uint8)
+    lab[40:60, 20:60] = L["neck"]  # the neck, running out of the picture at the bottom
+    lab[10:14, 10:14] = L["neck"]  # inside the hair: becomes hair
+    lab[20:24, 0:4] = L["neck"]  # at the image's edge
+    lab[0:8, 60:80] = L["background"]
+    lab[8:11, 66:70] = L["neck"]  # touching the background
+    lab[25:35, 40:50] = L["skin"]
+    lab[28:32, 50:54] = L["neck"]  # a third of its rim is skin, the rest hair: becomes hair
+    lab[20:24, 30:40] = L["skin"]
+    lab[20:30, 30:33] = L["skin"]
+    lab[24:27, 33:37] = L["neck"]  # in a corner of skin: over half its rim is skin, stays neck
+    before = lab.copy()
+    out = absorb_islands(lab, L["neck"], L["hair"], outside=L["background"])
+    assert out is lab
+    changed = np.argwhere(before != lab)
+    assert (before[before != lab] == L["neck"]).all() and (lab[before != lab] == L["hair"]).all()
+    assert {tuple(p) for p in changed} == {(y, x) for y in range(10, 14) for x in range(10, 14)} | \
+        {(y, x) for y in range(28, 32) for x in range(50, 54)}
+
+
 def test_real_light_hair_close_to_skin_is_hair(real_data):
     """Strawberry-blonde hair on a fair face (liveportrait_s18): its colour is within a few sigma of
     the skin's, so the colour rule alone called most of it skin, neck or ear (8 % of the person was

@@ -65,7 +65,8 @@ class LandmarkParser:
     1. Person vs background: the matte (mediapipe selfie segmentation unless given), with two
        corrections: the inner face is always the person, and pixels along the matte's edge that
        have the colour of the background next to the person go back to the background (the
-       256 px selfie model leaks wall under the jaw and beside the hair).
+       256 px selfie model leaks wall under the jaw and beside the hair; not done to a matte that
+       preprocessing has refined already, ``for_matte``).
     2. Colour models in CIE Lab, refitted per image. *Skin* from the cheeks, nose walls, forehead
        middle and chin (robust trimmed Gaussian, with extra spread along the shading ray so a
        shadowed neck is still skin). *Hair* by a two-class EM against skin in the zone above the
@@ -84,7 +85,9 @@ class LandmarkParser:
        ends, following the head's yaw); *left_ear* / *right_ear* (the person's own sides) beside
        the face within ``ear_reach``, between the brows' and the mouth's level shifted by the
        head's pitch, and only on a side the head is not turned away from; *skin* elsewhere
-       (forehead, bald scalp, arms). Inside the face oval non-skin pixels are skin too (beard,
+       (forehead, bald scalp, arms). A patch of neck apart from the neck itself and ringed by hair
+       is hair (light hair beside the neck), a patch of hair apart from the hair and ringed by neck
+       is neck (a shadow). Inside the face oval non-skin pixels are skin too (beard,
        shadows, nostrils, glasses) except on the forehead and along the oval's edge, where hair
        connected to the hair outside (a fringe, strands over the cheeks) stays hair.
     5. Face parts are painted last from the mesh polygons: nose, brows, eyes (the eyelid opening),
@@ -107,7 +110,8 @@ class LandmarkParser:
     # 3: iris, sclera and teeth; 4: strand texture for hair close to skin in colour; 5: clothes below
     # the chin in a region that reaches above it; 6: the matte's rim above the brows kept where it
     # has the hair's colour; a shirt region joined to the hair at the temples split by a clothes colour;
-    # 7: a matte preprocessing already refined is not refined again, ``for_matte``).
+    # 7: a matte preprocessing already refined is not refined again, ``for_matte``; patches of neck
+    # inside the hair are hair, ``absorb_islands``).
     name = "landmark-parser/7"
 
     def __init__(self, config: LandmarkParserConfig | None = None, *, detector=None, matter=None) -> None:
@@ -215,6 +219,8 @@ class LandmarkParser:
         nonskin = fg & ~skin
         reach, clothes = self._hair_or_clothes(nonskin, hair_zone & nonskin, lab, hair_model, face, min_seeds)
         labels = self._assemble(face, fg, skin, reach, clothes)
+        absorb_islands(labels, _L["neck"], _L["hair"], outside=_L["background"])
+        absorb_islands(labels, _L["hair"], _L["neck"], outside=_L["background"])  # a shadow on the neck
         if points is not None:
             split_eyes(labels, face, points)
         paint_teeth(labels, face, lab, float(skin_model.mean[0]))
@@ -497,6 +503,36 @@ def strand_texture(lightness: np.ndarray, side: int) -> np.ndarray:
     energy = np.sqrt(np.sqrt((jxx - jyy) ** 2 + 4.0 * jxy ** 2))
     alternating = 1.0 - np.sqrt(mx * mx + my * my) / np.maximum(blur(np.sqrt(gx * gx + gy * gy)), 1e-6)
     return (energy * np.clip(alternating, 0.0, 1.0)).astype(np.float32)
+
+
+def absorb_islands(labels: np.ndarray, island: int, into: int, min_share: float = 0.6, outside: int = 0) -> np.ndarray:
+    """Relabel, in place, every connected patch of label ``island`` but the largest as ``into`` when
+    at least ``min_share`` of the pixels just around it are ``into`` and it reaches neither the
+    image's edge nor label ``outside`` (the background). Why: light hair close to skin in colour
+    (s18's strawberry blonde) falling beside the neck came out as patches of "neck" inside the
+    hair; the neck itself is one region joined to the jaw, and a shoulder cut off by a strap runs
+    on out of the picture (d10). labels: uint8 [H, W] -> labels."""
+    import cv2
+
+    mask = (labels == island).astype(np.uint8)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 2:  # no patch, or only the region itself
+        return labels
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    kernel = np.ones((5, 5), np.uint8)
+    for k in range(1, n):
+        if k == largest:
+            continue
+        x, y, w, h = (int(v) for v in stats[k, :4])
+        if x <= 1 or y <= 1 or x + w >= labels.shape[1] - 1 or y + h >= labels.shape[0] - 1:
+            continue
+        y0, y1, x0, x1 = max(y - 3, 0), y + h + 3, max(x - 3, 0), x + w + 3  # the patch's box, with room for its rim
+        patch = comp[y0:y1, x0:x1] == k
+        rim = (cv2.dilate(patch.astype(np.uint8), kernel) > 0) & ~patch
+        around = labels[y0:y1, x0:x1][rim]
+        if around.size and np.mean(around == into) >= min_share and not np.any(around == outside):
+            labels[y0:y1, x0:x1][patch] = into
+    return labels
 
 
 def split_eyes(labels: np.ndarray, face: FaceFrame, points: np.ndarray) -> np.ndarray:
