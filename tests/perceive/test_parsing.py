@@ -359,6 +359,20 @@ def test_preprocess_writes_parsing_and_old_datasets_upgrade(real_data, tmp_path)
     assert fresh.meta["parser"] == LandmarkParser.name
     np.testing.assert_array_equal(fresh.parsing(0), ds.parsing(0))
 
+    # So does refresh_parsing on the folder alone (bench fit of a carried dataset); another
+    # parser's labels, or the current version's, are left as they are.
+    from dynavatar.perceive.dataset_parsing import refresh_parsing
+
+    from dynavatar.perceive.dataset_parsing import write_labels
+
+    truth = np.array(fresh.parsing(0))
+    for parser, redone in (("facer/farl-lapa", False), (LandmarkParser.name, False), ("landmark-parser/6", True)):
+        (root / "meta.json").write_text(json.dumps(dict(meta, parser=parser)))
+        write_labels(root / "parsing" / "000000.png", np.zeros_like(truth))  # a label map that is not the parser's
+        out = refresh_parsing(root, progress=False)
+        assert out.meta["parser"] == (LandmarkParser.name if redone else parser)
+        assert np.array_equal(out.parsing(0), truth) == redone
+
 
 # ---------------------------------------------------------------------------------------------
 # facer backend (facer is not installed here: the error, the tables, and a stand-in module)

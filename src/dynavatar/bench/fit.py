@@ -39,6 +39,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     from ..config import PipelineConfig
     from ..device import resolve_device
     from ..perceive import FrameDataset, preprocess
+    from ..perceive.dataset_parsing import refresh_parsing
     from ..reconstruct.landmark_anchor import landmark_nme
     from ..track import track
 
@@ -47,6 +48,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     t0 = time.perf_counter()
     if (Path(video) / "meta.json").is_file():  # a preprocessed dataset carried to a GPU machine
         data_dir, t_pre = Path(video), float("nan")
+        refresh_parsing(data_dir, progress=progress)  # labelled by today's parser, as a video would be
     else:
         data_dir = work / "data"
         preprocess(video, data_dir, config=dataclasses.replace(pipe.preprocess, max_frames=max_frames),

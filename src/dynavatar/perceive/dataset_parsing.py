@@ -9,6 +9,7 @@ staging folder (``io.output_dir.staged_dir``) that replaces ``parsing/`` when co
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from .dataset import FrameDataset
 from .face_parser import FaceParser, parse_to_labels
 from .landmark_parser import LandmarkParser
 
-__all__ = ["parse_frame", "write_labels", "parse_dataset"]
+__all__ = ["parse_frame", "write_labels", "parse_dataset", "refresh_parsing"]
+
+logger = logging.getLogger("dynavatar")
 
 OUTPUT_KIND = "parsing"  # the marker's kind of a dataset's parsing/ folder
 _LABEL_FILE = re.compile(r"\d{6}\.png")
@@ -72,6 +75,21 @@ def parse_dataset(dataset, parser: FaceParser | None = None, progress: bool = Tr
     with atomic_path(ds.root / "meta.json") as path:
         Path(path).write_text(json.dumps(meta, indent=1))
     return FrameDataset.load(ds.root)
+
+
+def refresh_parsing(dataset, progress: bool = True):
+    """The dataset (folder or :class:`FrameDataset`), parsed again when an older version of the
+    offline parser labelled it: a fit of a preprocessed folder (``bench fit DATA``, on a GPU machine)
+    would otherwise be labelled, and its labels judged, by the old rules, where ``preprocess`` of the
+    video parses a cache again. Labels of another parser (facer) and folders without parsing are
+    left alone. Returns the (reloaded) dataset."""
+    ds = dataset if isinstance(dataset, FrameDataset) else FrameDataset.load(dataset)
+    old = ds.meta.get("parser")
+    if not ds.has_parsing or not isinstance(old, str) or not old.startswith("landmark-parser") \
+            or old == LandmarkParser.name:
+        return ds
+    logger.info("%s was parsed by %s; parsing it again with %s", ds.root, old, LandmarkParser.name)
+    return parse_dataset(ds, progress=progress, overwrite=True)
 
 
 def _claim_legacy_parsing(folder: Path) -> None:
