@@ -292,3 +292,8 @@ def test_avatar_plan_and_cli_plan_only_say_what_will_run(tmp_path):
     glasses = avatar.plan("add round glasses", refiner="rule").summary()  # built offline, as Avatar.edit does
     assert glasses.endswith("-> editor: glasses as geometry (offline) on eyeglasses, left_eye, right_eye, iris, sclera, nose, skin")
     assert not (tmp_path / "b").exists()
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "a"), "red hair", "--plan-only", "--refiner", "rule",
+                                    "--device", "cpu"])  # a plan needs no output folder
+    assert res.exit_code == 0 and "-> editor: palette (offline) on hair" in res.output, res.output
+    res = CliRunner().invoke(main, ["edit", str(tmp_path / "a"), "red hair", "--refiner", "rule", "--device", "cpu"])
+    assert res.exit_code == 2 and "Missing option '-o' / '--out'" in res.output, res.output

@@ -39,6 +39,29 @@ def test_prompts_pick_their_look_and_hair_colours_stay_the_colourists():
         assert makeup_look(_plan(prompt)) is None, prompt
 
 
+@pytest.mark.parametrize("prompt, plans", [
+    ("a light tan", [("appearance", "skin")]),
+    ("red hair and a tan", [("colour", "hair"), ("appearance", "skin")]),  # was red hair with tan ends
+    ("blonde hair, a tan and blue eyes", [("colour", "hair"), ("appearance", "skin"), ("colour", "eyes")]),
+    ("red and tan hair", [("colour", "hair")]),  # two-tone hair: tan is a hair colour here
+    ("tan hair", [("colour", "hair")]),
+])
+def test_a_tan_is_the_skins_edit_of_its_own(prompt, plans):
+    """A tan (an appearance look) colours the skin's surfaces, never the hair, and after "and" it is an
+    edit of its own rather than a second colour for the clause before it."""
+    from dynavatar.edit.prompt import RuleRefiner
+
+    got = RuleRefiner().refine_all(prompt)
+    assert [p.kind for p in got] == [k for k, _ in plans], [p.summary() for p in got]
+    for p, (kind, where) in zip(got, plans):
+        if where == "skin":
+            assert set(p.regions) == {"skin", "nose", "left_ear", "right_ear", "neck"} and makeup_look(p).name == "tan"
+        elif where == "eyes":
+            assert "iris" in p.regions and "hair" not in p.regions
+        else:
+            assert p.regions == ["hair"] and makeup_look(p) is None
+
+
 def test_eyeshadow_and_blush_sit_where_a_face_wears_them(head):
     g, model, params = head
     lab = g.labels.argmax(1)

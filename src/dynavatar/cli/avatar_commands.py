@@ -165,7 +165,8 @@ def export(avatar_dir: Path, out_path: Path, frame: int) -> None:
 @main.command()
 @click.argument("avatar_dir", type=click.Path(path_type=Path))
 @click.argument("prompt")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Edited avatar folder.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
+              help="Edited avatar folder (required unless --plan-only).")
 @click.option("--editor", default="auto", show_default=True, type=click.Choice(["auto", "palette", "ip2p", "inpaint", "geometry"]))
 @click.option("--method", default="idu", show_default=True, type=click.Choice(["idu", "sds"]))
 @click.option("--refiner", default="auto", show_default=True, type=click.Choice(["auto", "rule", "transformers", "openai"]))
@@ -177,7 +178,7 @@ def export(avatar_dir: Path, out_path: Path, frame: int) -> None:
 @click.option("--device", default="auto", show_default=True, type=DEVICE)
 @click.option("--plan-only", is_flag=True, help="Print the edit plan and stop (no GPU time spent).")
 @settings_options("EditConfig (SDSEditConfig with --method sds)")
-def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str, refiner: str, mask_path: Path | None,
+def edit(avatar_dir: Path, prompt: str, out_dir: Path | None, editor: str, method: str, refiner: str, mask_path: Path | None,
          frame: int | None, mask_route: str, device: str, plan_only: bool, settings: tuple[str, ...],
          config_file: str | None) -> None:
     """Edit a saved avatar by text ("red hair"); writes OUT and OUT/before_after.mp4.
@@ -198,6 +199,9 @@ def edit(avatar_dir: Path, prompt: str, out_dir: Path, editor: str, method: str,
     if settings or config_file:  # the loop's settings: EditConfig for idu, SDSEditConfig for sds
         config = apply_settings(SDSEditConfig() if method == "sds" else EditConfig(), settings, config_file)
     if not plan_only:
+        if out_dir is None:
+            raise click.UsageError("Missing option '-o' / '--out': the folder the edited avatar goes to "
+                                   "(or --plan-only to print the plan alone).")
         out_dir = check_output_dir(out_dir, "avatar", inputs=[avatar_dir] + ([mask_path] if mask_path else []))
     drawn = _read_drawn_mask(mask_path) if mask_path is not None else None
     a = Avatar.load(avatar_dir, device=device)

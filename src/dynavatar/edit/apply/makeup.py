@@ -30,6 +30,7 @@ from ...gaussians.binding import bind
 from ...geometry.labels import label_index
 from ...geometry.landmark_sets import MP_OUTER_EYE_CORNERS
 from ..colour_space import linear_to_srgb, oklab_to_rgb, rgb_to_oklab, srgb_to_linear
+from ..prompt.vocabulary import TAN_REGIONS, TAN_WORDS
 from .splat_recolour import rest_pose
 
 __all__ = ["MakeupLook", "MAKEUP_LOOKS", "makeup_look", "makeup_weights", "makeup_edit", "LANDMARK_SET"]
@@ -56,12 +57,12 @@ MAKEUP_LOOKS = {
     "blush": MakeupLook("blush", ((50, 205, 0.15), (280, 425, 0.15)), (0.15, 0.09, 0.14), 0.45,
                         (0.88, 0.45, 0.50), ("skin", "nose"), 0.085),
     "tan": MakeupLook("tan", (), (0.0, 0.0, 0.0), 0.0, (0.93, 0.86, 0.79),
-                      ("skin", "nose", "left_ear", "right_ear", "neck")),
+                      TAN_REGIONS),
 }
 
 _WORDS = (("eyeshadow", r"\beye ?shadows?\b|\beye ?liner\b|\bsmoky eyes?\b"),
           ("blush", r"\bblush(ed)?\b|\brosy cheeks\b|\brouge\b"),
-          ("tan", r"\bsun ?tan(ned)?\b|\btan(ned)?\b|\bbronzed?\b|\bsun-?kissed\b"))
+          ("tan", TAN_WORDS))
 _SMOKY = (0.16, 0.14, 0.15)  # "smoky eyes": a charcoal that darkens more than it tints
 _NOT_SKIN = {"hair", "left_brow", "right_brow", "upper_lip", "lower_lip", "iris", "sclera", "eyeglasses", "headwear",
              "clothes"}

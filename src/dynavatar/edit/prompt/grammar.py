@@ -29,9 +29,14 @@ from .colour_names import (EYE_OVERRIDES, HAIR_LIKE_OVERRIDES, HAIR_ONLY_NAMES, 
 from .text import blank_span, split_words, with_article
 from .vocabulary import (ADD_VERB_RE, HIGH_EXPR, ITEM_OF, ITEM_RE, ITEMS, LOW_ADVERB, LOW_EXPR, MATERIAL_OF,
                          MATERIAL_RE, PERCENT_RE, PERSON_RE, REST_RE, SPLIT_RE, STOP_WORDS, TAKE_OFF_RE, TARGET_OF,
-                         TARGET_RE, TARGETS, TONES, VERBS, Item, Target)
+                         TARGET_RE, TARGETS, TAN_WORDS, TONES, VERBS, Item, Target)
 
 __all__ = ["Draft", "Clause", "split_clauses"]
+
+#: a clause that is a tan alone ("a tan", "add a light tan", "some sun tan"): an edit of its own, not
+#: a second colour for the clause before it ("red hair and a tan" was red hair with tan ends)
+_TAN_CLAUSE = (rf"(?:(?:give|add|get)\s+)?(?:a|an|some)\s+(?:\w+\s+)?(?:{TAN_WORDS})(?:\s+look)?"  # a noun: "a tan"
+               r"|(?:\w+\s+)?(?:sun ?tan(?:ned)?|bronzed?|sun-?kissed)(?:\s+look)?")  # bare "tan" may be a colour
 
 logger = logging.getLogger("dynavatar.edit")
 
@@ -137,6 +142,8 @@ def _analyse(clause: str) -> Clause:
     target_drafts, residual, has_targets = _target_drafts(targets_text, text, modified, low, percent, clause,
                                                           quiet=bool(drafts))
     drafts.extend(target_drafts)
+    if not drafts and not has_targets and re.fullmatch(_TAN_CLAUSE, text.strip()):  # "and a light tan": a look
+        drafts.append(Draft("appearance", 0, text=clause))
     has_target = has_targets or bool(expression) or bool(removed) or bool(item_drafts) or bool(special)
     if expression:  # "big smile", "smile gently": the adverbs set the intensity
         residual = [w for w in residual if not re.fullmatch(f"{LOW_EXPR}|{HIGH_EXPR}", w)]

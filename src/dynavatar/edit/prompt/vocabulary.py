@@ -114,6 +114,12 @@ class Item:
     hair_like: bool = False
 
 
+#: a tan, in any wording ("a light tan", "sun-kissed", "bronzed"), and the skin it colours: without a
+#: named target it is the skin's edit, not the free-form default's skin and hair
+TAN_WORDS = r"\bsun ?tan(ned)?\b|\btan(ned)?\b|\bbronzed?\b|\bsun-?kissed\b"
+TAN_REGIONS = ("skin", "nose", *_EARS, "neck")
+
+
 ITEMS: dict[str, Item] = {i.key: i for i in (
     # glasses sit on the nose and cover the eyes and the skin around them
     Item("glasses", ("eyeglasses", *_EYE_PARTS, "nose", "skin"), "eyeglasses"),

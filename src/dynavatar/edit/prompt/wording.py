@@ -15,6 +15,7 @@ drafts of one prompt can share a plan.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from ...geometry.labels import LABEL_NAMES
@@ -22,7 +23,7 @@ from ..plan import EditPlan
 from .grammar import Draft
 from .kind_defaults import kind_defaults
 from .text import join_phrases, pretty_noun, split_words, with_article
-from .vocabulary import EXPR_REGIONS, ITEMS, MATERIAL_ADJ, VERBS
+from .vocabulary import EXPR_REGIONS, ITEMS, MATERIAL_ADJ, TAN_REGIONS, TAN_WORDS, VERBS
 
 __all__ = ["render_plan", "mergeable", "merge_drafts", "colour_name"]
 
@@ -201,7 +202,8 @@ def render_plan(d: Draft, prompt: str, preserve: set[str], pronouns: tuple[str, 
     elif d.targets or d.items:
         fields = _render_appearance(d, obj)
     else:  # free-form: the user's words are the instruction
-        fields = dict(regions=["skin", "hair"], instruction=d.text, positive_prompt=f"a photo of a person, {d.text}")
+        regions = list(TAN_REGIONS) if re.search(TAN_WORDS, d.text) else ["skin", "hair"]
+        fields = dict(regions=regions, instruction=d.text, positive_prompt=f"a photo of a person, {d.text}")
     regions = list(fields.pop("regions"))
     kept = [r for r in regions if r not in preserve]
     if kept or d.kind == "expression":
