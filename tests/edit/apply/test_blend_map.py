@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from dynavatar.edit import EditPlan
 from dynavatar.edit.apply.blend_map import (apply_affine_colour_map, fit_affine_colour_map, region_pixels)
 from dynavatar.edit.apply.splat_recolour import recolour_splats, takes_affine_map
 from dynavatar.edit.colour_space import rgb_to_oklab
