@@ -42,6 +42,18 @@ def test_free_form_words_are_passed_on_not_ignored():
     assert glasses.instruction == "add round glasses" and glasses.ignored == []
 
 
+def test_glasses_details_the_glasses_editor_reads_are_not_ignored():
+    """The glasses are built from the prompt's own words (frame material, lens tint): those words are
+    used, so the report does not call them ignored; elsewhere they still are."""
+    from dynavatar.edit.apply.glasses import glasses_request
+
+    shell = RuleRefiner().refine("cat-eye glasses in tortoiseshell")
+    assert shell.ignored == [] and glasses_request(shell)["colour"] != glasses_request("cat-eye glasses")["colour"]
+    blue = RuleRefiner().refine("aviator sunglasses with blue lenses")
+    assert blue.ignored == [] and glasses_request(blue)["lens_tint"][2] > 0.5  # blue lenses
+    assert RuleRefiner().refine("red hair with tortoiseshell vibes").ignored == ["tortoiseshell", "vibes"]
+
+
 def test_every_plan_of_a_prompt_carries_the_report():
     plans = RuleRefiner().refine_all("red hair and blue eyes with zebra stripes")
     assert [p.kind for p in plans] == ["colour", "colour"]

@@ -29,7 +29,7 @@ from ..plan import EditPlan, EditPlanError
 from .grammar import Clause, Draft, split_clauses
 from .language import looks_non_english
 from .text import normalise, pronouns, split_words
-from .vocabulary import FILLER_WORDS, PERSON_RE
+from .vocabulary import FILLER_WORDS, GLASSES_DETAIL_WORDS, PERSON_RE
 from .wording import merge_drafts, mergeable, render_plan
 
 __all__ = ["RuleRefiner", "check_prompt", "MAX_PROMPT_CHARS", "MAX_CLAUSES"]
@@ -127,6 +127,8 @@ def _report(plans: list[EditPlan], clauses: list[Clause]) -> list[EditPlan]:
     "give him a steampunk look", an adjective of an object "add round glasses").
     """
     passed_on = {w for p in plans for w in split_words(normalise(f"{p.instruction} {p.positive_prompt}"))}
+    if any(p.kind == "accessory" and "eyeglasses" in p.regions for p in plans):
+        passed_on |= GLASSES_DETAIL_WORDS  # the glasses editor reads the prompt's own words for these
     understood = _unique(w for c in clauses for w in _understood(c))
     ignored = _unique(w for c in clauses for w in c.residual if w not in FILLER_WORDS and w not in passed_on)
     return [dataclasses.replace(p, understood=understood, ignored=ignored).validate() for p in plans]

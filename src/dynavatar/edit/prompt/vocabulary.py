@@ -114,6 +114,12 @@ class Item:
     hair_like: bool = False
 
 
+#: words the glasses editor reads from the prompt itself (``apply.glasses.glasses_request``): a plan
+#: that adds glasses passes them on, so they are not reported as ignored
+GLASSES_DETAIL_WORDS = frozenset({"tortoiseshell", "tortoise", "havana", "lens", "lenses", "lensed", "tint", "tinted",
+                                  "tints", "frame", "frames", "rim", "rims", "rimmed"})
+
+
 #: a tan, in any wording ("a light tan", "sun-kissed", "bronzed"), and the skin it colours: without a
 #: named target it is the skin's edit, not the free-form default's skin and hair
 TAN_WORDS = r"\bsun ?tan(ned)?\b|\btan(ned)?\b|\bbronzed?\b|\bsun-?kissed\b"
