@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dynavatar.bench.fit_table import format_clips_table, load_rows, save_rows, worst_row
+from dynavatar.bench.fit_table import bar_lines, format_clips_table, load_rows, save_rows, worst_row
 from dynavatar.errors import ConfigError
 
 
@@ -62,6 +62,20 @@ def test_table_has_a_row_per_clip_then_mean_and_worst():
     assert "26.00" in worst and "3000" in worst
     assert "c: FAILED: no face in any frame; ..." in text
     assert worst_row(rows)["clip"] == "b"
+
+
+def test_bars_name_the_clips_that_miss_them():
+    rows = [_row("a", 28.0, ssim_refined=0.95, psnr=25.0, nme=1.0, nme_tracked=0.9, iou_hair=0.9),
+            _row("b", 26.0, ssim_refined=0.85, psnr=24.0, nme=1.0, nme_tracked=1.5, iou_hair=None),
+            {"clip": "c", "error": "no face in any frame; ..."}]
+    lines = bar_lines(rows)
+    assert lines[0] == "bar refined PSNR >= 27.0: 1 of 2 clips (missed: b 26.00)"
+    assert lines[1] == "bar SSIM >= 0.9: 1 of 2 clips (missed: b 0.850)"
+    assert lines[2] == "bar tracked PSNR >= 24.0: 2 of 2 clips"  # the bar itself passes
+    assert lines[3] == "bar NME trk % <= the landmark fit's: 1 of 2 clips (missed: b 1.50 vs 1.00)"
+    assert lines[4] == "bar hair IoU >= 0.85: 1 of 1 clips"  # b has no label figure
+    assert lines[5] == "bar mean refined PSNR >= 28.5: 27.00, missed"
+    assert "\n".join(lines) in format_clips_table(rows)
 
 
 def test_missing_figures_print_as_na_and_rows_round_trip(tmp_path):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["fit_row", "error_row", "clip_name", "format_clips_table", "save_rows", "load_rows", "COLUMNS"]
+__all__ = ["fit_row", "error_row", "clip_name", "format_clips_table", "bar_lines", "save_rows", "load_rows", "COLUMNS",
+           "BARS"]
 
 #: (row key, column title, decimals; None = text/int). Order is the table's.
 COLUMNS = (("clip", "clip", None), ("frames", "frames", None), ("eval_frames", "held", None),
@@ -94,6 +95,40 @@ def worst_row(rows: list[dict]) -> dict | None:
     return min(scored, key=lambda r: r["psnr_refined"]) if scored else None
 
 
+#: the bars a clip is held to (issues 22-23): (row key, title, ">=" or "<=", bar, decimals); a bar
+#: that is a row key is the clip's own figure (the tracked motion's landmark error against the
+#: landmark fit's)
+BARS = (("psnr_refined", "refined PSNR", ">=", 27.0, 2), ("ssim_refined", "SSIM", ">=", 0.90, 3),
+        ("psnr", "tracked PSNR", ">=", 24.0, 2), ("nme_tracked", "NME trk %", "<=", "nme", 2),
+        ("iou_hair", "hair IoU", ">=", 0.85, 3))
+MEAN_PSNR_BAR = 28.5
+
+
+def bar_lines(rows: list[dict]) -> list[str]:
+    """One line per bar: how many fitted clips meet it, and the ones that miss it with their figure
+    (clips without the figure are left out), then the mean refined PSNR against its bar."""
+    ok = [r for r in rows if "error" not in r]
+    out = []
+    for key, title, op, bar, d in BARS:
+        own = isinstance(bar, str)
+        scored = [r for r in ok if r.get(key) is not None and (not own or r.get(bar) is not None)]
+        if not scored:
+            continue
+        limit = (lambda r: r[bar]) if own else (lambda r: bar)
+        miss = [r for r in scored if not (r[key] >= limit(r) if op == ">=" else r[key] <= limit(r))]
+        against = "the landmark fit's" if own else str(bar)
+        line = f"bar {title} {op} {against}: {len(scored) - len(miss)} of {len(scored)} clips"
+        if miss:
+            vs = (lambda r: f" vs {r[bar]:.{d}f}") if own else (lambda r: "")
+            line += " (missed: " + ", ".join(f"{r['clip']} {r[key]:.{d}f}{vs(r)}" for r in miss) + ")"
+        out.append(line)
+    means = [r["psnr_refined"] for r in ok if r.get("psnr_refined") is not None]
+    if means:
+        m = sum(means) / len(means)
+        out.append(f"bar mean refined PSNR >= {MEAN_PSNR_BAR}: {m:.2f}, " + ("met" if m >= MEAN_PSNR_BAR else "missed"))
+    return out
+
+
 def format_clips_table(rows: list[dict]) -> str:
     """Rows (``fit_row`` / ``error_row``) as a fixed-width table, then the mean and worst rows and
     one line per failed clip."""
@@ -114,6 +149,7 @@ def format_clips_table(rows: list[dict]) -> str:
         out += [line(["-" * w for w in widths])] + [line(c) for c in tail]
     out += [f"{r['clip']}: {r['note']}" for r in ok if r.get("note")]
     out += [f"{r['clip']}: FAILED: {r['error']}" for r in rows if "error" in r]
+    out += bar_lines(rows)
     if ok:
         out.append("end-to-end: preprocess (unless the CLIP was a preprocessed folder) + track + optimise + label. "
                    "NME: mean landmark error, % of the inter-ocular distance, of the landmark tracker's motion "
