@@ -124,8 +124,8 @@ class LandmarkParser:
         """The default parser for mattes that preprocessing has (``refined``) or has not colour-refined
         (``matting.refine_matte``). Refining a refined matte a second time, with this parser's coarser
         rule, took the hair at the temples and along a dark head's outline back to the background
-        although the matte, and so the avatar, keep it: 17 % of aoc's hair area, 13 % of s18's (hair
-        labels past the parser's outline then count against every label figure and edit)."""
+        although the matte, and so the avatar, keep it (hair labels past the parser's outline then
+        count against every label figure and edit; figures in docs/benchmarks.md)."""
         return cls(LandmarkParserConfig(refine_matte=not refined))
 
     # Backends are created on first need, so a parser that is always given landmarks and mattes

@@ -120,10 +120,11 @@ GLASSES_DETAIL_WORDS = frozenset({"tortoiseshell", "tortoise", "havana", "lens",
                                   "tints", "frame", "frames", "rim", "rims", "rimmed"})
 
 
-#: a tan, in any wording ("a light tan", "sun-kissed", "bronzed"), and the skin it colours: without a
-#: named target it is the skin's edit, not the free-form default's skin and hair
+#: a tan, in any wording ("a light tan", "sun-kissed", "bronzed"), and the skin it colours (the
+#: "skin" target's regions): without a named target it is the skin's edit, not the free-form
+#: default's skin and hair
 TAN_WORDS = r"\bsun ?tan(ned)?\b|\btan(ned)?\b|\bbronzed?\b|\bsun-?kissed\b"
-TAN_REGIONS = ("skin", "nose", *_EARS, "neck")
+TAN_REGIONS = TARGETS["skin"].regions
 
 
 ITEMS: dict[str, Item] = {i.key: i for i in (
