@@ -95,6 +95,8 @@ def sandbox(tmp_path_factory) -> Path:
     (w / "noise.mp4").write_bytes(bytes(rng.integers(0, 256, 4096, dtype=np.uint8)))
     (w / "empty.mp4").write_bytes(b"")
     (w / "nofaces").mkdir()
+    (w / "corrupt_ds").mkdir()
+    (w / "corrupt_ds" / "meta.json").write_text("{")  # a dataset whose meta.json was cut off
     write_flame_npz(ellipsoid_head(), w / "head.npz")
     (w / "garbage.npz").write_bytes(b"PK\x03\x04 not really a zip")
     (w / "evil.pkl").write_bytes(b"cos\nsystem\n(S'echo pwned > " + str(w / "pwned").encode() + b"'\ntR.")
@@ -130,6 +132,7 @@ CASES = [
     ("preprocess-text-as-video", "preprocess {w}/note.txt -o {w}/out", 2, ["note.txt"]),
     ("preprocess-empty-folder", "preprocess {w}/nofaces -o {w}/out", 2, ["nofaces"]),
     ("track-not-a-dataset", "track {w}/user", 2, ["not a preprocessed dataset"]),
+    ("track-corrupt-dataset", "track {w}/corrupt_ds", 2, ["meta.json", "preprocess the video again"]),
     ("track-missing", "track {w}/missing", 2, ["missing"]),
     ("fit-missing-video", "fit {w}/missing.mp4 -o {w}/out", 2, ["does not exist"]),
     ("flame-convert-missing", "flame convert {w}/missing.pkl {w}/out.npz", 2, ["missing.pkl"]),

@@ -52,11 +52,18 @@ class FrameDataset:
         meta_path = root / "meta.json"
         if not meta_path.is_file():
             raise VideoError(f"{root} is not a preprocessed dataset (no meta.json); run `dynavatar preprocess VIDEO -o {root}`")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != DATASET_FORMAT:
-            raise VideoError(f"{root}: unknown dataset format {meta.get('format')!r}; preprocess the video again")
-        with np.load(root / "landmarks.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise VideoError(f"{meta_path}: unreadable ({e}); preprocess the video again") from None
+        if not isinstance(meta, dict) or meta.get("format") != DATASET_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise VideoError(f"{root}: unknown dataset format {found!r}; preprocess the video again")
+        try:
+            with np.load(root / "landmarks.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise VideoError(f"{root / 'landmarks.npz'}: unreadable ({e}); preprocess the video again") from None
         return cls(root=root, meta=meta, **arrays)
 
     def __len__(self) -> int:
