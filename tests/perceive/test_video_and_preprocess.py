@@ -341,3 +341,51 @@ def test_refine_matte_leaves_a_wide_unsure_outline_whose_wall_is_known_only_from
     out = refine_matte(image, alpha, radius=5)
     band = (dist > 50) & (dist < 57)  # band pixels with no confident wall within 5 px
     assert np.array_equal(out[band], alpha[band])
+
+
+def _dark_hair_on_a_dark_wall(rng, wall=(40, 46, 32), wall_noise=2.0):
+    """Dark hair (a disc of radius 60) on a flat dark wall; the segmenter's outline is confident 8 px
+    outside the hair (a rim of wall matted in as person) and then soft for 10 px more.
+    -> image uint8 [H, W, 3], the segmenter's alpha, the true alpha, distance to the centre"""
+    import cv2
+
+    h = w = 256
+    yy, xx = np.mgrid[:h, :w]
+    dist = np.hypot(yy - 128, xx - 128)
+    truth = (dist < 60).astype(np.float32)
+    colour = np.where(truth[..., None] > 0, np.array([18, 17, 14.0]), np.array(wall, float))
+    image = np.clip(colour + rng.normal(0, wall_noise, colour.shape), 0, 255).astype(np.uint8)
+    seg = np.clip((78 - dist) / 10, 0, 1).astype(np.float32)  # 1 to 68 px, soft to 78 px
+    seg = cv2.GaussianBlur(seg, (0, 0), 1.0)
+    return image, seg, truth, dist
+
+
+def test_refine_matte_low_contrast_takes_a_flat_dark_wall_off_dark_hair():
+    """Hair and wall differ by about 0.13 (under ``min_contrast``) but vary by 0.01: by default the
+    segmenter's rim of wall stays person; with ``low_contrast`` the rim follows the colours (d14's
+    bun), and the hair itself keeps alpha 1."""
+    from dynavatar.perceive.matting import refine_matte
+
+    image, seg, truth, dist = _dark_hair_on_a_dark_wall(np.random.default_rng(0))
+    assert np.array_equal(refine_matte(image, seg, radius=8), seg)  # too little contrast by default
+    out = refine_matte(image, seg, radius=8, low_contrast=True)
+    rim = (dist > 60) & (dist < 65)  # wall the segmenter was sure of
+    band = (dist > 65) & (dist < 78)  # the rim's edge and the wall it was unsure of
+    assert seg[rim].min() > 0.95 and out[rim].mean() < 0.3
+    assert out[band].mean() < seg[band].mean()
+    assert out[dist < 56].min() > 0.95  # the hair
+    assert np.array_equal(out[dist > 90], seg[dist > 90])
+
+
+def test_refine_matte_low_contrast_leaves_hair_on_a_busy_or_similar_wall():
+    """No rim is cut where the wall is busy (a flag's stars: its spread is as large as its contrast
+    to the hair) nor where the wall is the hair's colour."""
+    from dynavatar.perceive.matting import refine_matte
+
+    rng = np.random.default_rng(1)
+    image, seg, truth, dist = _dark_hair_on_a_dark_wall(rng, wall=(40, 46, 32), wall_noise=30.0)
+    out = refine_matte(image, seg, radius=8, low_contrast=True)
+    inner = dist < 66
+    assert np.abs(out - seg)[inner].mean() < 0.02
+    same, seg2, _, dist2 = _dark_hair_on_a_dark_wall(rng, wall=(20, 18, 15), wall_noise=2.0)
+    assert np.array_equal(refine_matte(same, seg2, radius=8, low_contrast=True), seg2)

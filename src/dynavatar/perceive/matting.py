@@ -113,6 +113,15 @@ def _local_colour(rgb: np.ndarray, mask: np.ndarray, r: int, inside: np.ndarray 
     return col, have, have & ~near
 
 
+def _local_spread(rgb: np.ndarray, mask: np.ndarray, r: int) -> np.ndarray:
+    """The spread of the ``mask`` pixels' colours within ``r`` of each pixel: the root of the summed
+    per-channel variances (0-1 RGB units; 0 where there are none). -> float [H, W]"""
+    n = np.maximum(_box(mask, r), 1.0)[..., None]
+    mean = _box(rgb * mask[..., None], r) / n
+    mean_sq = _box(rgb * rgb * mask[..., None], r) / n
+    return np.sqrt(np.maximum(mean_sq - mean * mean, 0.0).sum(-1))
+
+
 def _confident(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None, radius: int | None):
     """What both colour estimates start from: rgb float [H, W, 3] in [0, 1], alpha float32 [H, W],
     the confident person and background (float 0/1 [H, W]; padding past the video frame is black,
@@ -127,7 +136,7 @@ def _confident(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None, 
 
 
 def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None = None, radius: int | None = None,
-                 min_contrast: float = 0.2) -> np.ndarray:
+                 min_contrast: float = 0.2, low_contrast: bool = False) -> np.ndarray:
     """``alpha`` re-estimated where the segmenter was unsure, from the colours of the person and the
     background around it.
 
@@ -139,9 +148,15 @@ def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None
     the confident-background pixels; for a hole inside the hair, the background further off:
     ``_local_colour``, used only where confident person fills most of that wider window): alpha = the
     projection of (pixel - B) on (F - B). Only where F and B differ by ``min_contrast`` (0-1 RGB
-    distance) is the estimate used: dark hair on a light wall snaps,
-    skin on a skin-coloured wall keeps the segmenter's alpha. Confident pixels, the black padding
-    past the video frame (``inside`` False) and its neighbourhood keep theirs.
+    distance) is the estimate used: dark hair on a light wall snaps, skin on a skin-coloured wall
+    keeps the segmenter's alpha. Confident pixels, the black padding past the video frame
+    (``inside`` False) and its neighbourhood keep theirs.
+
+    ``low_contrast`` is for dark hair on a dark, flat wall (d14), which differs from it by less than
+    ``min_contrast`` but by far more than either varies: a contrast of at least ``_LOW_CONTRAST``
+    is also used where it is ``_MIN_SNR`` times the colours' spread nearby; the wall's colour may come
+    from 4 x ``radius`` where the wall is that flat (the segmenter's unsure band there is wider than
+    the window); and the confident person's rim (``radius`` px inside the outline) is tested for wall (``_wall_in_rim``).
     image: uint8 [H, W, 3]; alpha: float [H, W] in [0, 1]; inside: bool [H, W] or None. -> float32 [H, W]"""
     import cv2
 
@@ -158,10 +173,47 @@ def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None
     est = np.clip(((rgb - b_col) * d).sum(-1) / np.maximum(contrast, 1e-6) ** 2, 0.0, 1.0)
     band = cv2.dilate(((p > 0.05) & (p < 0.95)).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     band |= cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & (bg > 0)
-    use = band & (contrast > min_contrast) & f_ok & b_ok & (~b_far | enclosed)
+    distinct, b_near = contrast > min_contrast, ~b_far | enclosed
+    if low_contrast:
+        spread = np.maximum(_local_spread(rgb, fg, r), _local_spread(rgb, bg, r))  # [H, W]
+        distinct |= (contrast > _LOW_CONTRAST) & (contrast > _MIN_SNR * spread)
+        # a wall's colour from further off is its own where the wall is flat that far
+        b_near |= _local_spread(rgb, bg, 4 * r) < 0.5 * contrast
+    use = band & distinct & f_ok & b_ok & b_near
+    if low_contrast:
+        wall, wall_alpha = _wall_in_rim(rgb, p, fg, bg, b_col, b_ok & b_near, inside, r)
+        est, use = np.where(wall, wall_alpha, est), use | wall
     if inside is not None and not inside.all():
         use &= ~cv2.dilate((~inside).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
     return np.where(use, est, p).astype(np.float32)
+
+
+#: ``refine_matte(low_contrast=True)``: the least person-to-wall contrast used (0-1 RGB distance), and
+#: how many times the colours' own spread nearby it must be
+_LOW_CONTRAST, _MIN_SNR = 0.08, 4.0
+
+
+def _wall_in_rim(rgb: np.ndarray, p: np.ndarray, fg: np.ndarray, bg: np.ndarray, b_col: np.ndarray, b_ok: np.ndarray,
+                 inside: np.ndarray | None, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the confident person's rim (``r`` px inside where it stops being sure) is the wall: the segmenter
+    draws its outline a few pixels outside dark hair on a dark wall, with full confidence. A rim pixel
+    is wall when it has a flat wall's colour nearby (within twice its spread; the wall's spread under
+    half its contrast to the person) and is closer to it than to the person's colour, taken from the
+    person further in than the rim (the rim itself may be wall). Arrays as in ``refine_matte``; ``b_ok``:
+    where the background's colour may be used. -> wall bool [H, W], its alpha float [H, W]"""
+    import cv2
+
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+    f_col, f_ok, f_far = _local_colour(rgb, cv2.erode(fg, kernel), r, None)
+    unsure = (p < 0.95) if inside is None else (p < 0.95) & inside
+    rim = cv2.dilate(unsure.astype(np.uint8), kernel).astype(bool) & (p >= 0.95)
+    contrast = np.linalg.norm(f_col - b_col, axis=-1)
+    b_spread = _local_spread(rgb, bg, r)
+    to_b, to_f = np.linalg.norm(rgb - b_col, axis=-1), np.linalg.norm(rgb - f_col, axis=-1)
+    wall = (to_b < np.maximum(2.0 * b_spread, 0.02)) & (to_b < 0.5 * to_f) & (b_spread < 0.5 * contrast)
+    d = f_col - b_col
+    alpha = np.clip(((rgb - b_col) * d).sum(-1) / np.maximum(contrast, 1e-6) ** 2, 0.0, 1.0)
+    return rim & wall & (contrast > _LOW_CONTRAST) & f_ok & ~f_far & b_ok, alpha
 
 
 def steady_matte(before: np.ndarray, alpha: np.ndarray, after: np.ndarray) -> np.ndarray:

@@ -59,6 +59,8 @@ class PreprocessConfig:
     # matte there, and the frame ends where they start. A cache made without it is made again
     refine_matte: bool = True  # re-estimate alpha where the segmenter was unsure from the person's and the
     # background's colours (``matting.refine_matte``): a band of wall matted in around the hair, holes in it
+    low_contrast_matte: bool = False  # ... also where hair and wall differ by little but by far more than
+    # either varies (``refine_matte(low_contrast=True)``: dark hair on a flat dark wall)
     steady_matte: bool = True  # per-pixel median of each matte with its neighbours' (``matting.steady_matte``):
     # the segmenter's frame-to-frame flicker along an unsure outline is gone, a moving edge does not lag
     workers: int = 0  # processes that parse crops (0: one per CPU core, at most 8; 1: in this process).
@@ -295,7 +297,7 @@ def _write_crops(tmp: Path, video: Path, info, cfg: PreprocessConfig, track: _Fa
             if cfg.keep_person:
                 alpha = keep_person(alpha, pts[:, :2])
             if cfg.refine_matte:
-                alpha = refine_matte(crop, alpha, inside)
+                alpha = refine_matte(crop, alpha, inside, low_contrast=cfg.low_contrast_matte)
             iio.imwrite(tmp / "frames" / f"{k:06d}.jpg", crop, quality=cfg.jpeg_quality)
             new = (k, crop, pts, alpha)
             if cur is not None:  # frame k-1, between k-2 (none for the first) and k
