@@ -24,7 +24,7 @@ from .dataset import FrameDataset
 from .face_parser import FaceParser, parse_to_labels
 from .landmark_parser import LandmarkParser
 
-__all__ = ["parse_frame", "write_labels", "parse_dataset", "refresh_parsing"]
+__all__ = ["parse_frame", "write_labels", "parse_dataset", "ensure_parsing", "refresh_parsing"]
 
 logger = logging.getLogger("dynavatar")
 
@@ -77,6 +77,20 @@ def parse_dataset(dataset, parser: FaceParser | None = None, progress: bool = Tr
     return FrameDataset.load(ds.root)
 
 
+def ensure_parsing(dataset, parser: FaceParser, progress: bool = True):
+    """The dataset (folder or :class:`FrameDataset`) labelled by ``parser`` (by its name): parsed
+    when it has no labels, parsed again when another parser (or another version) labelled it.
+    Returns the (reloaded) dataset."""
+    ds = dataset if isinstance(dataset, FrameDataset) else FrameDataset.load(dataset)
+    name = getattr(parser, "name", type(parser).__name__)
+    stale = ds.has_parsing and ds.meta.get("parser") != name
+    if ds.has_parsing and not stale:
+        return ds
+    if stale:
+        logger.info("%s was parsed by %s; parsing it again with %s", ds.root, ds.meta.get("parser"), name)
+    return parse_dataset(ds, parser, progress=progress, overwrite=stale)
+
+
 def refresh_parsing(dataset, progress: bool = True):
     """The dataset (folder or :class:`FrameDataset`), parsed again when an older version of the
     offline parser labelled it: a fit of a preprocessed folder (``bench fit DATA``, on a GPU machine)
@@ -85,11 +99,10 @@ def refresh_parsing(dataset, progress: bool = True):
     left alone. Returns the (reloaded) dataset."""
     ds = dataset if isinstance(dataset, FrameDataset) else FrameDataset.load(dataset)
     old = ds.meta.get("parser")
-    if not ds.has_parsing or not isinstance(old, str) or not old.startswith("landmark-parser") \
-            or old == LandmarkParser.name:
+    if not ds.has_parsing or not isinstance(old, str) or not old.startswith("landmark-parser"):
         return ds
-    logger.info("%s was parsed by %s; parsing it again with %s", ds.root, old, LandmarkParser.name)
-    return parse_dataset(ds, progress=progress, overwrite=True)
+    refined = bool(ds.meta.get("settings", {}).get("refine_matte", False))
+    return ensure_parsing(ds, LandmarkParser.for_matte(refined), progress=progress)
 
 
 def _claim_legacy_parsing(folder: Path) -> None:

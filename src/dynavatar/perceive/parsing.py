@@ -19,11 +19,11 @@ This module gathers the public names of those pieces in one place.
 
 from __future__ import annotations
 
-from .dataset_parsing import parse_dataset, parse_frame, write_labels
+from .dataset_parsing import ensure_parsing, parse_dataset, parse_frame, write_labels
 from .face_parser import FaceParser, colourise, overlay, parse_to_labels
 from .facer_parser import CELEBM_TO_LABEL, LAPA_TO_LABEL, FacerParser, facer_five_points, map_label_probs
 from .landmark_parser import LandmarkParser, LandmarkParserConfig
 
 __all__ = ["FaceParser", "LandmarkParser", "LandmarkParserConfig", "FacerParser", "LAPA_TO_LABEL",
            "CELEBM_TO_LABEL", "facer_five_points", "map_label_probs", "parse_to_labels", "colourise", "overlay",
-           "parse_dataset", "parse_frame", "write_labels"]
+           "parse_dataset", "ensure_parsing", "parse_frame", "write_labels"]

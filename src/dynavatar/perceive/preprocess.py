@@ -31,7 +31,7 @@ from ..geometry.labels import LABEL_NAMES
 from .landmarks import LandmarkDetector, MediapipeFaceMesh, follow_face
 from .letterbox import LetterboxMeter
 from .matting import Matter, MediapipeSelfieMatte, keep_person, refine_matte, steady_matte
-from .parsing import FaceParser, LandmarkParser, parse_dataset, parse_frame, write_labels
+from .parsing import FaceParser, LandmarkParser, ensure_parsing, parse_frame, write_labels
 from .video import iter_frames, probe_video
 
 __all__ = ["PreprocessConfig", "preprocess"]
@@ -175,14 +175,8 @@ def preprocess(video: str | os.PathLike, out_dir: str | os.PathLike, *, max_fram
                     and old.get("source") == source:
                 logger.info("preprocess: using cached %s", out)
                 ds = FrameDataset.load(out)
-                if cfg.parse:
-                    parser = parser or LandmarkParser.for_matte(cfg.refine_matte)
-                    stale = ds.meta.get("parser") != getattr(parser, "name", type(parser).__name__)
-                    if stale or not ds.has_parsing:  # parsed by another parser (version), or before parsing existed
-                        if ds.has_parsing:
-                            logger.info("preprocess: %s was parsed by %s; parsing it again with %s", out,
-                                        ds.meta.get("parser"), getattr(parser, "name", type(parser).__name__))
-                        ds = parse_dataset(ds, parser, progress=progress, overwrite=stale)
+                if cfg.parse:  # parsed by another parser (version), or before parsing existed: parse it
+                    ds = ensure_parsing(ds, parser or LandmarkParser.for_matte(cfg.refine_matte), progress)
                 return ds
         except (json.JSONDecodeError, OSError):
             pass
