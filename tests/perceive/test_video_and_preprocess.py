@@ -341,6 +341,12 @@ def test_refine_matte_leaves_a_wide_unsure_outline_whose_wall_is_known_only_from
     out = refine_matte(image, alpha, radius=5)
     band = (dist > 50) & (dist < 57)  # band pixels with no confident wall within 5 px
     assert np.array_equal(out[band], alpha[band])
+    # The low-contrast option takes a wall's colour from afar only where the wall is flat that far:
+    # no hair is cut, and the band moves only towards the truth (hair inside 55 px, wall outside).
+    low = refine_matte(image, alpha, radius=5, low_contrast=True)
+    truth = (dist < 55).astype(np.float32)
+    assert (low >= alpha - 1e-5)[dist < 55].all()
+    assert (np.abs(low - truth) <= np.abs(alpha - truth) + 1e-6)[band].all()
 
 
 def _dark_hair_on_a_dark_wall(rng, wall=(40, 46, 32), wall_noise=2.0):

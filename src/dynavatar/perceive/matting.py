@@ -164,7 +164,7 @@ def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None
     ``min_contrast`` but by far more than either varies: a contrast of at least ``_LOW_CONTRAST``
     is also used where it is ``_MIN_SNR`` times the colours' spread nearby; the wall's colour may come
     from 4 x ``radius`` where the wall is that flat (the segmenter's unsure band there is wider than
-    the window); and the confident person's rim (``radius`` px inside the outline) is tested for wall (``_wall_in_rim``).
+    the window); and the confident person's rim (``radius`` px deep) is tested for wall (``_wall_in_rim``).
     image: uint8 [H, W, 3]; alpha: float [H, W] in [0, 1]; inside: bool [H, W] or None. -> float32 [H, W]"""
     import cv2
 
