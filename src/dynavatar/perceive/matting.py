@@ -181,13 +181,14 @@ def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None
     band |= cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & (bg > 0)
     distinct, b_near = contrast > min_contrast, ~b_far | enclosed
     if low_contrast:
-        spread = np.maximum(_local_spread(rgb, fg, r), _local_spread(rgb, bg, r))  # [H, W]
+        b_spread = _local_spread(rgb, bg, r)  # [H, W]
+        spread = np.maximum(_local_spread(rgb, fg, r), b_spread)
         distinct |= (contrast > _LOW_CONTRAST) & (contrast > _MIN_SNR * spread)
         # a wall's colour from further off is its own where the wall is flat that far
         b_near |= _local_spread(rgb, bg, 4 * r) < 0.5 * contrast
     use = band & distinct & f_ok & b_ok & b_near
     if low_contrast:
-        wall, wall_alpha = _wall_in_rim(rgb, p, fg, bg, b_col, b_ok & b_near, inside, r)
+        wall, wall_alpha = _wall_in_rim(rgb, p, fg, b_col, b_spread, b_ok & b_near, inside, r)
         est, use = np.where(wall, wall_alpha, est), use | wall
     if inside is not None and not inside.all():
         use &= ~cv2.dilate((~inside).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
@@ -199,14 +200,15 @@ def refine_matte(image: np.ndarray, alpha: np.ndarray, inside: np.ndarray | None
 _LOW_CONTRAST, _MIN_SNR = 0.08, 4.0
 
 
-def _wall_in_rim(rgb: np.ndarray, p: np.ndarray, fg: np.ndarray, bg: np.ndarray, b_col: np.ndarray, b_ok: np.ndarray,
-                 inside: np.ndarray | None, r: int) -> tuple[np.ndarray, np.ndarray]:
+def _wall_in_rim(rgb: np.ndarray, p: np.ndarray, fg: np.ndarray, b_col: np.ndarray, b_spread: np.ndarray,
+                 b_ok: np.ndarray, inside: np.ndarray | None, r: int) -> tuple[np.ndarray, np.ndarray]:
     """Where the confident person's rim (``r`` px inside where it stops being sure) is the wall: the segmenter
     draws its outline a few pixels outside dark hair on a dark wall, with full confidence. A rim pixel
     is wall when it has a flat wall's colour nearby (within twice its spread; the wall's spread under
     half its contrast to the person) and is closer to it than to the person's colour, taken from the
-    person further in than the rim (the rim itself may be wall). Arrays as in ``refine_matte``; ``b_ok``:
-    where the background's colour may be used. -> wall bool [H, W], its alpha float [H, W]"""
+    person further in than the rim (the rim itself may be wall). Arrays as in ``refine_matte``;
+    ``b_spread``: the background's colour spread within ``r``; ``b_ok``: where its colour may be used.
+    -> wall bool [H, W], its alpha float [H, W]"""
     import cv2
 
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
@@ -214,7 +216,6 @@ def _wall_in_rim(rgb: np.ndarray, p: np.ndarray, fg: np.ndarray, bg: np.ndarray,
     unsure = (p < 0.95) if inside is None else (p < 0.95) & inside
     rim = cv2.dilate(unsure.astype(np.uint8), kernel).astype(bool) & (p >= 0.95)
     alpha, contrast = _unmix(rgb, f_col, b_col)
-    b_spread = _local_spread(rgb, bg, r)
     to_b, to_f = np.linalg.norm(rgb - b_col, axis=-1), np.linalg.norm(rgb - f_col, axis=-1)
     wall = (to_b < np.maximum(2.0 * b_spread, 0.02)) & (to_b < 0.5 * to_f) & (b_spread < 0.5 * contrast)
     return rim & wall & (contrast > _LOW_CONTRAST) & f_ok & ~f_far & b_ok, alpha
