@@ -351,6 +351,17 @@ def test_preprocess_writes_parsing_and_old_datasets_upgrade(real_data, tmp_path)
     again = preprocess(clip, root, config=cfg, detector=_Boom(), progress=False)
     assert again.has_parsing and len(again) == 8
 
+    # A cache written before low_contrast_matte existed holds its off value: still a cache hit
+    # (_Boom would raise on any recompute), and not one for the option turned on.
+    from dynavatar.perceive.preprocess import _same_settings
+
+    meta = json.loads((root / "meta.json").read_text())
+    older = {k: v for k, v in meta["settings"].items() if k != "low_contrast_matte"}
+    (root / "meta.json").write_text(json.dumps(dict(meta, settings=older)))
+    assert len(preprocess(clip, root, config=cfg, detector=_Boom(), progress=False)) == 8
+    assert not _same_settings(older, dict(meta["settings"], low_contrast_matte=True))
+    (root / "meta.json").write_text(json.dumps(meta))
+
     # A cache parsed by an older parser version is parsed again (only the parsing).
     meta = json.loads((root / "meta.json").read_text())
     (root / "meta.json").write_text(json.dumps(dict(meta, parser="landmark-parser")))

@@ -85,12 +85,20 @@ def _fingerprint(path: Path) -> dict:
 MATTE_VERSION = 4
 
 
+#: Settings added after caches were written, with the value that gives what those caches hold (a
+#: setting whose default changed the output, like ``keep_person``, is not here: those caches are made again)
+_BEFORE_IT_EXISTED = {"low_contrast_matte": False}
+
+
 def _same_settings(old: dict | None, new: dict) -> bool:
     """Cached settings match, ignoring ``parse`` (parsing is added to a cache, not recomputed) and
-    ``workers`` (how, not what)."""
+    ``workers`` (how, not what); a cache written before a setting in ``_BEFORE_IT_EXISTED`` existed
+    has that setting's old value."""
+    if old is None:
+        return False
     free = ("parse", "workers")
-    return old is not None and {k: v for k, v in old.items() if k not in free} == \
-        {k: v for k, v in new.items() if k not in free}
+    old = {**_BEFORE_IT_EXISTED, **old}
+    return {k: v for k, v in old.items() if k not in free} == {k: v for k, v in new.items() if k not in free}
 
 
 def _same_view(a: np.ndarray, b: np.ndarray, tolerance: float = 0.05) -> bool:
