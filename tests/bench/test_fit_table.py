@@ -157,8 +157,12 @@ def test_bench_fit_several_clips_prints_one_table_and_saves_rows(tmp_path, clip_
     assert good["nme_tracked"] is not None and 5 < good["psnr_landmarks"] < 60  # the photometric stage's before/after
     assert good["iou_skin"] is None and (out / "synthclip0" / "held_out.png").is_file()  # unparsed: no IoU
     assert (out / "synthclip0" / "turned_heads.png").is_file() and 5 < good["turn_psnr"] < 60
+    shares = good["error_regions"]  # where the held-out error lives (unparsed: outline, background, other)
+    assert sum(v["share"] for v in shares.values()) == pytest.approx(1.0, abs=1e-6)
+    assert shares["hair"]["share"] == 0 and shares["outline"]["share"] > 0
     assert "unknown dataset format" in rows[1]["error"]
     assert "worst: synthclip0" + tag in res.output and f"empty{tag}: FAILED" in res.output and "PSNR lmk" in res.output
+    assert "worst clip's held-out squared error by region: outline" in res.output or "by region: other" in res.output
     bad = CliRunner().invoke(main, ["bench", "fit", str(clip_dir), "--set", "w_landmark_budget=lots"])
     assert bad.exit_code == 2 and "w_landmark_budget" in bad.output and "Traceback" not in bad.output
     # saved rows join a new table without fitting again

@@ -42,6 +42,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     from ..perceive.dataset_parsing import refresh_parsing
     from ..reconstruct.landmark_anchor import landmark_nme
     from ..track import track
+    from .error_regions import held_out_error_regions
 
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="dynavatar-bench-fit-"))
     pipe = PipelineConfig.preset(preset)  # the stages' settings `dynavatar fit --preset` uses
@@ -85,6 +86,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
     iou_refined = _label_iou(avatar)
     held = len(avatar.data.eval_idx) > 0
     psnr_head = _psnr_without_clothes(avatar) if held else None
+    error_regions = held_out_error_regions(avatar) if held else None  # where the refined error lives
     grid = save_held_out_grid(avatar, work / "held_out.png") if held else None
     turn, flecks = _turned_heads(avatar, work) if held else (None, None)
     if held and avatar.data.parsing is not None and avatar.has_labels:
@@ -98,7 +100,7 @@ def run_fit_bench(video: str | Path, preset: str = "fast", device: str = "auto",
             "refine_s": t_refine, "psnr_refined": refined["psnr"], "ssim_refined": refined["ssim"],
             "lpips_refined": refined["lpips"], "psnr_refined_no_clothes": psnr_head,
             "psnr_refined_whole_crop": refined.get("psnr_whole_crop"), "label_iou_refined": iou_refined,
-            "turn_psnr": turn, "turn_flecks": flecks,
+            "turn_psnr": turn, "turn_flecks": flecks, "error_regions": error_regions,
             "grid": str(grid) if grid else "none",
             "avatar_dir": str(saved), "torso": avatar.model.torso_vertices is not None, "avatar": avatar,
             "psnr_landmarks": landmarks_only["psnr"], "nme": nme_landmarks, "nme_tracked": nme_tracked,
@@ -220,6 +222,8 @@ def save_label_grid(avatar, path: Path, n: int = 4) -> Path:
 
 
 def format_fit_table(r: dict) -> str:
+    from .error_regions import format_error_regions
+
     f = lambda v, d=1: "n/a" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
     rows = [("video", Path(r["video"]).name), ("frames", r["frames"]), ("resolution", r["resolution"]),
             ("preset", r["preset"]), ("device", r["device"]),
@@ -236,6 +240,7 @@ def format_fit_table(r: dict) -> str:
             ("  then held-out LPIPS", f(r["lpips_refined"], 4) if r["lpips_refined"] is not None else "n/a"),
             ("  then held-out PSNR, clothes masked out [dB]", f(r.get("psnr_refined_no_clothes"), 2)),
             ("  then held-out PSNR, the crop's padding as background [dB]", f(r.get("psnr_refined_whole_crop"), 2)),
+            ("  then held-out squared error by region", format_error_regions(r.get("error_regions"))),
             ("turned +-0.5 rad: the face's colours against as tracked [dB]", f(r.get("turn_psnr"), 1)),
             ("turned +-0.5 rad: skin points on a fleck [%]", f(r.get("turn_flecks"), 2))]
     rows += [(f"label IoU {k} (render vs parser)", f(v, 3) + (f"  (refined tracking: {r['label_iou_refined'][k]:.3f})"

@@ -65,6 +65,9 @@ def fit_row(r: dict) -> dict:
         row[f"iou_{k}"] = _num(iou.get(k))
         row[f"iou_{k}_refined"] = _num((r.get("label_iou_refined") or {}).get(k))
     row["note"], row["grid"] = r.get("note", ""), str(r.get("grid", ""))
+    if r.get("error_regions"):  # {region: {"share", "psnr_without"}} (``bench.error_regions``)
+        row["error_regions"] = {k: {m: None if x is None or not math.isfinite(x) else float(x) for m, x in v.items()}
+                                for k, v in r["error_regions"].items()}
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
@@ -150,6 +153,11 @@ def format_clips_table(rows: list[dict]) -> str:
     out += [f"{r['clip']}: {r['note']}" for r in ok if r.get("note")]
     out += [f"{r['clip']}: FAILED: {r['error']}" for r in rows if "error" in r]
     out += bar_lines(rows)
+    worst = worst_row(ok)
+    if worst is not None and worst.get("error_regions"):
+        from .error_regions import format_error_regions
+
+        out.append(f"worst clip's held-out squared error by region: {format_error_regions(worst['error_regions'])}")
     if ok:
         out.append("end-to-end: preprocess (unless the CLIP was a preprocessed folder) + track + optimise + label. "
                    "NME: mean landmark error, % of the inter-ocular distance, of the landmark tracker's motion "
