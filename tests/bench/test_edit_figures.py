@@ -91,3 +91,23 @@ def test_offline_bench_builds_glasses_with_the_geometry_editor(tiny_labelled_ava
     (row,) = r["rows"]
     assert "error" not in row, row
     assert row["editors"] == ["geometry"] and row["changed_pct"]["median"] > 0.5, row
+
+
+def test_spill_region_keeps_the_regions_soft_fringe_and_not_a_shared_edge():
+    from dynavatar.edit.metrics import majority_region
+
+    bg, skin, hair = 0, 1, 10
+    probs = np.zeros((11, 5, 1))  # [K, H, W]: five pixels in a column
+    probs[bg] = 1.0
+    probs[:, 0] = 0.0  # pixel 0: solid hair
+    probs[hair, 0] = 1.0
+    probs[:, 1] = 0.0  # pixel 1: hair's fringe over the background (alpha 0.2, all of it hair)
+    probs[hair, 1], probs[bg, 1] = 0.2, 0.8
+    probs[:, 2] = 0.0  # pixel 2: the hairline, mostly skin under some hair
+    probs[hair, 2], probs[skin, 2], probs[bg, 2] = 0.3, 0.6, 0.1
+    probs[:, 3] = 0.0  # pixel 3: next to nothing drawn
+    probs[hair, 3], probs[bg, 3] = 0.01, 0.99
+    got = majority_region(probs, [hair], bg)[:, 0]
+    assert got.tolist() == [True, True, False, False, False]
+    assert (probs[[hair]].sum(0) > 0.5)[:, 0].tolist() == [True, False, False, False, False]  # the edit's own region
+    assert not majority_region(probs, [], bg).any()

@@ -38,8 +38,8 @@ def edit_figures(before, after, plans, poses: list[dict]) -> dict:
     "changed_pct": median share of pixels changed, "images": [(before, after) uint8 per pose]}"""
     import torch
 
-    from ..edit import (EYE_REGIONS, iris_membership, lightness_structure, mean_change, rgb_to_oklab, spill_fraction,
-                        target_coverage, target_from_plan)
+    from ..edit import (EYE_REGIONS, iris_membership, lightness_structure, majority_region, mean_change, rgb_to_oklab,
+                        spill_fraction, target_coverage, target_from_plan)
     from ..geometry.labels import label_index
 
     colour = next((p for p in plans if p.colour is not None), None)
@@ -57,7 +57,8 @@ def edit_figures(before, after, plans, poses: list[dict]) -> dict:
         per["changed_pct"].append(100.0 * float((np.abs(a.astype(np.int16) - b.astype(np.int16)).max(-1) > 4).mean()))
         if colour is None:
             continue
-        per["spill_pct"].append(100.0 * spill_fraction(a, b, region))
+        # spill is judged off what the region draws, its soft fringe over the background included
+        per["spill_pct"].append(100.0 * spill_fraction(a, b, majority_region(probs, regions, label_index("background"))))
         if eye:  # the iris's own pixels: not the pupil, the glint or sclera the eye label may still cover
             lab = rgb_to_oklab(torch.from_numpy(a.reshape(-1, 3).astype(np.float64) / 255))
             member = iris_membership(lab, torch.from_numpy(region.reshape(-1).astype(np.float64))).numpy()

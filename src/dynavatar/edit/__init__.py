@@ -45,7 +45,7 @@ _LAZY = {
     # judging an edit (numpy; OpenCV, torch and CLIP load inside the functions)
     "clip_direction_metrics": "metrics", "hue_error_deg": "metrics", "median_hue_deg": "metrics",
     "outside_change": "metrics", "region_colour_consistency": "metrics", "region_colour_spread": "metrics",
-    "region_hue_spread": "metrics", "target_coverage": "metrics", "spill_fraction": "metrics",
+    "region_hue_spread": "metrics", "target_coverage": "metrics", "spill_fraction": "metrics", "majority_region": "metrics",
     "lightness_structure": "metrics", "mean_change": "metrics", "rgb_to_oklab": "colour_space",
     "EYE_REGIONS": "editors.palette_recolour", "iris_membership": "editors.palette_recolour",
     "target_from_plan": "editors.palette_recolour",

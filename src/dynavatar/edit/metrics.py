@@ -19,7 +19,7 @@ from ..hub import CorruptWeightsError, MissingWeightsError, resolve_weights
 logger = logging.getLogger("dynavatar.edit")
 
 __all__ = ["outside_change", "median_hue_deg", "hue_error_deg", "region_colour_spread", "region_hue_spread",
-           "region_colour_consistency", "clip_direction_metrics", "target_coverage", "spill_fraction",
+           "region_colour_consistency", "clip_direction_metrics", "target_coverage", "spill_fraction", "majority_region",
            "lightness_structure", "mean_change"]
 
 
@@ -206,6 +206,20 @@ def target_coverage(after: np.ndarray, region: np.ndarray, target, erode: int = 
         h = np.arctan2(lab[:, 2], lab[:, 1])
         ok_c = (np.abs(np.angle(np.exp(1j * (h - centre)))) <= half) | (c < 0.02)  # near-black pixels: any hue
     return float((ok_l & ok_c).mean())
+
+
+def majority_region(probs: np.ndarray, labels: list[int], background: int = 0, min_drawn: float = 0.02) -> np.ndarray:
+    """Where ``labels`` hold more than half of what the render draws: bool [H, W] from rendered label
+    probabilities ``probs`` [K, H, W] (``Avatar.render_masks``; channel ``background`` = uncovered).
+
+    Why not ``probs[labels].sum(0) > 0.5``, the region the edit addresses: that counts the uncovered
+    share as a competing label, so the hair's own soft fringe against the background (alpha 0.1-0.5,
+    nothing but hair drawn there) falls outside it, and the fringe taking the new colour would count
+    as spill. A pixel shared with another label (the hairline over the forehead) stays outside unless
+    the region's labels are most of it; pixels where almost nothing is drawn (``min_drawn``) stay outside."""
+    drawn = 1.0 - probs[background]
+    own = probs[labels].sum(0) if labels else np.zeros_like(drawn)
+    return (own > 0.5 * drawn) & (drawn > min_drawn)
 
 
 def spill_fraction(before: np.ndarray, after: np.ndarray, region: np.ndarray, dilate: int = 3,
