@@ -99,8 +99,9 @@ def error_shares(totals: dict[str, float]) -> dict[str, dict[str, float]]:
 @torch.no_grad()
 def held_out_error_regions(avatar, frames: list[int] | None = None) -> dict[str, dict[str, float]] | None:
     """``error_shares`` over ``avatar``'s held-out frames (``frames``: other ones) with its stored
-    motion (after ``evaluate(refine_tracking=True)``: the refined one); None without parsed frames
-    or held-out frames. Renders as ``trainer.evaluate`` does (over the avatar's background)."""
+    motion (after ``evaluate(refine_tracking=True)``: the refined one); None when the avatar's frames
+    are gone or none is held out. Unparsed frames split into outline, background and "other" only.
+    Renders as ``trainer.evaluate`` does (over the avatar's background)."""
     from ..gaussians.binding import bind
 
     data = avatar.frame_data(required=False)
