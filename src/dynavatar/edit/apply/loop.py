@@ -53,6 +53,7 @@ from .keyframes import View, farthest_point_keyframes, keyframe_views
 from .region import (DrawnRegion, EditResult, pose_views, prepare_region, region_masks, region_optimizer, region_step,
                      render_views, view_masks)
 from .blend_map import region_pixels
+from .iris_overlay import boost_under_overlay
 from .splat_recolour import recolour_splats, splat_region_weight, splat_visibility, statistics_views, takes_affine_map
 
 __all__ = ["EditConfig", "loop_config", "original_views", "recolour_region", "edit_splats"]
@@ -104,10 +105,13 @@ def recolour_region(g: GaussianAvatar, sel: Tensor, plan: EditPlan, editor: Pale
     if takes_affine_map(plan, getattr(editor, "iris_only", True)):
         prob = g.labels[:, [label_index(n) for n in plan.regions]].sum(1).clamp(0, 1)  # [N]
         pixels = region_pixels(wg, cams, prob, renderer)
-    return recolour_splats(g, plan, weight, inside, min_detail=getattr(editor, "min_detail", 0.05),
-                           iris_only=getattr(editor, "iris_only", True), model=model, params=params,
-                           outside=outside,  # splats labelled hair but seen only off the hair keep their colour
-                           pixels=pixels)
+    out = recolour_splats(g, plan, weight, inside, min_detail=getattr(editor, "min_detail", 0.05),
+                          iris_only=getattr(editor, "iris_only", True), model=model, params=params,
+                          outside=outside,  # splats labelled hair but seen only off the hair keep their colour
+                          pixels=pixels)
+    if _iris_only(plan, editor):  # the lids' splats over the iris: the new colour shows through them in full
+        out = boost_under_overlay(g, out, wg, cams, renderer)
+    return out
 
 
 def loop_config(plan: EditPlan, config: EditConfig | None = None) -> EditConfig:
@@ -227,6 +231,11 @@ def _splat_recolour_is_final(plan: EditPlan, editor) -> bool:
     loop's targets come from the pixel editor, which sees the iris as a few pixels of a keyframe
     (5-12 px across in a 512-px crop) and, on a 300-step edit of a real clip's avatar, turned the
     pupils the iris colour."""
+    return _iris_only(plan, editor)
+
+
+def _iris_only(plan: EditPlan, editor) -> bool:
+    """An eye-colour plan the editor recolours iris-only (its ``iris_only``, on unless it says otherwise)."""
     return getattr(editor, "iris_only", True) and bool(plan.regions) and set(plan.regions) <= EYE_REGIONS
 
 
