@@ -11,6 +11,7 @@ changing each of them by ``d`` moves the pixel by ``s d``, not ``d``. So each re
 change is scaled by ``1 / s_i``, with ``s_i`` the share averaged over the pixels it draws (weighted by
 its own blending weight), at most ``max_gain``, and the colour clamped to what can be displayed.
 Splats drawn in no view keep the change as it was. The over-layer splats stay bit-identical.
+Judged at 256 px (an iris 5-8 px across): on d14 the same coverage as at 384 px, in a quarter of the time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = ["moved_share", "boost_under_overlay"]
 
 
 @torch.no_grad()
-def moved_share(world, cameras, moved: Tensor, renderer, max_side: int = 384) -> tuple[Tensor, Tensor]:
+def moved_share(world, cameras, moved: Tensor, renderer, max_side: int = 256) -> tuple[Tensor, Tensor]:
     """Per splat: the blending-weighted mean, over the pixels it draws, of the share of each pixel's
     drawn weight that ``moved`` [N] (0..1) splats hold, in the views of ``world`` (batched
     WorldGaussians, ``cameras`` one per view) at most ``max_side`` px. -> (share [N], drawn [N] px)"""
@@ -43,7 +44,7 @@ def moved_share(world, cameras, moved: Tensor, renderer, max_side: int = 384) ->
 
 @torch.no_grad()
 def boost_under_overlay(before: GaussianAvatar, after: GaussianAvatar, world, cameras, renderer,
-                        max_gain: float = 2.0, min_drawn: float = 0.05, max_side: int = 384) -> GaussianAvatar:
+                        max_gain: float = 2.0, min_drawn: float = 0.05, max_side: int = 256) -> GaussianAvatar:
     """``after`` (``before`` recoloured, geometry unchanged) with each recoloured splat's colour change
     scaled by 1 / (the share of its pixels the recoloured splats hold), at most ``max_gain``.
     ``world``/``cameras``: the views it is judged in (``before`` bound to them). -> GaussianAvatar"""
