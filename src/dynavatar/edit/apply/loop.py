@@ -25,8 +25,8 @@ pose of the clip and any new animation.
 Palette (colour/material) plans edited with the PaletteEditor first get the same OKLab transform
 applied to the region's splat colours directly (``splat_recolour.py``, ``EditConfig.splat_recolour``):
 every splat of the region takes the new colour, including those no keyframe shows, so held-out
-frames and novel poses agree; the loop then only fine-tunes (``steps=0`` skips it). An eye-colour
-plan stops after that recolour (``_splat_recolour_is_final``).
+frames and novel poses agree; the loop then only fine-tunes (``steps=0`` skips it). Eye-colour plans
+and colour plans recoloured through one colour map stop after that recolour (``_splat_recolour_is_final``).
 """
 
 from __future__ import annotations
@@ -174,10 +174,13 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
         g = recolour_region(g, sel, plan, editor, model, params, cameras, views, renderer)
         recoloured = int((g.sh != before).flatten(1).any(1).sum())
     final = bool(recoloured) and _splat_recolour_is_final(plan, editor)
-    if final:
+    if final and _iris_only(plan, editor):
         info["loop"] = ("skipped: the iris was recoloured splat by splat, with the pupil and the sclera kept from "
                         "the eye's 3D shape; the loop's pixel targets cannot tell them apart in an iris a few "
                         "pixels across, and pulled the pupils to the iris colour")
+    elif final:
+        info["loop"] = ("skipped: the region was recoloured through one colour map fitted on its rendered pixels; "
+                        "the loop's per-keyframe targets drew dark streaks through the strands")
     else:
         info["loop"] = f"{cfg.steps} steps" if cfg.steps > 0 else "none (steps=0)"
     if cfg.steps <= 0 or final:  # the splat-space step alone (or nothing)
@@ -226,12 +229,19 @@ def edit_splats(gaussians: GaussianAvatar, model: FlameModel, params: FlameParam
 
 
 def _splat_recolour_is_final(plan: EditPlan, editor) -> bool:
-    """Whether the splat recolour is the whole edit: an eye-colour plan recoloured iris-only. The
-    splat path finds the pupil from where each iris splat sits in the eye (``geometric_pupil``); the
-    loop's targets come from the pixel editor, which sees the iris as a few pixels of a keyframe
-    (5-12 px across in a 512-px crop) and, on a 300-step edit of a real clip's avatar, turned the
-    pupils the iris colour."""
-    return _iris_only(plan, editor)
+    """Whether the splat recolour is the whole edit.
+
+    An eye-colour plan recoloured iris-only: the splat path finds the pupil from where each iris
+    splat sits in the eye (``geometric_pupil``); the loop's targets come from the pixel editor,
+    which sees the iris as a few pixels of a keyframe (5-12 px across in a 512-px crop) and, on a
+    300-step edit of a real clip's avatar, turned the pupils the iris colour.
+
+    A colour plan recoloured through one affine map fitted on the region's pixels
+    (``takes_affine_map``): the loop fits the splats to the pixel editor's per-keyframe rank maps,
+    which disagree with the shared map from keyframe to keyframe; on d14's avatar (H100) 300 loop
+    steps raised coverage by 0.03 and dropped the lightness structure by 0.08-0.19 (red, auburn,
+    blonde, pink hair), drawing dark streaks through the strands (docs/benchmarks.md)."""
+    return _iris_only(plan, editor) or takes_affine_map(plan, getattr(editor, "iris_only", True))
 
 
 def _iris_only(plan: EditPlan, editor) -> bool:
