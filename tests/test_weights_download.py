@@ -235,7 +235,7 @@ def red_hair() -> EditPlan:
 
 
 def test_plan_says_what_will_run_here(hub, monkeypatch):
-    assert red_hair().with_backend().summary().endswith("-> editor: palette (offline) on hair")
+    assert red_hair().with_backend().summary().endswith("-> editor: palette (offline; the splat recolour is the whole edit, no loop) on hair")
     assert "editor" not in red_hair().summary() and "backend" not in red_hair().to_dict()
     serve_pinned(hub, "ip2p")
     line = hat().with_backend().backend
@@ -281,7 +281,7 @@ def test_avatar_plan_and_cli_plan_only_say_what_will_run(tmp_path):
                                     generator=torch.Generator().manual_seed(1))
     cams = Cameras.orbit(2, radius=0.6, azimuth_range_deg=(-20, 20), width=32, height=32, fov_y_deg=25.0)
     avatar = Avatar(g, head, head.zero_params(2), cams, {"preset": "test"}, None)
-    assert avatar.plan("red hair", refiner="rule").summary().endswith("-> editor: palette (offline) on hair")
+    assert avatar.plan("red hair", refiner="rule").summary().endswith("-> editor: palette (offline; the splat recolour is the whole edit, no loop) on hair")
     sds = avatar.plan("red hair", "rule", method="sds").summary()
     assert "-> editor: SDS (Stable Diffusion 1.5) (cannot run here" in sds
     avatar.save(tmp_path / "a")
@@ -294,6 +294,6 @@ def test_avatar_plan_and_cli_plan_only_say_what_will_run(tmp_path):
     assert not (tmp_path / "b").exists()
     res = CliRunner().invoke(main, ["edit", str(tmp_path / "a"), "red hair", "--plan-only", "--refiner", "rule",
                                     "--device", "cpu"])  # a plan needs no output folder
-    assert res.exit_code == 0 and "-> editor: palette (offline) on hair" in res.output, res.output
+    assert res.exit_code == 0 and "-> editor: palette (offline; the splat recolour is the whole edit, no loop) on hair" in res.output, res.output
     res = CliRunner().invoke(main, ["edit", str(tmp_path / "a"), "red hair", "--refiner", "rule", "--device", "cpu"])
     assert res.exit_code == 2 and "Missing option '-o' / '--out'" in res.output, res.output

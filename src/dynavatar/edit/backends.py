@@ -71,8 +71,19 @@ def describe_backend(plan: EditPlan, editor: Any = "auto", method: str = "idu", 
     if b.weights is None:
         state = ("offline" if not b.note or b.note.startswith(("auto", "expression")) else
                  b.note if b.note == "the editor given" else f"{CANNOT}: {b.note}")
+        if b.label == "palette" and state == "offline" and _recolour_is_the_edit(plan):
+            state += "; the splat recolour is the whole edit, no loop"
         return f"editor: {b.label} ({state}) on {regions}"
     return f"editor: {b.label} ({_state(weights_status(b.weights, probe=probe))}) on {regions}"
+
+
+def _recolour_is_the_edit(plan: EditPlan) -> bool:
+    """Whether the palette editor's splat recolour ends the edit (``apply.loop._splat_recolour_is_final``):
+    eye colours and colour plans recoloured through one colour map skip the keyframe loop."""
+    from .apply.loop import _splat_recolour_is_final
+    from .editors.palette import PaletteEditor
+
+    return _splat_recolour_is_final(plan, PaletteEditor())
 
 
 def runs_here(line: str) -> bool:
