@@ -50,10 +50,10 @@ def boost_under_overlay(before: GaussianAvatar, after: GaussianAvatar, world, ca
     ``world``/``cameras``: the views it is judged in (``before`` bound to them). -> GaussianAvatar"""
     moved = (after.sh[:, 0] != before.sh[:, 0]).any(1)  # [N]; the others stay bit-identical (many fitted
     # colours lie outside [0, 1], and clamping them would change what they draw)
-    c0 = sh_to_rgb(before.sh[:, 0]).clamp(0.0, 1.0)  # [N, 3] as rendered
-    change = sh_to_rgb(after.sh[:, 0]) - c0  # [N, 3]
     if not bool(moved.any()):
         return after
+    c0 = sh_to_rgb(before.sh[:, 0]).clamp(0.0, 1.0)  # [N, 3] as rendered
+    change = sh_to_rgb(after.sh[:, 0]) - c0  # [N, 3]
     share, drawn = moved_share(world, cameras, moved.float(), renderer, max_side)
     gain = torch.where(moved & (drawn > min_drawn), 1.0 / share.clamp_min(1.0 / max_gain), torch.ones_like(share))
     sh = after.sh.clone()
