@@ -20,9 +20,9 @@ from dynavatar.edit.editors.palette_recolour import target_from_plan
 from dynavatar.edit.prompt.rule_refiner import RuleRefiner
 from dynavatar.gaussians.avatar import GaussianAvatar, rgb_to_sh
 from dynavatar.gaussians.binding import WorldGaussians
-from dynavatar.geometry.cameras import Cameras
 from dynavatar.geometry.labels import NUM_LABELS, label_index
 from dynavatar.render.torch_renderer import TorchRenderer
+from pinhole import square_camera
 
 RES = 40
 
@@ -30,11 +30,6 @@ RES = 40
 @pytest.fixture(autouse=True)
 def one_thread():
     torch.set_num_threads(1)
-
-
-def _camera() -> Cameras:
-    K = torch.tensor([[RES, 0.0, RES / 2], [0.0, RES, RES / 2], [0.0, 0.0, 1.0]])
-    return Cameras(torch.eye(4), K, RES, RES)
 
 
 def _layers(seed: int = 0):
@@ -65,7 +60,7 @@ def _layers(seed: int = 0):
 def _render(world: WorldGaussians, sh: torch.Tensor | None = None):
     if sh is not None:
         world = WorldGaussians(world.means, world.quats, world.scales, world.opacities, sh, 0)
-    out = TorchRenderer().render(world, _camera(), background=torch.zeros(3))
+    out = TorchRenderer().render(world, square_camera(RES), background=torch.zeros(3))
     return out.rgb[0].double(), out.alpha[0, ..., 0].double()  # [H, W, 3], [H, W]
 
 
@@ -108,7 +103,7 @@ def test_a_light_shade_keeps_the_rendered_strands_and_splats_outside_stay_bit_id
     plan = RuleRefiner().refine_all("platinum blonde hair")[0]
     weight = torch.ones(avatar.num_splats)
     weight[0] = 0.0
-    pixels = region_pixels(world, _camera(), avatar.labels[:, label_index("hair")], TorchRenderer())
+    pixels = region_pixels(world, square_camera(RES), avatar.labels[:, label_index("hair")], TorchRenderer())
     assert len(pixels[0]) > 0.5 * RES * RES
     affine = recolour_splats(avatar, plan, weight, pixels=pixels)
     per_splat = recolour_splats(avatar, plan, weight)

@@ -16,8 +16,8 @@ import torch
 from dynavatar.edit.apply.iris_overlay import boost_under_overlay, moved_share
 from dynavatar.gaussians.avatar import GaussianAvatar, rgb_to_sh
 from dynavatar.gaussians.binding import WorldGaussians
-from dynavatar.geometry.cameras import Cameras
 from dynavatar.render.torch_renderer import TorchRenderer
+from pinhole import square_camera
 
 RES = 40
 BROWN, GREEN = (0.30, 0.20, 0.13), (0.20, 0.45, 0.25)
@@ -26,11 +26,6 @@ BROWN, GREEN = (0.30, 0.20, 0.13), (0.20, 0.45, 0.25)
 @pytest.fixture(autouse=True)
 def one_thread():
     torch.set_num_threads(1)
-
-
-def _camera() -> Cameras:
-    K = torch.tensor([[RES, 0.0, RES / 2], [0.0, RES, RES / 2], [0.0, 0.0, 1.0]])
-    return Cameras(torch.eye(4), K, RES, RES)
 
 
 def _grid(z: float, n: int = 26) -> torch.Tensor:
@@ -64,7 +59,7 @@ def _scene(lid_opacity: float, stray_colour: float = -0.4):
 
 def _render(world: WorldGaussians, sh: torch.Tensor) -> torch.Tensor:
     w = WorldGaussians(world.means, world.quats, world.scales, world.opacities, sh, 0)
-    return TorchRenderer().render(w, _camera(), background=torch.ones(3)).rgb[0]  # [H, W, 3]
+    return TorchRenderer().render(w, square_camera(RES), background=torch.ones(3)).rgb[0]  # [H, W, 3]
 
 
 def _recoloured(avatar: GaussianAvatar, iris: torch.Tensor) -> GaussianAvatar:
@@ -76,7 +71,7 @@ def _recoloured(avatar: GaussianAvatar, iris: torch.Tensor) -> GaussianAvatar:
 def test_pixels_under_the_lid_move_the_full_change():
     avatar, world, iris, lid = _scene(lid_opacity=0.08)
     after = _recoloured(avatar, iris)
-    boosted = boost_under_overlay(avatar, after, world, _camera(), TorchRenderer())
+    boosted = boost_under_overlay(avatar, after, world, square_camera(RES), TorchRenderer())
     before_img, plain_img, boosted_img = (_render(world, g.sh) for g in (avatar, after, boosted))
     d = torch.tensor(GREEN) - torch.tensor(BROWN)  # the change asked of every iris pixel
     rows = slice(8, 32)
@@ -94,7 +89,7 @@ def test_gain_is_capped_and_colours_stay_displayable():
     avatar, world, iris, _ = _scene(lid_opacity=0.9)  # the lid hides nearly all of the iris on the left
     after = _recoloured(avatar, iris)
     cap = 1.5
-    boosted = boost_under_overlay(avatar, after, world, _camera(), TorchRenderer(), max_gain=cap)
+    boosted = boost_under_overlay(avatar, after, world, square_camera(RES), TorchRenderer(), max_gain=cap)
     base = torch.tensor(BROWN)
     new = boosted.sh[iris, 0] * 0.28209479177387814 + 0.5  # [M, 3] rgb
     assert float(((new - base) / (torch.tensor(GREEN) - base)).max()) <= cap + 1e-4
@@ -103,10 +98,10 @@ def test_gain_is_capped_and_colours_stay_displayable():
 
 def test_share_is_one_without_overlay_and_nothing_moved_is_a_no_op():
     avatar, world, iris, lid = _scene(lid_opacity=0.08)
-    share, drawn = moved_share(world, _camera(), iris.float(), TorchRenderer())
+    share, drawn = moved_share(world, square_camera(RES), iris.float(), TorchRenderer())
     right = iris & (world.means[0, :, 0] > 0.3) & (drawn > 0.5)  # in view, well away from the lid
     assert torch.allclose(share[right], torch.ones(int(right.sum())), atol=1e-3)
     assert float(share[lid].max()) < 1.0  # the lid's splats draw over iris pixels, not as iris
-    same = boost_under_overlay(avatar, avatar.replace(sh=avatar.sh.clone()), world, _camera(), TorchRenderer())
+    same = boost_under_overlay(avatar, avatar.replace(sh=avatar.sh.clone()), world, square_camera(RES), TorchRenderer())
     assert torch.equal(same.sh, avatar.sh)
     assert math.isfinite(float(drawn.sum()))

@@ -25,9 +25,9 @@ from dynavatar.edit.metrics import region_colour_consistency, region_colour_spre
 from dynavatar.gaussians.avatar import GaussianAvatar, rgb_to_sh, sh_to_rgb
 from dynavatar.gaussians.binding import WorldGaussians
 from dynavatar.geometry.labels import NUM_LABELS, label_index
-from dynavatar.geometry.cameras import Cameras
 from dynavatar.render.sh import eval_sh
 from dynavatar.render.torch_renderer import TorchRenderer
+from pinhole import square_camera
 
 
 
@@ -48,11 +48,6 @@ def _graded(r: int) -> tuple[float, float, float]:
     distribution, as real hair has (a two-spike one makes every rank map jump between the spikes)."""
     return tuple(d + (b - d) * r / 25 for d, b in zip(DARK, BROWN))
 HAIR, SKIN = label_index("hair"), label_index("skin")
-
-
-def _camera() -> Cameras:
-    K = torch.tensor([[RES, 0.0, RES / 2], [0.0, RES, RES / 2], [0.0, 0.0, 1.0]])
-    return Cameras(torch.eye(4), K, RES, RES)
 
 
 def _scene(colour_of_row, hidden: list[tuple[tuple[float, float, float], float]] = ()):
@@ -84,7 +79,7 @@ def _scene(colour_of_row, hidden: list[tuple[tuple[float, float, float], float]]
 def _render(world: WorldGaussians, sh: torch.Tensor | None = None) -> torch.Tensor:
     if sh is not None:
         world = WorldGaussians(world.means, world.quats, world.scales, world.opacities, sh, 0)
-    return TorchRenderer().render(world, _camera(), background=torch.ones(3)).rgb  # [1, H, W, 3]
+    return TorchRenderer().render(world, square_camera(RES), background=torch.ones(3)).rgb  # [1, H, W, 3]
 
 
 def _both_ways(colour_of_row, plan: EditPlan, hidden=()):
@@ -94,7 +89,7 @@ def _both_ways(colour_of_row, plan: EditPlan, hidden=()):
     mask = torch.ones(1, RES, RES)  # the hair fills the image
     pixel = PaletteEditor().edit(img, mask, plan)
     sel = labels[:, HAIR] > 0.5
-    vis = splat_visibility(world, _camera(), mask, TorchRenderer())
+    vis = splat_visibility(world, square_camera(RES), mask, TorchRenderer())
     new = recolour_splats(avatar, plan, splat_region_weight(labels, plan, sel), vis)
     return avatar, new, img, pixel, _render(world, new.sh), vis
 
@@ -231,7 +226,7 @@ def test_hair_splats_the_views_show_outside_the_region_keep_their_colour():
     avatar, world, labels = _scene(_graded, hidden=[((0.28, 0.28, 0.28), 1.0)])
     mask = torch.zeros(1, RES, RES)
     mask[:, : RES // 2] = 1.0
-    inside, outside = splat_visibility(world, _camera(), mask, TorchRenderer(), with_outside=True)
+    inside, outside = splat_visibility(world, square_camera(RES), mask, TorchRenderer(), with_outside=True)
     weight = splat_region_weight(labels, RED, labels[:, HAIR] > 0.5)
     new = recolour_splats(avatar, RED, weight, inside, outside=outside)
     rows = torch.arange(26).repeat_interleave(26)  # grid row of each visible splat; y = (row - 12.5) * 2 px
